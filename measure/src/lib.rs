@@ -1,0 +1,25 @@
+//! Launch measurements of confidential VMs booted by QEMU with OVMF, bit-exact with
+//! what the AMD secure processor reports (SEV, SEV-ES, SEV-SNP; TDX follows).
+//!
+//! Layout: [`ovmf`] and [`tdvf`] parse firmware, [`hashes`] builds QEMU's kernel-hashes
+//! table, [`vmsa`] the initial vCPU state, [`snp`] and [`sev`] compute digests in two
+//! steps (prepare per firmware, finish per launch), [`inputs`] loads files in parallel.
+
+mod error;
+
+pub mod cpu;
+pub mod hashes;
+pub mod inputs;
+pub mod inspect;
+pub mod ovmf;
+pub mod sev;
+pub mod snp;
+pub mod tdvf;
+pub mod vmsa;
+
+pub use error::{FirmwareError, MeasureError};
+pub use hashes::KernelHashes;
+pub use ovmf::Firmware;
+pub use sev::SevPrepared;
+pub use snp::{SnpParams, SnpPrepared};
+pub use vmsa::VmmType;
