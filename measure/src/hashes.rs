@@ -47,7 +47,10 @@ pub fn empty_sha256() -> [u8; 32] {
 
 /// SHA-256 of a file, streamed (the file is never held in memory whole).
 pub fn sha256_file(path: &Path) -> Result<[u8; 32], MeasureError> {
-    let io = |source| MeasureError::Io { path: path.to_owned(), source };
+    let io = |source| MeasureError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -74,7 +77,10 @@ impl KernelHashes {
     /// The padded table bytes QEMU places at the hash-table GPA.
     pub fn table(&self) -> [u8; PADDED_TABLE_LEN] {
         let mut t = [0u8; PADDED_TABLE_LEN];
-        let mut w = Writer { buf: &mut t, pos: 0 };
+        let mut w = Writer {
+            buf: &mut t,
+            pos: 0,
+        };
         w.put(&TABLE_HEADER_GUID.to_bytes_le());
         w.put(&(TABLE_LEN as u16).to_le_bytes());
         for (guid, hash) in [
@@ -92,7 +98,8 @@ impl KernelHashes {
     /// A 4 KiB page with the table at `offset`, or `None` if it does not fit.
     pub fn page(&self, offset: usize) -> Option<Box<[u8; 4096]>> {
         let mut page = Box::new([0u8; 4096]);
-        page.get_mut(offset..offset.checked_add(PADDED_TABLE_LEN)?)?.copy_from_slice(&self.table());
+        page.get_mut(offset..offset.checked_add(PADDED_TABLE_LEN)?)?
+            .copy_from_slice(&self.table());
         Some(page)
     }
 }

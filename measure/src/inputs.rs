@@ -27,24 +27,36 @@ fn hex_ser<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> 
 impl FileInfo {
     /// Hashes a file.
     pub fn hash(path: &Path) -> Result<Self, MeasureError> {
-        let io = |source| MeasureError::Io { path: path.to_owned(), source };
+        let io = |source| MeasureError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.is_dir() {
             return Err(io(std::io::Error::other("is a directory")));
         }
-        Ok(FileInfo { path: path.to_owned(), size: meta.len(), sha256: sha256_file(path)? })
+        Ok(FileInfo {
+            path: path.to_owned(),
+            size: meta.len(),
+            sha256: sha256_file(path)?,
+        })
     }
 }
 
 /// Reads and parses a firmware file; errors name the path.
 pub fn read_firmware(path: &Path) -> Result<Firmware, MeasureError> {
-    let io = |source| MeasureError::Io { path: path.to_owned(), source };
+    let io = |source| MeasureError::Io {
+        path: path.to_owned(),
+        source,
+    };
     if std::fs::metadata(path).map_err(io)?.is_dir() {
         return Err(io(std::io::Error::other("is a directory")));
     }
     let data = std::fs::read(path).map_err(io)?;
-    Firmware::parse(data)
-        .map_err(|source| MeasureError::FirmwareFile { path: path.to_owned(), source })
+    Firmware::parse(data).map_err(|source| MeasureError::FirmwareFile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Everything a measurement needs, loaded.
@@ -85,6 +97,11 @@ pub fn load<T: Send>(
         let kernel = kh.map(join).transpose();
         let initrd = ih.map(join).transpose();
         let (firmware, prepared) = fw?;
-        Ok(Loaded { firmware, prepared, kernel: kernel?, initrd: initrd? })
+        Ok(Loaded {
+            firmware,
+            prepared,
+            kernel: kernel?,
+            initrd: initrd?,
+        })
     })
 }

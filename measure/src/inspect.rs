@@ -35,14 +35,20 @@ pub struct Capability {
     pub note: Option<String>,
 }
 
-const AMDSEV_HINT: &str = "build an OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh); \
+const AMDSEV_HINT: &str =
+    "build an OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh); \
 Debian's packaged OVMF has no kernel-hashes section";
 
 /// Why SNP kernel hashes cannot be measured with this firmware, if they cannot.
 pub fn snp_kernel_hashes_problem(fw: &Firmware) -> Option<String> {
-    let Some(sec) = fw.sev_sections().iter().find(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
+    let Some(sec) = fw
+        .sev_sections()
+        .iter()
+        .find(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
     else {
-        return Some(format!("no SNP_KERNEL_HASHES section in the SEV metadata: {AMDSEV_HINT}"));
+        return Some(format!(
+            "no SNP_KERNEL_HASHES section in the SEV metadata: {AMDSEV_HINT}"
+        ));
     };
     match fw.sev_hashes_table_gpa() {
         Ok(Some(gpa)) => {
@@ -56,7 +62,9 @@ pub fn snp_kernel_hashes_problem(fw: &Firmware) -> Option<String> {
                 None
             }
         }
-        Ok(None) => Some(format!("no SEV_HASH_TABLE_RV entry in the footer table: {AMDSEV_HINT}")),
+        Ok(None) => Some(format!(
+            "no SEV_HASH_TABLE_RV entry in the footer table: {AMDSEV_HINT}"
+        )),
         Err(e) => Some(e.to_string()),
     }
 }
@@ -72,10 +80,18 @@ fn snp_problem(fw: &Firmware) -> Option<String> {
                 .into(),
         );
     }
-    if let Some((i, s)) = fw.sev_sections().iter().enumerate().find(|(_, s)| s.kind().is_none()) {
-        return Some(format!("SEV metadata section {i} has unknown type {:#x}", s.raw_type));
+    if let Some((i, s)) = fw
+        .sev_sections()
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.kind().is_none())
+    {
+        return Some(format!(
+            "SEV metadata section {i} has unknown type {:#x}",
+            s.raw_type
+        ));
     }
-    if fw.size() % PAGE_SIZE != 0 {
+    if !fw.size().is_multiple_of(PAGE_SIZE) {
         return Some(format!("size {} is not a multiple of 4096", fw.size()));
     }
     None
@@ -93,13 +109,17 @@ pub fn capabilities(fw: &Firmware) -> Vec<Capability> {
     let sev_hashes = if fw.sev_hashes_supported() {
         None
     } else {
-        Some(format!("no SEV_HASH_TABLE_RV entry with a non-zero GPA: {AMDSEV_HINT}"))
+        Some(format!(
+            "no SEV_HASH_TABLE_RV entry with a non-zero GPA: {AMDSEV_HINT}"
+        ))
     };
     let snp = snp_problem(fw);
     let snp_k = snp.clone().or_else(|| snp_kernel_hashes_problem(fw));
     let tdx = match fw.tdx_metadata() {
         Parsed::Valid(_) => None,
-        Parsed::Absent => Some("no TDX_METADATA_OFFSET entry: not a TDX (IntelTdx/TDVF) build".into()),
+        Parsed::Absent => {
+            Some("no TDX_METADATA_OFFSET entry: not a TDX (IntelTdx/TDVF) build".into())
+        }
         Parsed::Invalid(e) => Some(e.to_string()),
     };
     let mut out = vec![
@@ -111,7 +131,12 @@ pub fn capabilities(fw: &Firmware) -> Vec<Capability> {
         cap(LaunchType::Tdx, tdx),
     ];
     for c in out.iter_mut() {
-        if c.supported && matches!(c.launch, LaunchType::SevEs | LaunchType::Snp | LaunchType::SnpKernelHashes) {
+        if c.supported
+            && matches!(
+                c.launch,
+                LaunchType::SevEs | LaunchType::Snp | LaunchType::SnpKernelHashes
+            )
+        {
             c.note.clone_from(&one_cpu);
         }
     }

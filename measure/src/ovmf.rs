@@ -43,7 +43,10 @@ pub const FOUR_GIB: u64 = 1 << 32;
 /// Reads a little-endian u16 at `off`, if in bounds.
 pub(crate) fn le_u16(data: &[u8], off: usize) -> Option<u16> {
     let b = data.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes([b.first().copied()?, b.get(1).copied()?]))
+    Some(u16::from_le_bytes([
+        b.first().copied()?,
+        b.get(1).copied()?,
+    ]))
 }
 
 /// Reads a little-endian u32 at `off`, if in bounds.
@@ -230,7 +233,9 @@ impl Firmware {
     pub fn gpa(&self) -> Result<u64, FirmwareError> {
         FOUR_GIB
             .checked_sub(self.data.len() as u64)
-            .ok_or(FirmwareError::TooLarge { size: self.data.len() })
+            .ok_or(FirmwareError::TooLarge {
+                size: self.data.len(),
+            })
     }
 
     /// Whether the image ends with an OVMF footer table.
@@ -273,7 +278,10 @@ impl Firmware {
             None => Ok(None),
             Some(e) => le_u32(&e.data, 0)
                 .map(Some)
-                .ok_or(FirmwareError::ShortEntry { name: what, len: e.data.len() }),
+                .ok_or(FirmwareError::ShortEntry {
+                    name: what,
+                    len: e.data.len(),
+                }),
         }
     }
 
@@ -349,7 +357,11 @@ fn parse_footer_table(data: &[u8]) -> Result<(bool, Vec<TableEntry>), FirmwareEr
                 "GUID {guid} appears twice in the footer table"
             )));
         }
-        entries.push(TableEntry { guid, data_offset, data: body });
+        entries.push(TableEntry {
+            guid,
+            data_offset,
+            data: body,
+        });
         end = data_offset;
     }
     entries.reverse();
@@ -370,14 +382,22 @@ fn parse_sev_metadata(data: &[u8], entry: &[u8]) -> Result<Vec<SevSection>, Firm
     })? as usize;
     let bad = |why: String| FirmwareError::SevMetadata(why);
     let start = len.checked_sub(off_from_end).ok_or_else(|| {
-        bad(format!("offset {off_from_end:#x} from the end points before the image start"))
+        bad(format!(
+            "offset {off_from_end:#x} from the end points before the image start"
+        ))
     })?;
     let header = data
         .get(start..start.saturating_add(16))
         .filter(|h| h.len() == 16)
-        .ok_or_else(|| bad(format!("header at {start:#x} runs past the end of the image")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "header at {start:#x} runs past the end of the image"
+            ))
+        })?;
     if header.get(0..4) != Some(b"ASEV".as_slice()) {
-        return Err(bad(format!("wrong signature at {start:#x} (expected \"ASEV\")")));
+        return Err(bad(format!(
+            "wrong signature at {start:#x} (expected \"ASEV\")"
+        )));
     }
     let size = le_u32(header, 4).unwrap_or(0) as usize;
     let version = le_u32(header, 8).unwrap_or(0);
@@ -399,7 +419,11 @@ fn parse_sev_metadata(data: &[u8], entry: &[u8]) -> Result<Vec<SevSection>, Firm
         let gpa = le_u32(data, o).unwrap_or(0);
         let size = le_u32(data, o + 4).unwrap_or(0);
         let raw_type = le_u32(data, o + 8).unwrap_or(0);
-        out.push(SevSection { gpa, size, raw_type });
+        out.push(SevSection {
+            gpa,
+            size,
+            raw_type,
+        });
     }
     Ok(out)
 }

@@ -99,7 +99,9 @@ impl Gctx {
 /// SHA-384 of each 4 KiB page, computed on all available cores for large inputs.
 pub fn page_digests(data: &[u8]) -> Vec<Digest384> {
     let pages: Vec<&[u8]> = data.chunks(PAGE_SIZE).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
     if threads < 2 || pages.len() < 64 {
         return pages.iter().map(|p| Sha384::digest(p).into()).collect();
     }
@@ -108,7 +110,11 @@ pub fn page_digests(data: &[u8]) -> Vec<Digest384> {
         let handles: Vec<_> = pages
             .chunks(per)
             .map(|part| {
-                s.spawn(move || part.iter().map(|p| Sha384::digest(p).into()).collect::<Vec<_>>())
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| Sha384::digest(p).into())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         handles
@@ -135,7 +141,10 @@ pub struct SnpParams {
 pub fn check_vcpus(vcpus: u64) -> Result<u32, MeasureError> {
     match u32::try_from(vcpus) {
         Ok(n) if (1..=MAX_VCPUS).contains(&n) => Ok(n),
-        _ => Err(MeasureError::BadVcpus { got: vcpus, max: MAX_VCPUS }),
+        _ => Err(MeasureError::BadVcpus {
+            got: vcpus,
+            max: MAX_VCPUS,
+        }),
     }
 }
 
@@ -151,7 +160,7 @@ pub struct SnpPrepared {
 impl SnpPrepared {
     /// Hashes the firmware pages (at 4 GiB − size).
     pub fn new(fw: &Firmware) -> Result<Self, MeasureError> {
-        if fw.size() % PAGE_SIZE != 0 {
+        if !fw.size().is_multiple_of(PAGE_SIZE) {
             return Err(MeasureError::FirmwareNotPageMultiple { size: fw.size() });
         }
         let mut g = Gctx::default();
@@ -177,7 +186,9 @@ impl SnpPrepared {
 
     /// Whether kernel/initrd/cmdline can be measured with this firmware.
     pub fn supports_kernel_hashes(&self) -> bool {
-        self.sections.iter().any(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
+        self.sections
+            .iter()
+            .any(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
             && matches!(self.hash_table_gpa, Ok(Some(_)))
     }
 
@@ -222,7 +233,9 @@ impl SnpPrepared {
         for (index, s) in self.sections.iter().enumerate() {
             let bad = |why: &str| MeasureError::BadSection {
                 index,
-                what: s.kind().map_or_else(|| format!("type {:#x}", s.raw_type), |k| k.name().into()),
+                what: s
+                    .kind()
+                    .map_or_else(|| format!("type {:#x}", s.raw_type), |k| k.name().into()),
                 why: why.to_owned(),
             };
             let Some(kind) = s.kind() else {
@@ -243,7 +256,11 @@ impl SnpPrepared {
             match kind {
                 SevSectionKind::SnpSecMem => {
                     page_multiple()?;
-                    let t = if vmm == VmmType::Gce { page_type::UNMEASURED } else { page_type::ZERO };
+                    let t = if vmm == VmmType::Gce {
+                        page_type::UNMEASURED
+                    } else {
+                        page_type::ZERO
+                    };
                     g.update_repeated(t, gpa, size);
                 }
                 SevSectionKind::SnpSecrets => g.update(page_type::SECRETS, gpa, &[0; 48]),
@@ -254,10 +271,17 @@ impl SnpPrepared {
                 }
                 SevSectionKind::SnpKernelHashes => match kernel {
                     Some(k) => {
-                        let table_gpa = self.hash_table_gpa.clone()?.ok_or(MeasureError::NoSevHashTable)?;
+                        let table_gpa = self
+                            .hash_table_gpa
+                            .clone()?
+                            .ok_or(MeasureError::NoSevHashTable)?;
                         let offset = table_gpa & 0xfff;
                         let page = k.page(offset as usize).filter(|_| s.size == 4096).ok_or(
-                            MeasureError::HashTableDoesNotFit { gpa: table_gpa, offset, size: s.size },
+                            MeasureError::HashTableDoesNotFit {
+                                gpa: table_gpa,
+                                offset,
+                                size: s.size,
+                            },
                         )?;
                         g.update(page_type::NORMAL, gpa, &Sha384::digest(&page[..]).into());
                     }
@@ -281,7 +305,10 @@ impl SnpPrepared {
             }
         }
         if kernel.is_some()
-            && !self.sections.iter().any(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
+            && !self
+                .sections
+                .iter()
+                .any(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
         {
             return Err(MeasureError::NoSnpKernelHashes);
         }
@@ -292,7 +319,8 @@ impl SnpPrepared {
 /// Parses a precomputed OVMF hash (96 hex digits).
 pub fn parse_ovmf_hash(s: &str) -> Result<Digest384, MeasureError> {
     let mut out = [0u8; 48];
-    hex::decode_to_slice(s.trim(), &mut out).map_err(|_| MeasureError::BadOvmfHash(s.to_owned()))?;
+    hex::decode_to_slice(s.trim(), &mut out)
+        .map_err(|_| MeasureError::BadOvmfHash(s.to_owned()))?;
     Ok(out)
 }
 
@@ -316,7 +344,10 @@ mod tests {
     #[test]
     fn parallel_page_digests_match_sequential() {
         let data: Vec<u8> = (0..4096 * 200).map(|i| (i * 7 % 251) as u8).collect();
-        let seq: Vec<Digest384> = data.chunks(4096).map(|p| Sha384::digest(p).into()).collect();
+        let seq: Vec<Digest384> = data
+            .chunks(4096)
+            .map(|p| Sha384::digest(p).into())
+            .collect();
         assert_eq!(page_digests(&data), seq);
     }
 

@@ -94,9 +94,10 @@ pub struct TdvfMetadata {
 pub fn parse(data: &[u8], entry: &[u8]) -> Result<TdvfMetadata, FirmwareError> {
     let bad = |why: String| FirmwareError::TdxMetadata(why);
     let len = data.len();
-    let from_end = le_u32(entry, 0)
-        .ok_or(FirmwareError::ShortEntry { name: "TDX_METADATA_OFFSET", len: entry.len() })?
-        as usize;
+    let from_end = le_u32(entry, 0).ok_or(FirmwareError::ShortEntry {
+        name: "TDX_METADATA_OFFSET",
+        len: entry.len(),
+    })? as usize;
     let offset = len
         .checked_sub(from_end)
         .filter(|o| o + HEADER_SIZE <= len)
@@ -107,21 +108,29 @@ pub fn parse(data: &[u8], entry: &[u8]) -> Result<TdvfMetadata, FirmwareError> {
         })?;
     let sig = le_u32(data, offset).unwrap_or(0);
     if sig != TDVF_SIGNATURE {
-        return Err(bad(format!("wrong signature at {offset:#x} (expected \"TDVF\")")));
+        return Err(bad(format!(
+            "wrong signature at {offset:#x} (expected \"TDVF\")"
+        )));
     }
     let length = le_u32(data, offset + 4).unwrap_or(0) as usize;
     let version = le_u32(data, offset + 8).unwrap_or(0);
     let count = le_u32(data, offset + 12).unwrap_or(0) as usize;
     if offset.saturating_add(length) > len {
-        return Err(bad(format!("descriptor length {length:#x} runs past the end of the image")));
+        return Err(bad(format!(
+            "descriptor length {length:#x} runs past the end of the image"
+        )));
     }
     if version != 1 {
         return Err(bad(format!("unsupported version {version} (expected 1)")));
     }
     if count < 2 {
-        return Err(bad(format!("{count} sections declared, QEMU requires at least 2")));
+        return Err(bad(format!(
+            "{count} sections declared, QEMU requires at least 2"
+        )));
     }
-    let expect = count.saturating_mul(SECTION_SIZE).saturating_add(HEADER_SIZE);
+    let expect = count
+        .saturating_mul(SECTION_SIZE)
+        .saturating_add(HEADER_SIZE);
     if length != expect {
         return Err(bad(format!(
             "descriptor length {length:#x} does not match {count} sections ({expect:#x})"
@@ -144,7 +153,9 @@ pub fn parse(data: &[u8], entry: &[u8]) -> Result<TdvfMetadata, FirmwareError> {
                 kind.name()
             )));
         }
-        if memory_address % PAGE_SIZE as u64 != 0 || memory_size % PAGE_SIZE as u64 != 0 {
+        if !memory_address.is_multiple_of(PAGE_SIZE as u64)
+            || !memory_size.is_multiple_of(PAGE_SIZE as u64)
+        {
             return Err(bad(format!(
                 "section {i} ({}) address {memory_address:#x} or size {memory_size:#x} is not \
                  4 KiB aligned",
@@ -156,7 +167,10 @@ pub fn parse(data: &[u8], entry: &[u8]) -> Result<TdvfMetadata, FirmwareError> {
                 return Err(bad(format!("section {i} ({}) has no data", kind.name())));
             }
             TdvfSectionKind::TdHob | TdvfSectionKind::TempMem if raw_size != 0 => {
-                return Err(bad(format!("section {i} ({}) must not carry data", kind.name())));
+                return Err(bad(format!(
+                    "section {i} ({}) must not carry data",
+                    kind.name()
+                )));
             }
             _ => {}
         }

@@ -113,7 +113,14 @@ pub fn build(eip: u32, sev_features: u64, vcpu_sig: u64, vmm: VmmType) -> Box<[u
     let mut p = Box::new([0u8; VMSA_SIZE]);
     let page = &mut *p;
     seg(page, off::ES, 0, 0x93, 0xffff, 0);
-    seg(page, off::CS, 0xf000, cs_flags, 0xffff, u64::from(eip & 0xffff_0000));
+    seg(
+        page,
+        off::CS,
+        0xf000,
+        cs_flags,
+        0xffff,
+        u64::from(eip & 0xffff_0000),
+    );
     seg(page, off::SS, 0, ss_flags, 0xffff, 0);
     seg(page, off::DS, 0, 0x93, 0xffff, 0);
     seg(page, off::FS, 0, 0x93, 0xffff, 0);
@@ -173,12 +180,30 @@ mod tests {
     fn bsp_fields_at_apm_offsets() {
         let p = build(BSP_EIP, 0x21, 0x00a0_0f11, VmmType::Qemu);
         // CS: selector 0xf000, attrib 0x9b, limit 0xffff, base 0xffff0000.
-        assert_eq!(&p[0x10..0x20], &[0x00, 0xf0, 0x9b, 0, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]);
-        assert_eq!(u64::from_le_bytes(p[0x178..0x180].try_into().unwrap()), 0xfff0);
-        assert_eq!(u64::from_le_bytes(p[0x310..0x318].try_into().unwrap()), 0x00a0_0f11);
-        assert_eq!(u64::from_le_bytes(p[0x3b0..0x3b8].try_into().unwrap()), 0x21);
-        assert_eq!(u32::from_le_bytes(p[0x408..0x40c].try_into().unwrap()), 0x1f80);
-        assert_eq!(u16::from_le_bytes(p[0x410..0x412].try_into().unwrap()), 0x37f);
+        assert_eq!(
+            &p[0x10..0x20],
+            &[0x00, 0xf0, 0x9b, 0, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            u64::from_le_bytes(p[0x178..0x180].try_into().unwrap()),
+            0xfff0
+        );
+        assert_eq!(
+            u64::from_le_bytes(p[0x310..0x318].try_into().unwrap()),
+            0x00a0_0f11
+        );
+        assert_eq!(
+            u64::from_le_bytes(p[0x3b0..0x3b8].try_into().unwrap()),
+            0x21
+        );
+        assert_eq!(
+            u32::from_le_bytes(p[0x408..0x40c].try_into().unwrap()),
+            0x1f80
+        );
+        assert_eq!(
+            u16::from_le_bytes(p[0x410..0x412].try_into().unwrap()),
+            0x37f
+        );
         assert!(p[0x670..].iter().all(|&b| b == 0));
     }
 
@@ -188,13 +213,19 @@ mod tests {
         let ap = build(0x80_b004, 1, 0, VmmType::Ec2);
         assert_eq!(bsp[0x12], 0x9a);
         assert_eq!(ap[0x12], 0x9b);
-        assert_eq!(u64::from_le_bytes(bsp[0x310..0x318].try_into().unwrap()), 0x600);
+        assert_eq!(
+            u64::from_le_bytes(bsp[0x310..0x318].try_into().unwrap()),
+            0x600
+        );
     }
 
     #[test]
     fn zero_ap_eip_allows_one_vcpu_only() {
         let v = VmsaPages::new(0, 1, 0, VmmType::Qemu);
         assert!(v.ap_for(1).unwrap().is_none());
-        assert!(matches!(v.ap_for(2), Err(MeasureError::NoApResetEip { vcpus: 2 })));
+        assert!(matches!(
+            v.ap_for(2),
+            Err(MeasureError::NoApResetEip { vcpus: 2 })
+        ));
     }
 }

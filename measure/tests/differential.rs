@@ -7,6 +7,13 @@
 //! (or refuse on purpose for a layout it mis-reads, flagged by the generator);
 //! wherever it refuses, we refuse with exit code 2 and nothing on stdout.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test crate
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +24,6 @@ use cocos_measure::cpu::VCPU_TYPES;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -56,7 +62,10 @@ fn run_oracle(cases: &[Case]) -> Vec<Outcome> {
         .map(|l| serde_json::from_str(&l.expect("oracle line")).expect("oracle json"))
         .collect();
     writer.join().expect("writer").expect("write cases");
-    assert!(child.wait().expect("oracle exit").success(), "oracle driver failed");
+    assert!(
+        child.wait().expect("oracle exit").success(),
+        "oracle driver failed"
+    );
     assert_eq!(results.len(), cases.len(), "oracle answered every case");
     results
 }
@@ -64,7 +73,10 @@ fn run_oracle(cases: &[Case]) -> Vec<Outcome> {
 fn run_ours(cases: &[Case]) -> Vec<Outcome> {
     let bin = env!("CARGO_BIN_EXE_cocos-measure");
     let one = |c: &Case| {
-        let o = Command::new(bin).args(&c.argv).output().expect("run cocos-measure");
+        let o = Command::new(bin)
+            .args(&c.argv)
+            .output()
+            .expect("run cocos-measure");
         Outcome {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -77,7 +89,10 @@ fn run_ours(cases: &[Case]) -> Vec<Outcome> {
             .chunks(half.max(1))
             .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
             .collect();
-        parts.into_iter().flat_map(|h| h.join().expect("runner")).collect()
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("runner"))
+            .collect()
     })
 }
 
@@ -93,14 +108,15 @@ fn compare(cases: &[Case], py: &[Outcome], ours: &[Outcome]) -> Stats {
     let mut st = Stats::default();
     let mut failures = Vec::new();
     for ((c, p), o) in cases.iter().zip(py).zip(ours) {
-        let show = || {
-            format!(
+        let show =
+            || {
+                format!(
                 "argv: {:?}\n  firmware: {}\n  oracle: code {} out {:?} err {:?}\n  ours: code {} \
                  out {:?} err {:?}",
                 c.argv, c.desc, p.code, p.stdout.trim(), p.stderr.trim(), o.code, o.stdout.trim(),
                 o.stderr.trim()
             )
-        };
+            };
         if o.stderr.contains("panicked") {
             failures.push(format!("PANIC\n  {}", show()));
         } else if p.code == 0 && o.code == 0 {
@@ -119,10 +135,19 @@ fn compare(cases: &[Case], py: &[Outcome], ours: &[Outcome]) -> Stats {
         } else if o.code == 2 && o.stdout.is_empty() && o.stderr.lines().count() == 1 {
             st.both_refused += 1;
         } else {
-            failures.push(format!("ORACLE REFUSED, WE DID NOT REFUSE CLEANLY\n  {}", show()));
+            failures.push(format!(
+                "ORACLE REFUSED, WE DID NOT REFUSE CLEANLY\n  {}",
+                show()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     st
 }
 
@@ -134,7 +159,11 @@ struct Gen {
 
 impl Gen {
     fn new(test: &str) -> Self {
-        Gen { rng: StdRng::seed_from_u64(common::seed(test)), dir: tempfile::tempdir().expect("tmp"), n: 0 }
+        Gen {
+            rng: StdRng::seed_from_u64(common::seed(test)),
+            dir: tempfile::tempdir().expect("tmp"),
+            n: 0,
+        }
     }
 
     fn file(&mut self, prefix: &str, bytes: &[u8]) -> PathBuf {
@@ -145,7 +174,11 @@ impl Gen {
     }
 
     fn random_file(&mut self, prefix: &str, max: usize) -> PathBuf {
-        let len = if self.rng.gen_bool(0.1) { 0 } else { self.rng.gen_range(1..max) };
+        let len = if self.rng.gen_bool(0.1) {
+            0
+        } else {
+            self.rng.gen_range(1..max)
+        };
         let mut b = vec![0u8; len];
         self.rng.fill(&mut b[..]);
         self.file(prefix, &b)
@@ -161,7 +194,12 @@ impl Gen {
             }
         };
         let s = |x: &str| x.to_owned();
-        let mut argv = vec![s("--mode"), s(mode), s("--ovmf"), fw_path.display().to_string()];
+        let mut argv = vec![
+            s("--mode"),
+            s(mode),
+            s("--ovmf"),
+            fw_path.display().to_string(),
+        ];
         let r = &mut self.rng;
         let has_kernel = mode != "snp:ovmf-hash" && r.gen_bool(0.6);
         let (with_initrd, with_append) = (r.gen_bool(0.5), r.gen_bool(0.7));
@@ -174,7 +212,10 @@ impl Gen {
                 argv.push(format!("--initrd={}", i.display()));
             }
             if with_append {
-                argv.push(format!("--append={}", common::random_cmdline(&mut self.rng)));
+                argv.push(format!(
+                    "--append={}",
+                    common::random_cmdline(&mut self.rng)
+                ));
             }
         } else if stray_initrd {
             let i = self.random_file("initrd", 1024);
@@ -198,7 +239,11 @@ impl Gen {
                     argv.push(format!("--vcpu-type={t}"));
                 }
                 60..=79 => {
-                    let sig: u32 = if r.gen_bool(0.1) { 0 } else { r.gen_range(0..0x0100_0000) };
+                    let sig: u32 = if r.gen_bool(0.1) {
+                        0
+                    } else {
+                        r.gen_range(0..0x0100_0000)
+                    };
                     argv.push(match r.gen_range(0..3) {
                         0 => format!("--vcpu-sig={sig}"),
                         1 => format!("--vcpu-sig={sig:#x}"),
@@ -210,7 +255,11 @@ impl Gen {
                     }
                 }
                 80..=96 => {
-                    let fam = if r.gen_bool(0.05) { 0 } else { r.gen_range(1..=40) };
+                    let fam = if r.gen_bool(0.05) {
+                        0
+                    } else {
+                        r.gen_range(1..=40)
+                    };
                     argv.push(format!("--vcpu-family={fam}"));
                     argv.push(format!("--vcpu-model={}", r.gen_range(0..=255)));
                     argv.push(format!("--vcpu-stepping={}", r.gen_range(0..=15)));
@@ -247,7 +296,12 @@ impl Gen {
             let h: Vec<u8> = (0..len).map(|_| r.gen()).collect();
             argv.push(format!("--snp-ovmf-hash={}", hex::encode(h)));
         }
-        Case { argv, stricter_ok, has_kernel, desc }
+        Case {
+            argv,
+            stricter_ok,
+            has_kernel,
+            desc,
+        }
     }
 }
 
@@ -258,9 +312,18 @@ fn differential(mode: &str, cases: usize, min_equal: usize, min_kernel: usize) {
     let ours = run_ours(&cases);
     let st = compare(&cases, &py, &ours);
     eprintln!("{mode}: {} cases, {st:?}", cases.len());
-    assert!(st.digests_equal >= min_equal, "too few digests compared for {mode}: {st:?}");
-    assert!(st.with_kernel >= min_kernel, "too few kernel digests compared for {mode}: {st:?}");
-    assert!(st.both_refused > 0, "no refusal exercised for {mode}: {st:?}");
+    assert!(
+        st.digests_equal >= min_equal,
+        "too few digests compared for {mode}: {st:?}"
+    );
+    assert!(
+        st.with_kernel >= min_kernel,
+        "too few kernel digests compared for {mode}: {st:?}"
+    );
+    assert!(
+        st.both_refused > 0,
+        "no refusal exercised for {mode}: {st:?}"
+    );
 }
 
 #[test]
@@ -289,7 +352,10 @@ fn differential_debian_firmware() {
     let mut g = Gen::new("differential debian");
     let mut cases = Vec::new();
     for fw in ["/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/ovmf/OVMF.fd"] {
-        assert!(Path::new(fw).exists(), "{fw} missing: run scripts/setup.sh (Debian package ovmf)");
+        assert!(
+            Path::new(fw).exists(),
+            "{fw} missing: run scripts/setup.sh (Debian package ovmf)"
+        );
         for mode in ["sev", "seves", "snp", "snp:ovmf-hash"] {
             for _ in 0..10 {
                 cases.push(g.case(mode, Some(Path::new(fw))));

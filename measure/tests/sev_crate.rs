@@ -13,6 +13,13 @@
 //!   reference and we refuse.
 //! - An SNP_KERNEL_HASHES section larger than a page: the crate panics.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test crate
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +39,22 @@ use sev::parser::ByteParser;
 fn cpu_type(name: &str) -> CpuType {
     use CpuType::*;
     [
-        Epyc, EpycV1, EpycV2, EpycIBPB, EpycV3, EpycV4, EpycRome, EpycRomeV1, EpycRomeV2,
-        EpycRomeV3, EpycMilan, EpycMilanV1, EpycMilanV2, EpycGenoa, EpycGenoaV1, EpycTurin,
+        Epyc,
+        EpycV1,
+        EpycV2,
+        EpycIBPB,
+        EpycV3,
+        EpycV4,
+        EpycRome,
+        EpycRomeV1,
+        EpycRomeV2,
+        EpycRomeV3,
+        EpycMilan,
+        EpycMilanV1,
+        EpycMilanV2,
+        EpycGenoa,
+        EpycGenoaV1,
+        EpycTurin,
     ]
     .into_iter()
     .find(|t| t.to_string() == name)
@@ -52,7 +73,12 @@ struct Input {
 }
 
 fn ours(i: &Input) -> Result<[u8; 48], cocos_measure::MeasureError> {
-    let l = inputs::load(&i.fw, i.kernel.as_deref(), i.initrd.as_deref(), SnpPrepared::new)?;
+    let l = inputs::load(
+        &i.fw,
+        i.kernel.as_deref(),
+        i.initrd.as_deref(),
+        SnpPrepared::new,
+    )?;
     let kh = l.kernel.as_ref().map(|k| {
         KernelHashes::new(
             k.sha256,
@@ -61,12 +87,18 @@ fn ours(i: &Input) -> Result<[u8; 48], cocos_measure::MeasureError> {
         )
     });
     let sig = cocos_measure::cpu::sig_exact(i.vcpu)?;
-    let p = SnpParams { vcpus: i.vcpus, vcpu_sig: sig, guest_features: i.features, vmm: i.vmm };
+    let p = SnpParams {
+        vcpus: i.vcpus,
+        vcpu_sig: sig,
+        guest_features: i.features,
+        vmm: i.vmm,
+    };
     l.prepared.digest(kh.as_ref(), &p)
 }
 
 fn theirs(i: &Input) -> Result<[u8; 48], String> {
-    let gf = GuestFeatures::from_bytes_with(&i.features.to_le_bytes(), ()).map_err(|e| e.to_string())?;
+    let gf =
+        GuestFeatures::from_bytes_with(&i.features.to_le_bytes(), ()).map_err(|e| e.to_string())?;
     let args = SnpMeasurementArgs {
         vcpus: i.vcpus,
         vcpu_type: cpu_type(i.vcpu),
@@ -138,7 +170,13 @@ fn check(inputs: &[Input]) -> (usize, usize) {
             (Ok(a), Ok(b)) if a == b => compared += 1,
             (Ok(a), Ok(b)) => failures.push(format!(
                 "MISMATCH fw {} vcpus {} {} {:?} features {:#x}: ours {} sev {}",
-                i.fw.display(), i.vcpus, i.vcpu, i.vmm, i.features, hex::encode(a), hex::encode(b)
+                i.fw.display(),
+                i.vcpus,
+                i.vcpu,
+                i.vmm,
+                i.features,
+                hex::encode(a),
+                hex::encode(b)
             )),
             (
                 Err(
@@ -149,7 +187,8 @@ fn check(inputs: &[Input]) -> (usize, usize) {
             ) => {}
             (Err(e), Ok(_)) => failures.push(format!(
                 "WE REFUSED ({e}) what the sev crate computed: fw {} vcpus {}",
-                i.fw.display(), i.vcpus
+                i.fw.display(),
+                i.vcpus
             )),
             (_, Err(_)) => {} // unsupported by the crate (or refused by both)
         }
@@ -162,9 +201,14 @@ fn check(inputs: &[Input]) -> (usize, usize) {
 fn sev_crate_agrees_on_synthetic_firmware() {
     let mut rng = StdRng::seed_from_u64(common::seed("sev crate synthetic"));
     let dir = tempfile::tempdir().unwrap();
-    let inputs: Vec<Input> = (0..250).map(|n| random_input(&mut rng, dir.path(), n, None)).collect();
+    let inputs: Vec<Input> = (0..250)
+        .map(|n| random_input(&mut rng, dir.path(), n, None))
+        .collect();
     let (compared, panics) = check(&inputs);
-    eprintln!("sev crate: {compared} of {} digests compared, crate panicked on {panics}", inputs.len());
+    eprintln!(
+        "sev crate: {compared} of {} digests compared, crate panicked on {panics}",
+        inputs.len()
+    );
     assert!(compared >= 100, "only {compared} cases supported by both");
 }
 
@@ -183,7 +227,10 @@ fn sev_crate_agrees_on_debian_firmware() {
         }
         let ovmf_hash = calc_snp_ovmf_hash(PathBuf::from(fw)).unwrap().get_hex_ld();
         let fw = inputs::read_firmware(Path::new(fw)).unwrap();
-        assert_eq!(hex::encode(SnpPrepared::new(&fw).unwrap().ovmf_hash()), ovmf_hash);
+        assert_eq!(
+            hex::encode(SnpPrepared::new(&fw).unwrap().ovmf_hash()),
+            ovmf_hash
+        );
     }
     assert_eq!(check(&inputs), (inputs.len(), 0));
 }
@@ -193,18 +240,33 @@ fn vmsa_pages_match_except_ec2_rdx() {
     use sev::measurement::vmsa::VMSA;
     for &(name, ..) in VCPU_TYPES {
         for features in [0x1u64, 0x21, 0x3f] {
-            for (ours_vmm, their_vmm) in [(VmmType::Qemu, VMMType::QEMU), (VmmType::Ec2, VMMType::EC2)] {
+            for (ours_vmm, their_vmm) in
+                [(VmmType::Qemu, VMMType::QEMU), (VmmType::Ec2, VMMType::EC2)]
+            {
                 let gf = GuestFeatures::from_bytes_with(&features.to_le_bytes(), ()).unwrap();
-                let theirs = VMSA::new(0x80b004, cpu_type(name), their_vmm, Some(3), gf).pages(3).unwrap();
+                let theirs = VMSA::new(0x80b004, cpu_type(name), their_vmm, Some(3), gf)
+                    .pages(3)
+                    .unwrap();
                 let sig = cocos_measure::cpu::sig_exact(name).unwrap();
                 let v = cocos_measure::vmsa::VmsaPages::new(0x80b004, features, sig, ours_vmm);
                 for (i, page) in theirs.iter().enumerate() {
-                    let mut ours = if i == 0 { *v.bsp } else { **v.ap.as_ref().unwrap() };
+                    let mut ours = if i == 0 {
+                        *v.bsp
+                    } else {
+                        **v.ap.as_ref().unwrap()
+                    };
                     if ours_vmm == VmmType::Ec2 {
-                        assert_eq!(u64::from_le_bytes(ours[0x310..0x318].try_into().unwrap()), 0x600);
+                        assert_eq!(
+                            u64::from_le_bytes(ours[0x310..0x318].try_into().unwrap()),
+                            0x600
+                        );
                         ours[0x310..0x318].copy_from_slice(&0u64.to_le_bytes());
                     }
-                    assert_eq!(&ours[..], &page[..], "{name} {ours_vmm:?} features {features:#x} vCPU {i}");
+                    assert_eq!(
+                        &ours[..],
+                        &page[..],
+                        "{name} {ours_vmm:?} features {features:#x} vCPU {i}"
+                    );
                 }
             }
         }

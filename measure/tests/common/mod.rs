@@ -80,7 +80,11 @@ pub fn synth_firmware(rng: &mut impl Rng, faults: bool) -> (Vec<u8>, SynthInfo) 
     let mut data = vec![0u8; len];
     rng.fill(&mut data[..]);
 
-    let fault = if faults && rng.gen_bool(0.10) { rng.gen_range(0..9) } else { 99 };
+    let fault = if faults && rng.gen_bool(0.10) {
+        rng.gen_range(0..9)
+    } else {
+        99
+    };
     let mut entries: Vec<(Uuid, Vec<u8>)> = Vec::new();
 
     if rng.gen_bool(0.92) {
@@ -93,7 +97,11 @@ pub fn synth_firmware(rng: &mut impl Rng, faults: bool) -> (Vec<u8>, SynthInfo) 
             0
         } else {
             let base = rng.gen_range(0x800u32..0x1000) << 12;
-            let off = if rng.gen_bool(0.85) { rng.gen_range(0..=3920) } else { rng.gen_range(3921..4096) };
+            let off = if rng.gen_bool(0.85) {
+                rng.gen_range(0..=3920)
+            } else {
+                rng.gen_range(3921..4096)
+            };
             base | off
         };
         info.desc.push_str(&format!("hash-table={gpa:#x} "));
@@ -109,7 +117,9 @@ pub fn synth_firmware(rng: &mut impl Rng, faults: bool) -> (Vec<u8>, SynthInfo) 
             let gpa = (rng.gen::<u32>() & !0xfff) | if rng.gen_bool(0.05) { 0x10 } else { 0 };
             let size = match t {
                 1 => rng.gen_range(1..=4u32) * 4096,
-                2 | 3 => *[0x1000u32, 0x1000, 0x2000, 0].choose(rng).unwrap_or(&0x1000),
+                2 | 3 => *[0x1000u32, 0x1000, 0x2000, 0]
+                    .choose(rng)
+                    .unwrap_or(&0x1000),
                 4 => 4096,
                 _ => {
                     if rng.gen_bool(0.9) {
@@ -220,12 +230,26 @@ pub fn synth_firmware(rng: &mut impl Rng, faults: bool) -> (Vec<u8>, SynthInfo) 
 /// A random kernel command line: empty, ASCII, or with non-ASCII UTF-8.
 pub fn random_cmdline(rng: &mut impl Rng) -> String {
     const WORDS: &[&str] = &[
-        "console=ttyS0", "quiet", "root=/dev/vda1", "cocos.id=abc-123", "cocos.events=vsock:2:9997",
-        "init=/init", "x=\"a b\"", "é", "日本語", "🦀", "Ωmega=∞", "-dash", "=eq", "tab\there",
+        "console=ttyS0",
+        "quiet",
+        "root=/dev/vda1",
+        "cocos.id=abc-123",
+        "cocos.events=vsock:2:9997",
+        "init=/init",
+        "x=\"a b\"",
+        "é",
+        "日本語",
+        "🦀",
+        "Ωmega=∞",
+        "-dash",
+        "=eq",
+        "tab\there",
     ];
     match rng.gen_range(0..10) {
         0 => String::new(),
-        1 => (0..rng.gen_range(1..200)).map(|_| rng.gen_range(' '..='~')).collect(),
+        1 => (0..rng.gen_range(1..200))
+            .map(|_| rng.gen_range(' '..='~'))
+            .collect(),
         _ => (0..rng.gen_range(1..8))
             .map(|_| *WORDS.choose(rng).unwrap_or(&"quiet"))
             .collect::<Vec<_>>()

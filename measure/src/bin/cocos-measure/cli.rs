@@ -16,7 +16,8 @@ use cocos_measure::ovmf::{guid_name, Parsed};
 use cocos_measure::snp::{check_vcpus, parse_ovmf_hash};
 use cocos_measure::{Firmware, KernelHashes, SevPrepared, SnpParams, SnpPrepared, VmmType};
 
-const ABOUT: &str = "Compute AMD SEV / SEV-ES / SEV-SNP launch measurements of QEMU + OVMF guests, \
+const ABOUT: &str =
+    "Compute AMD SEV / SEV-ES / SEV-SNP launch measurements of QEMU + OVMF guests, \
 bit-exact with the AMD secure processor.";
 
 const AFTER_HELP: &str = "\
@@ -91,7 +92,12 @@ struct Compat {
     #[arg(long, value_name = "CMDLINE", allow_hyphen_values = true)]
     append: Option<String>,
     /// Guest features (SEV_FEATURES of the VMSAs; SNP only)
-    #[arg(long, value_name = "VALUE", default_value = "0x1", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "VALUE",
+        default_value = "0x1",
+        allow_hyphen_values = true
+    )]
     guest_features: String,
     /// Measurement output format
     #[arg(long, value_parser = ["hex", "base64"], default_value = "hex")]
@@ -155,7 +161,12 @@ struct BootArgs {
     #[arg(long, value_name = "FILE", requires = "kernel")]
     initrd: Option<PathBuf>,
     /// Kernel command line passed with -append
-    #[arg(long, value_name = "CMDLINE", requires = "kernel", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
     append: Option<String>,
 }
 
@@ -232,7 +243,12 @@ struct MatrixCmd {
     #[arg(long, value_name = "N,N,…", value_delimiter = ',', required = true)]
     vcpus: Vec<u64>,
     /// vCPU types, comma-separated
-    #[arg(long, value_name = "TYPE,TYPE,…", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_name = "TYPE,TYPE,…",
+        value_delimiter = ',',
+        required = true
+    )]
     vcpu_types: Vec<String>,
     /// Guest-feature values, comma-separated
     #[arg(long, value_name = "BITS,…", value_delimiter = ',', default_value = "0x1", value_parser = parse_u64_auto)]
@@ -277,20 +293,36 @@ fn py_int(s: &str, auto: bool) -> Result<i128, String> {
     };
     let lower = t.to_ascii_lowercase();
     let (radix, digits) = if auto && lower.starts_with("0x") {
-        (16, lower.get(2..).unwrap_or_default().trim_start_matches('_'))
+        (
+            16,
+            lower.get(2..).unwrap_or_default().trim_start_matches('_'),
+        )
     } else if auto && lower.starts_with("0o") {
-        (8, lower.get(2..).unwrap_or_default().trim_start_matches('_'))
+        (
+            8,
+            lower.get(2..).unwrap_or_default().trim_start_matches('_'),
+        )
     } else if auto && lower.starts_with("0b") {
-        (2, lower.get(2..).unwrap_or_default().trim_start_matches('_'))
+        (
+            2,
+            lower.get(2..).unwrap_or_default().trim_start_matches('_'),
+        )
     } else {
         (10, lower.as_str())
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__")
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
     {
         return Err(err());
     }
     let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    if auto && radix == 10 && clean.len() > 1 && clean.starts_with('0') && clean.bytes().any(|b| b != b'0')
+    if auto
+        && radix == 10
+        && clean.len() > 1
+        && clean.starts_with('0')
+        && clean.bytes().any(|b| b != b'0')
     {
         return Err(err());
     }
@@ -423,7 +455,11 @@ fn run_compat(c: Compat) -> Result<()> {
         let (Some(m), Some(s)) = (model, stepping) else {
             bail!("--vcpu-family needs --vcpu-model and --vcpu-stepping");
         };
-        cpu_sig(nonneg("vcpu-family", f)?, nonneg("vcpu-model", m)?, nonneg("vcpu-stepping", s)?)
+        cpu_sig(
+            nonneg("vcpu-family", f)?,
+            nonneg("vcpu-model", m)?,
+            nonneg("vcpu-stepping", s)?,
+        )
     } else if let Some(s) = sig.filter(|&s| s != 0) {
         nonneg("vcpu-sig", s)?
     } else if let Some(t) = c.vcpu_type.as_deref() {
@@ -445,7 +481,10 @@ fn run_compat(c: Compat) -> Result<()> {
     let need_vcpus = || -> Result<u32> {
         let v = vcpus.context("missing --vcpus")?;
         check_vcpus(u64::try_from(v).unwrap_or(0)).map_err(|_| {
-            anyhow::anyhow!("--vcpus must be between 1 and {}, got {v}", cocos_measure::snp::MAX_VCPUS)
+            anyhow::anyhow!(
+                "--vcpus must be between 1 and {}, got {v}",
+                cocos_measure::snp::MAX_VCPUS
+            )
         })
     };
     let features = nonneg("guest-features", features)?;
@@ -461,7 +500,10 @@ fn run_compat(c: Compat) -> Result<()> {
             let vcpus = need_vcpus()?;
             let l = inputs::load(ovmf, kernel, initrd, |fw| Ok(SevPrepared::new(fw)))?;
             let kh = kernel_hashes(&l, append);
-            let ld = l.prepared.seves_digest(kh.as_ref(), vcpus, vcpu_sig, vmm)?.to_vec();
+            let ld = l
+                .prepared
+                .seves_digest(kh.as_ref(), vcpus, vcpu_sig, vmm)?
+                .to_vec();
             if c.dump_vmsa {
                 let v = l.prepared.vmsa(vcpu_sig, vmm)?;
                 let ap = v.ap_for(vcpus)?.copied();
@@ -469,23 +511,42 @@ fn run_compat(c: Compat) -> Result<()> {
                 pages.extend((1..vcpus).filter_map(|_| ap.map(Box::new)));
                 write_vmsas(&pages)?;
             }
-            ("SEV_ES", ld, firmware_sha256(&l.firmware), None, l.map_unit())
+            (
+                "SEV_ES",
+                ld,
+                firmware_sha256(&l.firmware),
+                None,
+                l.map_unit(),
+            )
         }
         _ => {
             let vcpus = need_vcpus()?;
-            let seed = c.snp_ovmf_hash.as_deref().map(parse_ovmf_hash).transpose()?;
+            let seed = c
+                .snp_ovmf_hash
+                .as_deref()
+                .map(parse_ovmf_hash)
+                .transpose()?;
             let l = inputs::load(ovmf, kernel, initrd, |fw| match seed {
                 Some(s) => Ok(SnpPrepared::with_ovmf_hash(fw, s)),
                 None => SnpPrepared::new(fw),
             })?;
             let kh = kernel_hashes(&l, append);
-            let params = SnpParams { vcpus, vcpu_sig, guest_features: features, vmm };
+            let params = SnpParams {
+                vcpus,
+                vcpu_sig,
+                guest_features: features,
+                vmm,
+            };
             let ld = l.prepared.digest(kh.as_ref(), &params)?.to_vec();
             if c.dump_vmsa {
                 write_vmsas(&l.prepared.vmsa_pages(&params)?)?;
             }
             let oh = l.prepared.ovmf_hash();
-            let sha = if c.json { firmware_sha256(&l.firmware) } else { [0; 32] };
+            let sha = if c.json {
+                firmware_sha256(&l.firmware)
+            } else {
+                [0; 32]
+            };
             ("SEV_SNP", ld, sha, Some(oh), l.map_unit())
         }
     };
@@ -504,7 +565,9 @@ fn run_compat(c: Compat) -> Result<()> {
             },
         });
         if let Some(oh) = ovmf_hash {
-            v["ovmf_hash"] = json!(hex::encode(oh));
+            if let Some(o) = v.as_object_mut() {
+                o.insert("ovmf_hash".into(), json!(hex::encode(oh)));
+            }
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if c.verbose {
@@ -521,7 +584,12 @@ trait MapUnit {
 
 impl<T> MapUnit for Loaded<T> {
     fn map_unit(self) -> Loaded<()> {
-        Loaded { firmware: self.firmware, prepared: (), kernel: self.kernel, initrd: self.initrd }
+        Loaded {
+            firmware: self.firmware,
+            prepared: (),
+            kernel: self.kernel,
+            initrd: self.initrd,
+        }
     }
 }
 
@@ -554,11 +622,20 @@ fn print_text(lines: &[(&str, String)]) {
 }
 
 fn input_lines<T>(l: &Loaded<T>, ovmf: &Path, append: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut out = vec![("ovmf", format!("{} ({} bytes)", ovmf.display(), l.firmware.size()))];
+    let mut out = vec![(
+        "ovmf",
+        format!("{} ({} bytes)", ovmf.display(), l.firmware.size()),
+    )];
     if let Some(k) = &l.kernel {
-        out.push(("kernel", format!("{} sha256 {}", k.path.display(), hex::encode(k.sha256))));
+        out.push((
+            "kernel",
+            format!("{} sha256 {}", k.path.display(), hex::encode(k.sha256)),
+        ));
         match &l.initrd {
-            Some(i) => out.push(("initrd", format!("{} sha256 {}", i.path.display(), hex::encode(i.sha256)))),
+            Some(i) => out.push((
+                "initrd",
+                format!("{} sha256 {}", i.path.display(), hex::encode(i.sha256)),
+            )),
             None => out.push(("initrd", "(none)".into())),
         }
         out.push(("cmdline", format!("{:?}", append.unwrap_or_default())));
@@ -571,17 +648,32 @@ fn run_snp(c: SnpCmd) -> Result<()> {
     let (sig, name) = resolve_cpu(&c.cpu)?;
     let seed = c.ovmf_hash.as_deref().map(parse_ovmf_hash).transpose()?;
     let b = &c.boot;
-    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| match seed {
-        Some(s) => Ok(SnpPrepared::with_ovmf_hash(fw, s)),
-        None => SnpPrepared::new(fw),
-    })?;
+    let l = inputs::load(
+        &b.ovmf,
+        b.kernel.as_deref(),
+        b.initrd.as_deref(),
+        |fw| match seed {
+            Some(s) => Ok(SnpPrepared::with_ovmf_hash(fw, s)),
+            None => SnpPrepared::new(fw),
+        },
+    )?;
     let append = b.append.as_deref();
     let kh = kernel_hashes(&l, append);
-    let params = SnpParams { vcpus, vcpu_sig: sig, guest_features: c.guest_features, vmm: c.cpu.vmm_type };
+    let params = SnpParams {
+        vcpus,
+        vcpu_sig: sig,
+        guest_features: c.guest_features,
+        vmm: c.cpu.vmm_type,
+    };
     let ld = l.prepared.digest(kh.as_ref(), &params)?;
     if c.json {
         let mut settings = settings_json(vcpus, sig, name, c.cpu.vmm_type);
-        settings["guest_features"] = json!(format!("{:#x}", c.guest_features));
+        if let Some(o) = settings.as_object_mut() {
+            o.insert(
+                "guest_features".into(),
+                json!(format!("{:#x}", c.guest_features)),
+            );
+        }
         let v = json!({
             "mode": "snp",
             "measurement": hex::encode(ld),
@@ -593,7 +685,10 @@ fn run_snp(c: SnpCmd) -> Result<()> {
     } else {
         let mut lines = vec![("SEV-SNP digest", hex::encode(ld))];
         lines.extend(input_lines(&l, &b.ovmf, append));
-        lines.push(("vcpus", format!("{vcpus} × {} (sig {sig:#x})", name.unwrap_or("custom"))));
+        lines.push((
+            "vcpus",
+            format!("{vcpus} × {} (sig {sig:#x})", name.unwrap_or("custom")),
+        ));
         lines.push(("guest features", format!("{:#x}", c.guest_features)));
         lines.push(("vmm", c.cpu.vmm_type.name().into()));
         print_text(&lines);
@@ -605,10 +700,14 @@ fn run_seves(c: SevesCmd) -> Result<()> {
     let vcpus = check_vcpus(c.vcpus)?;
     let (sig, name) = resolve_cpu(&c.cpu)?;
     let b = &c.boot;
-    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| Ok(SevPrepared::new(fw)))?;
+    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| {
+        Ok(SevPrepared::new(fw))
+    })?;
     let append = b.append.as_deref();
     let kh = kernel_hashes(&l, append);
-    let ld = l.prepared.seves_digest(kh.as_ref(), vcpus, sig, c.cpu.vmm_type)?;
+    let ld = l
+        .prepared
+        .seves_digest(kh.as_ref(), vcpus, sig, c.cpu.vmm_type)?;
     if c.json {
         let v = json!({
             "mode": "seves",
@@ -620,7 +719,10 @@ fn run_seves(c: SevesCmd) -> Result<()> {
     } else {
         let mut lines = vec![("SEV-ES digest", hex::encode(ld))];
         lines.extend(input_lines(&l, &b.ovmf, append));
-        lines.push(("vcpus", format!("{vcpus} × {} (sig {sig:#x})", name.unwrap_or("custom"))));
+        lines.push((
+            "vcpus",
+            format!("{vcpus} × {} (sig {sig:#x})", name.unwrap_or("custom")),
+        ));
         lines.push(("vmm", c.cpu.vmm_type.name().into()));
         print_text(&lines);
     }
@@ -629,7 +731,9 @@ fn run_seves(c: SevesCmd) -> Result<()> {
 
 fn run_sev(c: SevCmd) -> Result<()> {
     let b = &c.boot;
-    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| Ok(SevPrepared::new(fw)))?;
+    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| {
+        Ok(SevPrepared::new(fw))
+    })?;
     let append = b.append.as_deref();
     let kh = kernel_hashes(&l, append);
     let ld = l.prepared.sev_digest(kh.as_ref())?;
@@ -649,18 +753,35 @@ fn run_sev(c: SevCmd) -> Result<()> {
 }
 
 fn run_matrix(c: MatrixCmd) -> Result<()> {
-    let vcpus: Vec<u32> = c.vcpus.iter().map(|&v| check_vcpus(v)).collect::<Result<_, _>>()?;
-    let types: Vec<(&str, u64)> =
-        c.vcpu_types.iter().map(|t| cpu::lookup(t)).collect::<Result<_, _>>()?;
+    let vcpus: Vec<u32> = c
+        .vcpus
+        .iter()
+        .map(|&v| check_vcpus(v))
+        .collect::<Result<_, _>>()?;
+    let types: Vec<(&str, u64)> = c
+        .vcpu_types
+        .iter()
+        .map(|t| cpu::lookup(t))
+        .collect::<Result<_, _>>()?;
     let b = &c.boot;
-    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), SnpPrepared::new)?;
+    let l = inputs::load(
+        &b.ovmf,
+        b.kernel.as_deref(),
+        b.initrd.as_deref(),
+        SnpPrepared::new,
+    )?;
     let append = b.append.as_deref();
     let kh = kernel_hashes(&l, append);
     let mut rows = Vec::new();
     for &(name, sig) in &types {
         for &features in &c.guest_features {
             for &n in &vcpus {
-                let p = SnpParams { vcpus: n, vcpu_sig: sig, guest_features: features, vmm: c.vmm_type };
+                let p = SnpParams {
+                    vcpus: n,
+                    vcpu_sig: sig,
+                    guest_features: features,
+                    vmm: c.vmm_type,
+                };
                 rows.push((name, sig, features, n, l.prepared.digest(kh.as_ref(), &p)?));
             }
         }
@@ -678,9 +799,16 @@ fn run_matrix(c: MatrixCmd) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{:<6} {:<15} {:<9} measurement", "vcpus", "vcpu-type", "features");
+        println!(
+            "{:<6} {:<15} {:<9} measurement",
+            "vcpus", "vcpu-type", "features"
+        );
         for (name, _, f, n, ld) in rows {
-            println!("{n:<6} {name:<15} {:<9} {}", format!("{f:#x}"), hex::encode(ld));
+            println!(
+                "{n:<6} {name:<15} {:<9} {}",
+                format!("{f:#x}"),
+                hex::encode(ld)
+            );
         }
     }
     Ok(())
@@ -707,11 +835,13 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
         .collect();
     let tdx = match fw.tdx_metadata() {
         Parsed::Absent => Value::Null,
-        Parsed::Valid(m) => json!({"offset": m.offset, "sections": m.sections.iter().map(|s| json!({
+        Parsed::Valid(m) => {
+            json!({"offset": m.offset, "sections": m.sections.iter().map(|s| json!({
             "type": s.kind.name(), "data_offset": format!("{:#x}", s.data_offset),
             "raw_size": s.raw_size, "memory_address": format!("{:#x}", s.memory_address),
             "memory_size": s.memory_size, "mr_extend": s.mr_extend(),
-            "attributes": s.attributes})).collect::<Vec<_>>()}),
+            "attributes": s.attributes})).collect::<Vec<_>>()})
+        }
         Parsed::Invalid(e) => json!({"error": e.to_string()}),
     };
     let reset = fw.sev_es_reset_eip().ok();
@@ -732,12 +862,21 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{}: {} bytes, sha256 {}", c.ovmf.display(), fw.size(), hex::encode(firmware_sha256(&fw)));
+    println!(
+        "{}: {} bytes, sha256 {}",
+        c.ovmf.display(),
+        fw.size(),
+        hex::encode(firmware_sha256(&fw))
+    );
     println!("\nlaunch types:");
     for cap in &caps {
         let launch = serde_json::to_value(cap.launch)?;
         let mark = if cap.supported { "yes" } else { "no " };
-        let note = cap.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
+        let note = cap
+            .note
+            .as_deref()
+            .map(|n| format!("  ({n})"))
+            .unwrap_or_default();
         println!("  {mark} {:<18}{note}", launch.as_str().unwrap_or_default());
     }
     if !fw.has_footer_table() {
@@ -746,7 +885,13 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
     }
     println!("\nfooter table:");
     for e in fw.table() {
-        println!("  {} {:<20} {} data bytes at {:#x}", e.guid, guid_name(&e.guid), e.data.len(), e.data_offset);
+        println!(
+            "  {} {:<20} {} data bytes at {:#x}",
+            e.guid,
+            guid_name(&e.guid),
+            e.data.len(),
+            e.data_offset
+        );
     }
     if let Some(r) = reset {
         println!("\nSEV-ES AP reset EIP: {r:#x}");
@@ -757,7 +902,10 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
     if fw.has_sev_metadata() {
         println!("\nSEV metadata sections:");
         for s in fw.sev_sections() {
-            let kind = s.kind().map_or_else(|| format!("unknown({:#x})", s.raw_type), |k| k.name().to_owned());
+            let kind = s.kind().map_or_else(
+                || format!("unknown({:#x})", s.raw_type),
+                |k| k.name().to_owned(),
+            );
             println!("  {kind:<18} gpa {:#010x} size {:#x}", s.gpa, s.size);
         }
     }
@@ -769,7 +917,11 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
             for s in &m.sections {
                 println!(
                     "  {:<9} file {:#010x}+{:#x} -> gpa {:#010x} size {:#x}{}",
-                    s.kind.name(), s.data_offset, s.raw_size, s.memory_address, s.memory_size,
+                    s.kind.name(),
+                    s.data_offset,
+                    s.raw_size,
+                    s.memory_address,
+                    s.memory_size,
                     if s.mr_extend() { " MR_EXTEND" } else { "" }
                 );
             }
@@ -779,8 +931,10 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
 }
 
 fn run_vcpu_types(as_json: bool) -> Result<()> {
-    let rows: Vec<(&str, u64, u64, u64, u64)> =
-        VCPU_TYPES.iter().map(|&(n, f, m, s)| (n, f, m, s, cpu_sig(f, m, s))).collect();
+    let rows: Vec<(&str, u64, u64, u64, u64)> = VCPU_TYPES
+        .iter()
+        .map(|&(n, f, m, s)| (n, f, m, s, cpu_sig(f, m, s)))
+        .collect();
     if as_json {
         let v: Vec<Value> = rows
             .iter()
@@ -788,7 +942,10 @@ fn run_vcpu_types(as_json: bool) -> Result<()> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{:<15} {:>6} {:>5} {:>8}  signature", "type", "family", "model", "stepping");
+        println!(
+            "{:<15} {:>6} {:>5} {:>8}  signature",
+            "type", "family", "model", "stepping"
+        );
         for (n, f, m, s, sig) in rows {
             println!("{n:<15} {f:>6} {m:>5} {s:>8}  {sig:#x}");
         }
