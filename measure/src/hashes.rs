@@ -74,6 +74,15 @@ impl KernelHashes {
         }
     }
 
+    /// Builds the hashes from the file contents themselves (for callers holding bytes).
+    pub fn from_bytes(kernel: &[u8], initrd: Option<&[u8]>, cmdline: &[u8]) -> Self {
+        KernelHashes {
+            kernel: Sha256::digest(kernel).into(),
+            initrd: Sha256::digest(initrd.unwrap_or_default()).into(),
+            cmdline: cmdline_sha256(cmdline),
+        }
+    }
+
     /// The padded table bytes QEMU places at the hash-table GPA.
     pub fn table(&self) -> [u8; PADDED_TABLE_LEN] {
         let mut t = [0u8; PADDED_TABLE_LEN];
@@ -136,5 +145,9 @@ mod tests {
         assert_eq!(&t[168..], &[0u8; 8]);
         assert!(h.page(4096 - 176).is_some());
         assert!(h.page(4096 - 175).is_none());
+        assert_eq!(
+            KernelHashes::from_bytes(b"k", None, b"c"),
+            KernelHashes::new(Sha256::digest(b"k").into(), None, b"c")
+        );
     }
 }
