@@ -141,6 +141,6 @@ pub enum MeasureError {
     #[error("unknown VMM type '{0}' (expected QEMU, ec2 or gce)")]
     UnknownVmm(String),
     /// Bad precalculated OVMF hash.
-    #[error("--snp-ovmf-hash must be 96 hex digits (a SHA-384), got '{0}'")]
+    #[error("a precomputed OVMF hash must be 96 hex digits (the SHA-384 printed by --mode snp:ovmf-hash), got '{0}'")]
     BadOvmfHash(String),
 }

@@ -525,7 +525,8 @@ fn run_compat(c: Compat) -> Result<()> {
                 .snp_ovmf_hash
                 .as_deref()
                 .map(parse_ovmf_hash)
-                .transpose()?;
+                .transpose()
+                .context("--snp-ovmf-hash")?;
             let l = inputs::load(ovmf, kernel, initrd, |fw| match seed {
                 Some(s) => Ok(SnpPrepared::with_ovmf_hash(fw, s)),
                 None => SnpPrepared::new(fw),
@@ -646,7 +647,12 @@ fn input_lines<T>(l: &Loaded<T>, ovmf: &Path, append: Option<&str>) -> Vec<(&'st
 fn run_snp(c: SnpCmd) -> Result<()> {
     let vcpus = check_vcpus(c.vcpus)?;
     let (sig, name) = resolve_cpu(&c.cpu)?;
-    let seed = c.ovmf_hash.as_deref().map(parse_ovmf_hash).transpose()?;
+    let seed = c
+        .ovmf_hash
+        .as_deref()
+        .map(parse_ovmf_hash)
+        .transpose()
+        .context("--ovmf-hash")?;
     let b = &c.boot;
     let l = inputs::load(
         &b.ovmf,

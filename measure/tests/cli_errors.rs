@@ -1,0 +1,718 @@
+//! End-to-end error reporting of the `cocos-measure` binary: every way a user can get
+//! inputs wrong (truncated, foreign or malformed firmware, firmware lacking what a mode
+//! needs, bad or conflicting flags, unreadable paths) must end with exactly one line
+//! on stderr starting with "cocos-measure: error: " that names the problem, exit code
+//! 2, nothing on stdout, and no panic. Also owns the `inspect` smoke test on Debian's
+//! split OVMF_CODE.fd (whose malformed TDX metadata must be reported, not fatal).
+//!
+//! Firmware images are synthesized here (see [`synth`]) so that each malformed layout
+//! is exact; Debian's packaged OVMF is used where a real image is needed (installed by
+//! scripts/setup.sh; its absence fails the test rather than skipping it).
+
+// clippy.toml allows these in #[test] functions only; the helpers below are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rand::RngCore;
+use tempfile::TempDir;
+
+const FOOTER: &str = "96b582de-1fb2-45f7-baea-a366c55a082d";
+const SEV_ES_RESET_BLOCK: &str = "00f771de-1a7e-4fcb-890e-68c77e2fb44e";
+const SEV_HASH_TABLE_RV: &str = "7255371f-3a3b-4b04-927b-1da6efa8d454";
+const OVMF_SEV_METADATA: &str = "dc886566-984a-4798-a75e-5585a7bf67cc";
+
+const PAGE: usize = 4096;
+const OVMF_FD: &str = "/usr/share/ovmf/OVMF.fd";
+const OVMF_CODE_FD: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+
+const PREFIX: &str = "cocos-measure: error: ";
+
+fn guid_le(s: &str) -> [u8; 16] {
+    uuid::Uuid::parse_str(s).unwrap().to_bytes_le()
+}
+
+/// An OVMF-like image of `len` random bytes whose footer table (ending 32 bytes before
+/// the end) holds `entries` as `(GUID, data)`, the first one nearest the footer.
+fn synth(len: usize, entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut img = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut img);
+    let footer = len - 32 - 18;
+    let mut end = footer;
+    for (guid, data) in entries {
+        let size = data.len() + 18;
+        let start = end - size;
+        img[start..start + data.len()].copy_from_slice(data);
+        let hdr = end - 18;
+        img[hdr..hdr + 2].copy_from_slice(&u16::try_from(size).unwrap().to_le_bytes());
+        img[hdr + 2..end].copy_from_slice(&guid_le(guid));
+        end = start;
+    }
+    let table = 18 + (footer - end);
+    img[footer..footer + 2].copy_from_slice(&u16::try_from(table).unwrap().to_le_bytes());
+    img[footer + 2..footer + 18].copy_from_slice(&guid_le(FOOTER));
+    img
+}
+
+/// The OVMF_SEV_METADATA entry pointing at offset `at` of a `len`-byte image.
+fn sev_metadata_entry(len: usize, at: usize) -> (&'static str, Vec<u8>) {
+    (
+        OVMF_SEV_METADATA,
+        u32::try_from(len - at).unwrap().to_le_bytes().to_vec(),
+    )
+}
+
+/// Writes "ASEV" metadata with `sections` (gpa, size, type) at offset `at`.
+fn put_sev_metadata(img: &mut [u8], at: usize, sections: &[(u32, u32, u32)]) {
+    let n = u32::try_from(sections.len()).unwrap();
+    let mut md = b"ASEV".to_vec();
+    for v in [16 + 12 * n, 1, n] {
+        md.extend(v.to_le_bytes());
+    }
+    for &(gpa, size, kind) in sections {
+        for v in [gpa, size, kind] {
+            md.extend(v.to_le_bytes());
+        }
+    }
+    img[at..at + md.len()].copy_from_slice(&md);
+}
+
+fn reset_block(eip: u32) -> (&'static str, Vec<u8>) {
+    (SEV_ES_RESET_BLOCK, eip.to_le_bytes().to_vec())
+}
+
+fn write(dir: &TempDir, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+/// A system firmware file; fails the test if it is not installed.
+fn system_fw(path: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    assert!(
+        p.is_file(),
+        "{path} is not installed: run scripts/setup.sh (Debian package ovmf)"
+    );
+    Some(p)
+}
+
+fn run(dir: &TempDir, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cocos-measure"))
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("COCOS_LOG")
+        .output()
+        .unwrap()
+}
+
+/// Runs the binary and checks the error contract; every `needle` must appear in the
+/// message. Returns the message.
+fn expect_error(dir: &TempDir, args: &[&str], needles: &[&str]) -> String {
+    let out = run(dir, args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "args {args:?}: status {:?}, stderr {stderr:?}",
+        out.status
+    );
+    assert!(
+        stdout.is_empty(),
+        "args {args:?}: stdout not empty: {stdout:?}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "args {args:?}: panic: {stderr:?}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "args {args:?}: stderr not one line: {stderr:?}"
+    );
+    assert!(
+        stderr.ends_with('\n'),
+        "args {args:?}: stderr not newline-terminated: {stderr:?}"
+    );
+    let msg = stderr.trim_end().to_owned();
+    assert!(
+        msg.starts_with(PREFIX),
+        "args {args:?}: missing prefix: {msg:?}"
+    );
+    for n in needles {
+        assert!(
+            msg.contains(n),
+            "args {args:?}: {msg:?} does not mention {n:?}"
+        );
+    }
+    msg
+}
+
+const SNP_1: [&str; 6] = ["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-Milan"];
+
+fn snp_compat<'a>(ovmf: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = SNP_1.to_vec();
+    v.extend(["--ovmf", ovmf]);
+    v.extend(extra);
+    v
+}
+
+#[test]
+fn truncated_file() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "trunc.fd", &[0x5a; 20]);
+    let msg = expect_error(
+        &dir,
+        &snp_compat(s(&fw), &[]),
+        &["too small to be an OVMF image"],
+    );
+    assert!(msg.contains("20 bytes"), "{msg}");
+    assert!(
+        msg.contains("trunc.fd"),
+        "error should name the file: {msg}"
+    );
+}
+
+#[test]
+fn random_file_has_no_footer_compat_snp() {
+    let dir = TempDir::new().unwrap();
+    let mut data = vec![0u8; 64 * 1024];
+    rand::thread_rng().fill_bytes(&mut data);
+    let fw = write(&dir, "random.bin", &data);
+    expect_error(&dir, &snp_compat(s(&fw), &[]), &["no OVMF footer table"]);
+}
+
+#[test]
+fn random_file_has_no_footer_snp_subcommand() {
+    let dir = TempDir::new().unwrap();
+    let mut data = vec![0u8; 64 * 1024];
+    rand::thread_rng().fill_bytes(&mut data);
+    let fw = write(&dir, "random.bin", &data);
+    expect_error(
+        &dir,
+        &[
+            "snp",
+            "--ovmf",
+            s(&fw),
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC-Genoa",
+        ],
+        &["no OVMF footer table"],
+    );
+}
+
+#[test]
+fn ovmf_with_footer_zeroed_has_no_footer() {
+    let Some(src) = system_fw(OVMF_FD) else {
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let mut data = std::fs::read(src).unwrap();
+    let n = data.len();
+    data[n - 64..].fill(0);
+    let fw = write(&dir, "nofooter.fd", &data);
+    expect_error(&dir, &snp_compat(s(&fw), &[]), &["no OVMF footer table"]);
+}
+
+#[test]
+fn sev_metadata_points_before_image_start() {
+    let dir = TempDir::new().unwrap();
+    let len = 4 * PAGE;
+    let off = u32::try_from(len + PAGE).unwrap().to_le_bytes().to_vec();
+    let img = synth(len, &[reset_block(0x80_b004), (OVMF_SEV_METADATA, off)]);
+    let fw = write(&dir, "md-out.fd", &img);
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &[]),
+        &["malformed OVMF SEV metadata"],
+    );
+}
+
+#[test]
+fn sev_metadata_header_past_end() {
+    let dir = TempDir::new().unwrap();
+    // Offset 8 from the end: the 16-byte header would run past the end of the file.
+    let img = synth(
+        4 * PAGE,
+        &[(OVMF_SEV_METADATA, 8u32.to_le_bytes().to_vec())],
+    );
+    let fw = write(&dir, "md-tail.fd", &img);
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &[]),
+        &["malformed OVMF SEV metadata", "past the end"],
+    );
+}
+
+#[test]
+fn sev_metadata_wrong_signature() {
+    let dir = TempDir::new().unwrap();
+    let len = 4 * PAGE;
+    let mut img = synth(
+        len,
+        &[reset_block(0x80_b004), sev_metadata_entry(len, PAGE)],
+    );
+    put_sev_metadata(&mut img, PAGE, &[(0x80_0000, 0x1000, 1)]);
+    img[PAGE..PAGE + 4].copy_from_slice(b"XSEV");
+    let fw = write(&dir, "md-sig.fd", &img);
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &[]),
+        &["malformed OVMF SEV metadata", "wrong signature"],
+    );
+}
+
+#[test]
+fn footer_entry_overruns_table() {
+    let dir = TempDir::new().unwrap();
+    let len = 4 * PAGE;
+    let mut img = synth(len, &[reset_block(0x80_b004)]);
+    // The reset block's size field sits just before the footer entry: claim 200 bytes
+    // while the table holds only 22.
+    let hdr = len - 32 - 18 - 18;
+    img[hdr..hdr + 2].copy_from_slice(&200u16.to_le_bytes());
+    let fw = write(&dir, "overrun.fd", &img);
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &[]),
+        &["malformed OVMF footer table"],
+    );
+}
+
+#[test]
+fn kernel_with_debian_ovmf_snp() {
+    let Some(fw) = system_fw(OVMF_FD) else { return };
+    let dir = TempDir::new().unwrap();
+    let k = write(&dir, "vmlinuz", b"not really a kernel");
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &["--kernel", s(&k)]),
+        &["SNP_KERNEL_HASHES"],
+    );
+}
+
+#[test]
+fn kernel_with_debian_ovmf_sev() {
+    let Some(fw) = system_fw(OVMF_FD) else { return };
+    let dir = TempDir::new().unwrap();
+    let k = write(&dir, "vmlinuz", b"not really a kernel");
+    expect_error(
+        &dir,
+        &["--mode", "sev", "--ovmf", s(&fw), "--kernel", s(&k)],
+        &["SEV_HASH_TABLE_RV"],
+    );
+}
+
+#[test]
+fn kernel_with_debian_ovmf_seves() {
+    let Some(fw) = system_fw(OVMF_FD) else { return };
+    let dir = TempDir::new().unwrap();
+    let k = write(&dir, "vmlinuz", b"not really a kernel");
+    expect_error(
+        &dir,
+        &[
+            "--mode",
+            "seves",
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf",
+            s(&fw),
+            "--kernel",
+            s(&k),
+        ],
+        &["SEV_HASH_TABLE_RV"],
+    );
+}
+
+#[test]
+fn zero_vcpus_compat() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "0",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf",
+            s(&fw),
+        ],
+        &["--vcpus must be between 1 and 4096"],
+    );
+}
+
+#[test]
+fn zero_vcpus_subcommand() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &[
+            "snp",
+            "--ovmf",
+            s(&fw),
+            "--vcpus",
+            "0",
+            "--vcpu-type",
+            "EPYC-Milan",
+        ],
+        &["--vcpus must be between 1 and 4096"],
+    );
+}
+
+#[test]
+fn unknown_vcpu_type_compat() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-Zen9",
+            "--ovmf",
+            s(&fw),
+        ],
+        &["EPYC-Zen9", "--vcpu-type"],
+    );
+}
+
+#[test]
+fn unknown_vcpu_type_subcommand() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &[
+            "snp",
+            "--ovmf",
+            s(&fw),
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-Zen9",
+        ],
+        &["unknown vCPU type 'EPYC-Zen9'", "vcpu-types"],
+    );
+}
+
+#[test]
+fn unknown_vmm_type_compat() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &["--vmm-type", "xen"]),
+        &["unknown VMM type 'xen'", "QEMU, ec2 or gce"],
+    );
+}
+
+#[test]
+fn unknown_vmm_type_subcommand() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &[
+            "snp",
+            "--ovmf",
+            s(&fw),
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--vmm-type",
+            "xen",
+        ],
+        &["--vmm-type", "unknown VMM type 'xen'"],
+    );
+}
+
+#[test]
+fn missing_ovmf_file() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("does-not-exist.fd");
+    expect_error(
+        &dir,
+        &snp_compat(s(&missing), &[]),
+        &["cannot read", "does-not-exist.fd"],
+    );
+}
+
+#[test]
+fn directory_as_ovmf() {
+    let dir = TempDir::new().unwrap();
+    let sub = dir.path().join("a-directory");
+    std::fs::create_dir(&sub).unwrap();
+    expect_error(
+        &dir,
+        &snp_compat(s(&sub), &[]),
+        &["cannot read", "a-directory"],
+    );
+}
+
+#[test]
+fn missing_kernel_file() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    let k = dir.path().join("no-vmlinuz");
+    expect_error(
+        &dir,
+        &["sev", "--ovmf", s(&fw), "--kernel", s(&k)],
+        &["cannot read", "no-vmlinuz"],
+    );
+}
+
+#[test]
+fn initrd_without_kernel_compat() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    let initrd = write(&dir, "initrd.img", b"initrd");
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &["--initrd", s(&initrd)]),
+        &["--kernel required when using --initrd"],
+    );
+}
+
+#[test]
+fn missing_vcpu_type_compat() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &["--mode", "snp", "--vcpus", "1", "--ovmf", s(&fw)],
+        &["missing --vcpu-type"],
+    );
+}
+
+#[test]
+fn missing_vcpu_type_subcommand() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &["seves", "--ovmf", s(&fw), "--vcpus", "1"],
+        &["--vcpu-type", "--vcpu-sig"],
+    );
+}
+
+#[test]
+fn bad_snp_ovmf_hash_length() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &["--snp-ovmf-hash", "abcd"]),
+        &["--snp-ovmf-hash", "96 hex digits", "abcd"],
+    );
+}
+
+#[test]
+fn bad_ovmf_hash_subcommand_names_its_flag() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    let msg = expect_error(
+        &dir,
+        &[
+            "snp",
+            "--ovmf",
+            s(&fw),
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf-hash",
+            "abcd",
+        ],
+        &["96 hex digits"],
+    );
+    // The subcommand's flag is --ovmf-hash; the message should not name another one.
+    assert!(
+        !msg.contains("--snp-ovmf-hash"),
+        "names a flag the user did not give: {msg}"
+    );
+}
+
+#[test]
+fn snp_ovmf_hash_with_mode_sev() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "fw.fd", &synth(4 * PAGE, &[reset_block(0x80_b004)]));
+    let hash = "00".repeat(48);
+    expect_error(
+        &dir,
+        &["--mode", "sev", "--ovmf", s(&fw), "--snp-ovmf-hash", &hash],
+        &["only works with --mode snp"],
+    );
+}
+
+#[test]
+fn no_reset_block_seves() {
+    let dir = TempDir::new().unwrap();
+    let table = (
+        SEV_HASH_TABLE_RV,
+        [0u32, 0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
+    let fw = write(&dir, "noreset.fd", &synth(4 * PAGE, &[table]));
+    expect_error(
+        &dir,
+        &[
+            "--mode",
+            "seves",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf",
+            s(&fw),
+        ],
+        &["SEV_ES_RESET_BLOCK"],
+    );
+}
+
+#[test]
+fn zero_ap_reset_eip_with_two_vcpus() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "eip0.fd", &synth(4 * PAGE, &[reset_block(0)]));
+    expect_error(
+        &dir,
+        &[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--ovmf",
+            s(&fw),
+        ],
+        &["AP reset EIP 0", "2 vCPUs"],
+    );
+}
+
+#[test]
+fn size_not_page_multiple_snp() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(
+        &dir,
+        "odd.fd",
+        &synth(4 * PAGE + 100, &[reset_block(0x80_b004)]),
+    );
+    expect_error(
+        &dir,
+        &snp_compat(s(&fw), &[]),
+        &["not a multiple of 4096", "16484"],
+    );
+}
+
+#[test]
+fn inspect_debian_ovmf_code_reports_tdx_past_end() {
+    let Some(fw) = system_fw(OVMF_CODE_FD) else {
+        return;
+    };
+    let dir = TempDir::new().unwrap();
+    let out = run(&dir, &["inspect", "--ovmf", s(&fw)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("TDX metadata"), "{stdout}");
+    assert!(stdout.contains("points past the end"), "{stdout}");
+
+    let out = run(&dir, &["inspect", "--ovmf", s(&fw), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let supports = v["supports"].as_array().unwrap();
+    assert!(!supports.is_empty());
+    for c in supports {
+        assert!(c["launch"].is_string(), "{c}");
+        assert!(c["supported"].is_boolean(), "{c}");
+    }
+    let tdx = supports.iter().find(|c| c["launch"] == "tdx").unwrap();
+    assert_eq!(tdx["supported"], false);
+    assert!(
+        tdx["note"]
+            .as_str()
+            .unwrap()
+            .contains("points past the end"),
+        "{tdx}"
+    );
+    let snp = supports.iter().find(|c| c["launch"] == "snp").unwrap();
+    assert_eq!(snp["supported"], true);
+    assert!(v["tdx_metadata"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("points past the end"));
+}
+
+/// The synthesizer's images are well-formed: without a defect they measure fine, so
+/// the failures above come from the defect each one injects.
+#[test]
+fn synthesized_image_is_accepted() {
+    let dir = TempDir::new().unwrap();
+    let len = 4 * PAGE;
+    let mut img = synth(
+        len,
+        &[reset_block(0x80_b004), sev_metadata_entry(len, PAGE)],
+    );
+    put_sev_metadata(
+        &mut img,
+        PAGE,
+        &[(0x80_0000, 0x1000, 1), (0x80_1000, 0x1000, 3)],
+    );
+    let fw = write(&dir, "good.fd", &img);
+    let args = [
+        "--mode",
+        "snp",
+        "--vcpus",
+        "2",
+        "--vcpu-type",
+        "EPYC-Milan",
+        "--ovmf",
+        s(&fw),
+    ];
+    let out = run(&dir, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+    let digest = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(digest.trim().len(), 96, "{digest}");
+    let out = run(&dir, &["inspect", "--ovmf", s(&fw), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sev_es_reset_eip"], "0x80b004");
+    assert_eq!(v["sev_metadata"].as_array().unwrap().len(), 2);
+}
