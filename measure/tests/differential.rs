@@ -368,3 +368,63 @@ fn differential_debian_firmware() {
     eprintln!("debian: {} cases, {st:?}", cases.len());
     assert!(st.digests_equal >= 30, "too few digests compared: {st:?}");
 }
+
+/// Real firmware built from Debian's edk2 source by scripts/build-ovmf.sh: AmdSevX64
+/// (with SNP_KERNEL_HASHES) and IntelTdxX64, with random inputs and with Debian's own
+/// kernel and initrd from /boot.
+#[test]
+fn differential_real_edk2_firmware() {
+    let out = common::workspace().join("target/ovmf/out");
+    let amdsev = out.join("OVMF.amdsev.fd");
+    let tdx = out.join("OVMF.inteltdx.fd");
+    for f in [&amdsev, &tdx] {
+        assert!(
+            f.exists(),
+            "{} missing: run scripts/build-ovmf.sh (scripts/test.sh does)",
+            f.display()
+        );
+    }
+    let boot = |prefix: &str| {
+        std::fs::read_dir("/boot")
+            .expect("/boot")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .min()
+            .unwrap_or_else(|| {
+                panic!("no /boot/{prefix}*: run scripts/setup.sh (linux-image-amd64)")
+            })
+    };
+    let (kernel, initrd) = (boot("vmlinuz-"), boot("initrd.img-"));
+    let mut g = Gen::new("differential real edk2");
+    let mut cases = Vec::new();
+    for fw in [&amdsev, &tdx] {
+        for mode in ["sev", "seves", "snp", "snp:ovmf-hash"] {
+            for i in 0..12 {
+                let mut c = g.case(mode, Some(fw));
+                if c.has_kernel && i % 2 == 0 {
+                    // Swap the random kernel/initrd for Debian's real ones.
+                    for a in c.argv.iter_mut() {
+                        if a.starts_with("--kernel=") {
+                            *a = format!("--kernel={}", kernel.display());
+                        } else if a.starts_with("--initrd=") {
+                            *a = format!("--initrd={}", initrd.display());
+                        }
+                    }
+                }
+                cases.push(c);
+            }
+        }
+    }
+    let py = run_oracle(&cases);
+    let ours = run_ours(&cases);
+    let st = compare(&cases, &py, &ours);
+    eprintln!("real edk2: {} cases, {st:?}", cases.len());
+    assert!(
+        st.digests_equal >= 40 && st.with_kernel >= 10,
+        "too few digests compared: {st:?}"
+    );
+}
