@@ -20,6 +20,9 @@ pub type Digest384 = [u8; 48];
 /// Largest vCPU count accepted (KVM_MAX_VCPUS on x86_64).
 pub const MAX_VCPUS: u32 = 4096;
 
+/// Most pages the SEV metadata sections may declare in total (4 GiB).
+pub const MAX_METADATA_PAGES: u64 = 1 << 20;
+
 /// PAGE_INFO page types.
 mod page_type {
     pub const NORMAL: u8 = 0x01;
@@ -230,6 +233,19 @@ impl SnpPrepared {
         kernel: Option<&KernelHashes>,
         vmm: VmmType,
     ) -> Result<(), MeasureError> {
+        // Bound the work a hostile image can ask for: no launch validates more than the
+        // 4 GiB below the firmware, so neither may the metadata (1 Mi pages in total).
+        let mut total_pages = 0u64;
+        for (index, s) in self.sections.iter().enumerate() {
+            total_pages += u64::from(s.size).div_ceil(PAGE_SIZE as u64);
+            if total_pages > MAX_METADATA_PAGES {
+                return Err(MeasureError::BadSection {
+                    index,
+                    what: format!("type {:#x}", s.raw_type),
+                    why: "the metadata sections declare more than 4 GiB of pages in total".into(),
+                });
+            }
+        }
         for (index, s) in self.sections.iter().enumerate() {
             let bad = |why: &str| MeasureError::BadSection {
                 index,
@@ -349,6 +365,35 @@ mod tests {
             .map(|p| Sha384::digest(p).into())
             .collect();
         assert_eq!(page_digests(&data), seq);
+    }
+
+    #[test]
+    fn metadata_work_is_bounded() {
+        let p = SnpPrepared {
+            ovmf_hash: [0; 48],
+            sections: vec![
+                SevSection {
+                    gpa: 0,
+                    size: 0xffff_f000,
+                    raw_type: 1
+                };
+                2
+            ],
+            hash_table_gpa: Ok(None),
+            reset_eip: Ok(0x80_b004),
+        };
+        let params = SnpParams {
+            vcpus: 1,
+            vcpu_sig: 0,
+            guest_features: 1,
+            vmm: VmmType::Qemu,
+        };
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            p.digest(None, &params),
+            Err(MeasureError::BadSection { index: 1, .. })
+        ));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

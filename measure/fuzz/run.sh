@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the seed corpus for the `firmware` fuzz target from the distribution's OVMF
+# images (whole, and their last 64 KiB, which keeps the footer table) and runs one
+# libFuzzer job. FUZZ_SECONDS (default 600) bounds the run.
+set -euo pipefail
+
+fuzz_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+corpus="${fuzz_dir}/corpus/firmware"
+mkdir -p "${corpus}"
+
+seeded=0
+for src in /usr/share/OVMF/OVMF_CODE.fd /usr/share/ovmf/OVMF.fd; do
+    if [[ ! -r "${src}" ]]; then
+        echo "run.sh: ${src} not found, skipping" >&2
+        continue
+    fi
+    name="$(basename -- "$(dirname -- "${src}")")_$(basename -- "${src}" .fd)"
+    cp -- "${src}" "${corpus}/${name}.fd"
+    tail -c 65536 -- "${src}" >"${corpus}/${name}_tail64k.fd"
+    seeded=$((seeded + 1))
+done
+if [[ "${seeded}" -eq 0 ]]; then
+    echo "run.sh: no OVMF image found; fuzzing from an empty corpus" >&2
+fi
+
+cd -- "${fuzz_dir}"
+exec cargo +nightly fuzz run firmware -- \
+    -max_total_time="${FUZZ_SECONDS:-600}" -max_len=2200000
