@@ -3,7 +3,8 @@
 //!
 //! Layout: [`ovmf`] and [`tdvf`] parse firmware, [`hashes`] builds QEMU's kernel-hashes
 //! table, [`vmsa`] the initial vCPU state, [`snp`] and [`sev`] compute digests in two
-//! steps (prepare per firmware, finish per launch), [`inputs`] loads files in parallel.
+//! steps (prepare per firmware, finish per launch), [`tdx`] computes MRTD, [`inputs`]
+//! loads files in parallel.
 
 mod error;
 
@@ -15,6 +16,7 @@ pub mod ovmf;
 pub mod sev;
 pub mod snp;
 pub mod tdvf;
+pub mod tdx;
 pub mod vmsa;
 
 pub use error::{FirmwareError, MeasureError};
