@@ -16,6 +16,8 @@ use crate::tdvf::{TdvfSection, ATTR_PAGE_AUG};
 use crate::{FirmwareError, MeasureError};
 
 const CHUNK: usize = 256;
+/// Most pages the TDVF sections may declare in total (4 GiB).
+pub const MAX_PAGES: u64 = 1 << 20;
 
 fn record(op: &[u8], gpa: u64) -> [u8; 128] {
     let mut r = [0u8; 128];
