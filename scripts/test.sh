@@ -10,4 +10,9 @@ scripts/build-ovmf.sh   # real AmdSev/IntelTdx firmware for the tests (once per 
 shellcheck scripts/*.sh .ci/run measure/fuzz/*.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line with the totals over every test binary (cargo prints one per binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
