@@ -27,14 +27,7 @@ fn hex_ser<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> 
 impl FileInfo {
     /// Hashes a file.
     pub fn hash(path: &Path) -> Result<Self, MeasureError> {
-        let io = |source| MeasureError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        if meta.is_dir() {
-            return Err(io(std::io::Error::other("is a directory")));
-        }
+        let meta = file_metadata(path)?;
         Ok(FileInfo {
             path: path.to_owned(),
             size: meta.len(),
@@ -43,16 +36,27 @@ impl FileInfo {
     }
 }
 
-/// Reads and parses a firmware file; errors name the path.
-pub fn read_firmware(path: &Path) -> Result<Firmware, MeasureError> {
+/// Metadata of an input file; a directory is refused with the same error kind as a
+/// missing file, naming the path.
+fn file_metadata(path: &Path) -> Result<std::fs::Metadata, MeasureError> {
     let io = |source| MeasureError::Io {
         path: path.to_owned(),
         source,
     };
-    if std::fs::metadata(path).map_err(io)?.is_dir() {
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_dir() {
         return Err(io(std::io::Error::other("is a directory")));
     }
-    let data = std::fs::read(path).map_err(io)?;
+    Ok(meta)
+}
+
+/// Reads and parses a firmware file; errors name the path.
+pub fn read_firmware(path: &Path) -> Result<Firmware, MeasureError> {
+    file_metadata(path)?;
+    let data = std::fs::read(path).map_err(|source| MeasureError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Firmware::parse(data).map_err(|source| MeasureError::FirmwareFile {
         path: path.to_owned(),
         source,

@@ -179,7 +179,8 @@ pub struct Firmware {
     data: Vec<u8>,
     has_footer: bool,
     table: Vec<TableEntry>,
-    sev_metadata: Parsed<Vec<SevSection>>,
+    /// `None` if the image declares no SEV metadata (malformed metadata fails `parse`).
+    sev_metadata: Option<Vec<SevSection>>,
     tdx_metadata: Parsed<TdvfMetadata>,
 }
 
@@ -198,16 +199,13 @@ impl Firmware {
             data,
             has_footer,
             table,
-            sev_metadata: Parsed::Absent,
+            sev_metadata: None,
             tdx_metadata: Parsed::Absent,
         };
+        // QEMU and sev-snp-measure refuse an image with malformed metadata for every SEV mode.
         fw.sev_metadata = match fw.entry(&SEV_METADATA_GUID) {
-            None => Parsed::Absent,
-            Some(e) => match parse_sev_metadata(&fw.data, &e.data) {
-                Ok(v) => Parsed::Valid(v),
-                // QEMU and sev-snp-measure refuse such an image for every SEV mode.
-                Err(err) => return Err(err),
-            },
+            None => None,
+            Some(e) => Some(parse_sev_metadata(&fw.data, &e.data)?),
         };
         fw.tdx_metadata = match fw.entry(&TDX_METADATA_GUID) {
             None => Parsed::Absent,
@@ -255,12 +253,12 @@ impl Firmware {
 
     /// SEV metadata sections (empty if the image declares none).
     pub fn sev_sections(&self) -> &[SevSection] {
-        self.sev_metadata.valid().map(Vec::as_slice).unwrap_or(&[])
+        self.sev_metadata.as_deref().unwrap_or(&[])
     }
 
     /// Whether the image declares SEV metadata at all.
     pub fn has_sev_metadata(&self) -> bool {
-        matches!(self.sev_metadata, Parsed::Valid(_))
+        self.sev_metadata.is_some()
     }
 
     /// Whether any SEV metadata section has this kind.

@@ -187,12 +187,15 @@ impl SnpPrepared {
         self.ovmf_hash
     }
 
-    /// Whether kernel/initrd/cmdline can be measured with this firmware.
-    pub fn supports_kernel_hashes(&self) -> bool {
+    fn has_kernel_hashes_section(&self) -> bool {
         self.sections
             .iter()
             .any(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
-            && matches!(self.hash_table_gpa, Ok(Some(_)))
+    }
+
+    /// Whether kernel/initrd/cmdline can be measured with this firmware.
+    pub fn supports_kernel_hashes(&self) -> bool {
+        self.has_kernel_hashes_section() && matches!(self.hash_table_gpa, Ok(Some(_)))
     }
 
     /// The full launch digest.
@@ -218,13 +221,7 @@ impl SnpPrepared {
 
     /// The VMSA pages a launch with these settings measures (for `--dump-vmsa`).
     pub fn vmsa_pages(&self, p: &SnpParams) -> Result<Vec<Box<[u8; 4096]>>, MeasureError> {
-        let pages = VmsaPages::new(self.reset_eip.clone()?, p.guest_features, p.vcpu_sig, p.vmm);
-        let ap = pages.ap_for(p.vcpus)?.copied();
-        let mut out = vec![pages.bsp];
-        for _ in 1..p.vcpus {
-            out.extend(ap.map(Box::new));
-        }
-        Ok(out)
+        VmsaPages::new(self.reset_eip.clone()?, p.guest_features, p.vcpu_sig, p.vmm).pages(p.vcpus)
     }
 
     fn update_metadata(
@@ -320,12 +317,7 @@ impl SnpPrepared {
                 }
             }
         }
-        if kernel.is_some()
-            && !self
-                .sections
-                .iter()
-                .any(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
-        {
+        if kernel.is_some() && !self.has_kernel_hashes_section() {
             return Err(MeasureError::NoSnpKernelHashes);
         }
         Ok(())

@@ -162,6 +162,14 @@ impl VmsaPages {
         }
     }
 
+    /// The pages of a launch with `vcpus` vCPUs: the BSP's, then one AP page per other vCPU.
+    pub fn pages(&self, vcpus: u32) -> Result<Vec<Box<[u8; VMSA_SIZE]>>, MeasureError> {
+        let ap = self.ap_for(vcpus)?;
+        let mut out = vec![self.bsp.clone()];
+        out.extend((1..vcpus).filter_map(|_| ap.map(|p| Box::new(*p))));
+        Ok(out)
+    }
+
     /// The AP page, or the error for more than one vCPU without an AP reset EIP.
     pub fn ap_for(&self, vcpus: u32) -> Result<Option<&[u8; VMSA_SIZE]>, MeasureError> {
         match (&self.ap, vcpus) {

@@ -489,12 +489,12 @@ fn run_compat(c: Compat) -> Result<()> {
     };
     let features = nonneg("guest-features", features)?;
 
-    let (name, ld, fw_sha, ovmf_hash, l) = match mode {
+    let (name, ld, ovmf_hash, l) = match mode {
         "sev" => {
             let l = inputs::load(ovmf, kernel, initrd, |fw| Ok(SevPrepared::new(fw)))?;
             let kh = kernel_hashes(&l, append);
             let ld = l.prepared.sev_digest(kh.as_ref())?.to_vec();
-            ("SEV", ld, firmware_sha256(&l.firmware), None, l.map_unit())
+            ("SEV", ld, None, l.map_unit())
         }
         "seves" => {
             let vcpus = need_vcpus()?;
@@ -505,19 +505,9 @@ fn run_compat(c: Compat) -> Result<()> {
                 .seves_digest(kh.as_ref(), vcpus, vcpu_sig, vmm)?
                 .to_vec();
             if c.dump_vmsa {
-                let v = l.prepared.vmsa(vcpu_sig, vmm)?;
-                let ap = v.ap_for(vcpus)?.copied();
-                let mut pages = vec![v.bsp];
-                pages.extend((1..vcpus).filter_map(|_| ap.map(Box::new)));
-                write_vmsas(&pages)?;
+                write_vmsas(&l.prepared.vmsa(vcpu_sig, vmm)?.pages(vcpus)?)?;
             }
-            (
-                "SEV_ES",
-                ld,
-                firmware_sha256(&l.firmware),
-                None,
-                l.map_unit(),
-            )
+            ("SEV_ES", ld, None, l.map_unit())
         }
         _ => {
             let vcpus = need_vcpus()?;
@@ -542,13 +532,7 @@ fn run_compat(c: Compat) -> Result<()> {
             if c.dump_vmsa {
                 write_vmsas(&l.prepared.vmsa_pages(&params)?)?;
             }
-            let oh = l.prepared.ovmf_hash();
-            let sha = if c.json {
-                firmware_sha256(&l.firmware)
-            } else {
-                [0; 32]
-            };
-            ("SEV_SNP", ld, sha, Some(oh), l.map_unit())
+            ("SEV_SNP", ld, Some(l.prepared.ovmf_hash()), l.map_unit())
         }
     };
     let out = encode(&ld, &c.output_format);
@@ -556,7 +540,7 @@ fn run_compat(c: Compat) -> Result<()> {
         let mut v = json!({
             "mode": mode,
             "measurement": out,
-            "inputs": inputs_json(&l, ovmf, append, &fw_sha),
+            "inputs": inputs_json(&l, ovmf, append, &firmware_sha256(&l.firmware)),
             "settings": {
                 "vcpus": (mode != "sev").then(|| need_vcpus().ok()).flatten(),
                 "vcpu_type": c.vcpu_type,
