@@ -143,4 +143,13 @@ pub enum MeasureError {
     /// Bad precalculated OVMF hash.
     #[error("a precomputed OVMF hash must be 96 hex digits (the SHA-384 printed by --mode snp:ovmf-hash), got '{0}'")]
     BadOvmfHash(String),
+    /// The kernel cannot be loaded as QEMU's direct boot would (TDX RTMR1).
+    #[error("kernel: {0}")]
+    Kernel(String),
+    /// QEMU could not build the TD HOB for this firmware and memory size.
+    #[error("TD HOB: {0}")]
+    TdHob(String),
+    /// The platform inputs for RTMR0 (ACPI blobs, EFI variables) are missing or bad.
+    #[error("{0}")]
+    Platform(String),
 }

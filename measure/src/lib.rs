@@ -8,13 +8,16 @@
 
 mod error;
 
+pub mod bzimage;
 pub mod cpu;
+pub mod efivar;
 pub mod hashes;
 pub mod inputs;
 pub mod inspect;
 pub mod ovmf;
 pub mod sev;
 pub mod snp;
+pub mod tdhob;
 pub mod tdvf;
 pub mod tdx;
 pub mod vmsa;
