@@ -276,19 +276,27 @@ fn vga_mode(cmdline: &str) -> Result<Option<u16>, MeasureError> {
     }
 }
 
+/// The leading bytes of a kernel that QEMU may patch (its 8 KiB header window, cut
+/// to the setup size).
+pub fn header_window(h: &SetupHeader, file_len: usize) -> usize {
+    file_len.min(HEADER_WINDOW).min(h.setup_size())
+}
+
 /// Applies QEMU's direct-boot checks and (for [`KernelSetup::Patched`]) its header
-/// patches to `kernel` in place. Returns the initrd guest address when there is one.
+/// patches in place. `head` is the start of the kernel file (at least its
+/// [`header_window`]), `file_len` the whole file's size. Returns the initrd guest
+/// address when there is one.
 pub fn apply_qemu_load(
-    kernel: &mut [u8],
+    head: &mut [u8],
+    file_len: usize,
     load: &LinuxLoad<'_>,
     mode: KernelSetup,
 ) -> Result<Option<u32>, MeasureError> {
-    let h = SetupHeader::parse(kernel)?;
-    if h.setup_size() > kernel.len() {
+    let h = SetupHeader::parse(head)?;
+    if h.setup_size() > file_len {
         return Err(bad(format!(
-            "setup_sects says {} bytes of setup but the file has {}: QEMU refuses it (\"invalid kernel header\")",
+            "setup_sects says {} bytes of setup but the file has {file_len}: QEMU refuses it (\"invalid kernel header\")",
             h.setup_size(),
-            kernel.len()
         )));
     }
     let (real_addr, cmdline_addr): (u32, u32) = if h.recent_high() {
@@ -330,8 +338,8 @@ pub fn apply_qemu_load(
     };
 
     if mode == KernelSetup::Patched {
-        let window = kernel.len().min(HEADER_WINDOW).min(h.setup_size());
-        let hdr = kernel.get_mut(..window).unwrap_or_default();
+        let window = header_window(&h, file_len);
+        let hdr = head.get_mut(..window).unwrap_or_default();
         if h.protocol >= 0x202 {
             put32(hdr, 0x228, cmdline_addr);
         } else {
@@ -363,6 +371,15 @@ pub fn apply_qemu_load(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn apply(
+        k: &mut [u8],
+        load: &LinuxLoad<'_>,
+        mode: KernelSetup,
+    ) -> Result<Option<u32>, MeasureError> {
+        let n = k.len();
+        apply_qemu_load(k, n, load, mode)
+    }
 
     fn kernel(protocol: u16, loadflags: u8, initrd_max: u32, xlf: u16) -> Vec<u8> {
         let mut k = vec![0u8; 0x4000];
@@ -404,7 +421,7 @@ mod tests {
             initrd_size: Some(10_000_000),
             cmdline: "console=ttyS0",
         };
-        let addr = apply_qemu_load(&mut k, &load, KernelSetup::Patched).unwrap();
+        let addr = apply(&mut k, &load, KernelSetup::Patched).unwrap();
         // 2 GiB below 4G, minus 0x28000 of ACPI data, minus one.
         let max: u64 = 0x8000_0000 - 0x28000 - 1;
         let want = ((max - 10_000_000) & !4095) as u32;
@@ -427,14 +444,14 @@ mod tests {
             initrd_size: Some(1 << 20),
             cmdline: "vga=ext",
         };
-        apply_qemu_load(&mut k, &load, KernelSetup::Unmodified).unwrap();
+        apply(&mut k, &load, KernelSetup::Unmodified).unwrap();
         assert_eq!(k, orig);
         let huge = LinuxLoad {
             memory: 64 << 20,
             initrd_size: Some(100 << 20),
             cmdline: "",
         };
-        assert!(apply_qemu_load(&mut k, &huge, KernelSetup::Unmodified).is_err());
+        assert!(apply(&mut k, &huge, KernelSetup::Unmodified).is_err());
     }
 
     #[test]
@@ -448,10 +465,10 @@ mod tests {
         };
         let mut old = kernel(0x20f, 0x01, 0x7fff_ffff, 0);
         let mut new = kernel(0x20f, 0x01, 0x7fff_ffff, XLF_CAN_BE_LOADED_ABOVE_4G);
-        let a = apply_qemu_load(&mut old, &load, KernelSetup::Patched)
+        let a = apply(&mut old, &load, KernelSetup::Patched)
             .unwrap()
             .unwrap();
-        let b = apply_qemu_load(&mut new, &load, KernelSetup::Patched)
+        let b = apply(&mut new, &load, KernelSetup::Patched)
             .unwrap()
             .unwrap();
         assert_eq!(a, (0x7fff_ffff - 4096) & !4095);
@@ -474,7 +491,7 @@ mod tests {
                 initrd_size: None,
                 cmdline: c,
             };
-            apply_qemu_load(&mut k, &load, KernelSetup::Patched).unwrap();
+            apply(&mut k, &load, KernelSetup::Patched).unwrap();
             assert_eq!(u16::from_le_bytes([k[0x1fa], k[0x1fb]]), want, "{c}");
         }
         let mut k = kernel(0x20f, 0x01, 0x7fff_ffff, 0);
@@ -484,10 +501,7 @@ mod tests {
                 initrd_size: None,
                 cmdline: c,
             };
-            assert!(
-                apply_qemu_load(&mut k, &load, KernelSetup::Patched).is_err(),
-                "{c}"
-            );
+            assert!(apply(&mut k, &load, KernelSetup::Patched).is_err(), "{c}");
         }
     }
 
@@ -499,7 +513,7 @@ mod tests {
             initrd_size: None,
             cmdline: "abc",
         };
-        apply_qemu_load(&mut k, &load, KernelSetup::Patched).unwrap();
+        apply(&mut k, &load, KernelSetup::Patched).unwrap();
         // cmdline_addr = 0x9a000 - 16; protocol < 2.02 uses the 0x20 magic.
         assert_eq!(&k[0x20..0x22], &0xa33fu16.to_le_bytes());
         assert_eq!(
@@ -523,6 +537,6 @@ mod tests {
             initrd_size: None,
             cmdline: "",
         };
-        assert!(apply_qemu_load(&mut k, &load, KernelSetup::Patched).is_err());
+        assert!(apply(&mut k, &load, KernelSetup::Patched).is_err());
     }
 }

@@ -140,7 +140,7 @@ impl EfiVars {
         let Some(raw) = self.get(&GLOBAL_VARIABLE, "BootOrder") else {
             return Ok(None);
         };
-        if raw.len() % 2 != 0 {
+        if !raw.len().is_multiple_of(2) {
             return Err(MeasureError::Platform(format!(
                 "BootOrder holds {} bytes; it must be a list of 16-bit entries",
                 raw.len()

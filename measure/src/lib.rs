@@ -15,11 +15,13 @@ pub mod hashes;
 pub mod inputs;
 pub mod inspect;
 pub mod ovmf;
+pub mod rtmr;
 pub mod sev;
 pub mod snp;
 pub mod tdhob;
 pub mod tdvf;
 pub mod tdx;
+pub mod tdx_launch;
 pub mod vmsa;
 
 pub use error::{FirmwareError, MeasureError};

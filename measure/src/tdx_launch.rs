@@ -1,0 +1,412 @@
+//! A TDX launch measured end to end: MRTD and RTMR0–2 of QEMU direct kernel boot with
+//! a TDVF (OVMF) firmware, in two steps like SNP: prepare the firmware, kernel and
+//! initrd once ([`TdxFirmware`], [`TdxKernel`], [`TdxInitrd`]), then [`measure`] per
+//! command line and memory size (cheap: the kernel's Authenticode digest is cached per
+//! distinct patched header).
+//!
+//! Choices where implementations differ, all selectable in [`TdxOptions`]:
+//! * QEMU ≤ 10.1 patches the bzImage setup header (initrd address depends on memory
+//!   and initrd size); QEMU ≥ 10.2 does not for confidential guests.
+//! * edk2 before stable202508 appends " initrd=initrd" to the kernel's LoadOptions;
+//!   later versions prepend "initrd=initrd ".
+//! * The Linux EFI stub measures LoadOptions and initrd into RTMR2 only from Linux 6.9
+//!   (CC measurement protocol); `auto` decides from the kernel's version string.
+//! * Authenticode as edk2 computes it (no padding of the hashed data to 8 bytes).
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha384};
+
+use crate::bzimage::{apply_qemu_load, header_window, KernelSetup, LinuxLoad, SetupHeader};
+use crate::ovmf::{Firmware, Parsed};
+use crate::rtmr::{self, Digest384, Event, EventType, InitrdOption, Platform};
+use crate::tdhob::TdHob;
+use crate::tdvf::{TdvfSection, TdvfSectionKind};
+use crate::{tdx, FirmwareError, MeasureError};
+
+/// Whether the kernel's EFI stub measures into RTMR2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StubMeasures {
+    /// Decide from the kernel version (6.9 and later: yes).
+    #[default]
+    Auto,
+    /// The stub logs LoadOptions and initrd into RTMR2.
+    Yes,
+    /// It does not (RTMR2 stays zero).
+    No,
+}
+
+/// Launch settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TdxOptions {
+    /// Guest RAM in bytes (QEMU `-m`, after its rounding).
+    pub memory: u64,
+    /// Two-pass MRTD (older QEMU/KVM) instead of single-pass.
+    pub two_pass: bool,
+    /// How QEMU hands over the setup header.
+    pub kernel_setup: KernelSetup,
+    /// Where OVMF puts "initrd=initrd".
+    pub initrd_option: InitrdOption,
+    /// Whether the EFI stub measures into RTMR2.
+    pub stub_measures: StubMeasures,
+}
+
+impl Default for TdxOptions {
+    fn default() -> Self {
+        Self {
+            memory: 2 << 30,
+            two_pass: false,
+            kernel_setup: KernelSetup::Patched,
+            initrd_option: InitrdOption::Append,
+            stub_measures: StubMeasures::Auto,
+        }
+    }
+}
+
+/// A TDX firmware, validated.
+#[derive(Debug)]
+pub struct TdxFirmware {
+    fw: Firmware,
+    sections: Vec<TdvfSection>,
+}
+
+impl TdxFirmware {
+    /// Checks the firmware has usable TDVF metadata.
+    pub fn new(fw: Firmware) -> Result<Self, MeasureError> {
+        let sections = match fw.tdx_metadata() {
+            Parsed::Valid(m) => m.sections.clone(),
+            Parsed::Invalid(e) => return Err(e.clone().into()),
+            Parsed::Absent => {
+                return Err(FirmwareError::TdxMetadata(
+                    "no TDX_METADATA_OFFSET entry: not a TDX (TDVF) firmware; use an OVMF with TDX support such as Debian's /usr/share/ovmf/OVMF.fd or an IntelTdxX64 build".into(),
+                )
+                .into())
+            }
+        };
+        Ok(Self { fw, sections })
+    }
+
+    /// The parsed firmware.
+    pub fn firmware(&self) -> &Firmware {
+        &self.fw
+    }
+
+    /// The TDVF sections.
+    pub fn sections(&self) -> &[TdvfSection] {
+        &self.sections
+    }
+
+    /// MRTD.
+    pub fn mrtd(&self, two_pass: bool) -> Result<Digest384, MeasureError> {
+        tdx::mrtd(&self.fw, two_pass)
+    }
+
+    /// The CFV bytes the firmware measures (its configuration volume's raw data).
+    pub fn cfv(&self) -> Result<&[u8], MeasureError> {
+        let s = self
+            .sections
+            .iter()
+            .find(|s| s.kind == TdvfSectionKind::Cfv)
+            .ok_or_else(|| {
+                FirmwareError::TdxMetadata(
+                    "no CFV section: TDVF measures its configuration volume into RTMR0".into(),
+                )
+            })?;
+        let start = s.data_offset as usize;
+        self.fw
+            .data()
+            .get(start..start + s.raw_size as usize)
+            .ok_or_else(|| {
+                FirmwareError::TdxMetadata("the CFV section's data lies outside the image".into())
+                    .into()
+            })
+    }
+}
+
+/// A kernel, read once.
+#[derive(Debug)]
+pub struct TdxKernel {
+    bytes: Vec<u8>,
+    header: SetupHeader,
+    cache: Mutex<Vec<(Vec<u8>, Digest384)>>,
+}
+
+/// Authenticode SHA-384 of a PE image, as edk2's measured boot computes it.
+pub fn authenticode_sha384(image: &[u8]) -> Result<Digest384, MeasureError> {
+    use object::read::pe::{PeFile32, PeFile64};
+    let mut h = Sha384::new();
+    let bad = |e: &dyn std::fmt::Display| {
+        MeasureError::Kernel(format!(
+            "not a PE/COFF image OVMF can load ({e}); a TDX direct boot needs a kernel built with CONFIG_EFI_STUB"
+        ))
+    };
+    let done = match PeFile64::parse(image) {
+        Ok(pe) => authenticode::authenticode_digest(&pe, &mut h),
+        Err(e64) => match PeFile32::parse(image) {
+            Ok(pe) => authenticode::authenticode_digest(&pe, &mut h),
+            Err(_) => return Err(bad(&e64)),
+        },
+    };
+    done.map_err(|e| bad(&format!("{e:?}")))?;
+    Ok(h.finalize().into())
+}
+
+impl TdxKernel {
+    /// Takes a kernel's bytes; checks the boot header and that it is a PE image.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, MeasureError> {
+        let header = SetupHeader::parse(&bytes)?;
+        Ok(Self {
+            bytes,
+            header,
+            cache: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Reads a kernel file.
+    pub fn from_file(path: &Path) -> Result<Self, MeasureError> {
+        let bytes = std::fs::read(path).map_err(|e| MeasureError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::new(bytes).map_err(|e| match e {
+            MeasureError::Kernel(m) => MeasureError::Kernel(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The boot protocol header.
+    pub fn header(&self) -> &SetupHeader {
+        &self.header
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the file is empty (never true for a parsed kernel).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The Authenticode digest of the image OVMF loads for this launch.
+    pub fn authenticode(
+        &self,
+        load: &LinuxLoad<'_>,
+        mode: KernelSetup,
+    ) -> Result<Digest384, MeasureError> {
+        let window = header_window(&self.header, self.bytes.len());
+        let mut head = self.bytes.get(..window).unwrap_or(&[]).to_vec();
+        // The checks and patches only touch the header window: work on a copy of it.
+        apply_qemu_load(&mut head, self.bytes.len(), load, mode)?;
+        if let Ok(cache) = self.cache.lock() {
+            if let Some((_, d)) = cache.iter().find(|(k, _)| *k == head) {
+                return Ok(*d);
+            }
+        }
+        let mut image = self.bytes.clone();
+        if let Some(dst) = image.get_mut(..window) {
+            dst.copy_from_slice(&head);
+        }
+        let d = authenticode_sha384(&image)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.push((head, d));
+        }
+        Ok(d)
+    }
+
+    /// Whether this kernel's EFI stub measures into TDX registers, from its version
+    /// string (Linux 6.9 added the CC measurement protocol). `None` if unknown.
+    pub fn stub_measures_tdx(&self) -> Option<bool> {
+        let v = self.header.version.as_deref()?;
+        let mut it = v.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = it.next()?.parse().ok()?;
+        let minor: u32 = it.next()?.parse().ok()?;
+        Some((major, minor) >= (6, 9))
+    }
+}
+
+/// An initrd: its size and SHA-384.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TdxInitrd {
+    /// Bytes.
+    pub size: u64,
+    /// SHA-384 of the content.
+    pub sha384: Digest384,
+}
+
+impl TdxInitrd {
+    /// From bytes in memory.
+    pub fn from_bytes(data: &[u8]) -> Self {
+        Self {
+            size: data.len() as u64,
+            sha384: rtmr::sha384(data),
+        }
+    }
+
+    /// Streams a file through SHA-384.
+    pub fn from_file(path: &Path) -> Result<Self, MeasureError> {
+        let io = |e| MeasureError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut h = Sha384::new();
+        let mut buf = vec![0u8; 1 << 18];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            h.update(buf.get(..n).unwrap_or(&[]));
+            size += n as u64;
+        }
+        Ok(Self {
+            size,
+            sha384: h.finalize().into(),
+        })
+    }
+}
+
+/// The result: registers, the expected event log in boot order, and what could not
+/// be computed and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TdxMeasurement {
+    /// MRTD.
+    pub mrtd: Digest384,
+    /// RTMR0–2; `None` where inputs are missing (see `unavailable`).
+    pub rtmr: [Option<Digest384>; 3],
+    /// Expected events in the order the guest logs them.
+    pub events: Vec<Event>,
+    /// (register index, reason) for registers not computed.
+    pub unavailable: Vec<(u8, String)>,
+    /// Remarks a verifier should read.
+    pub notes: Vec<String>,
+}
+
+/// Computes MRTD and whichever RTMRs the inputs allow.
+pub fn measure(
+    fw: &TdxFirmware,
+    kernel: Option<&TdxKernel>,
+    initrd: Option<&TdxInitrd>,
+    cmdline: &str,
+    platform: &Platform,
+    opts: &TdxOptions,
+) -> Result<TdxMeasurement, MeasureError> {
+    let Some(kernel) = kernel else {
+        if initrd.is_some() || !cmdline.is_empty() {
+            return Err(MeasureError::Kernel(
+                "an initrd or command line needs a kernel (QEMU accepts -initrd/-append only with -kernel)".into(),
+            ));
+        }
+        return measure_without_kernel(fw, platform, opts);
+    };
+    let mrtd = fw.mrtd(opts.two_pass)?;
+    let hob = TdHob::build(fw.sections(), opts.memory)?;
+    let mut notes = Vec::new();
+    let mut unavailable = Vec::new();
+
+    let rtmr0_events = if platform.acpi.is_none() || platform.efivars.is_none() {
+        let e = rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform).err();
+        unavailable.push((0, e.map(|e| e.to_string()).unwrap_or_default()));
+        None
+    } else {
+        Some(rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform)?)
+    };
+
+    let load = LinuxLoad {
+        memory: opts.memory,
+        initrd_size: initrd.map(|i| i.size),
+        cmdline,
+    };
+    let kernel_digest = kernel.authenticode(&load, opts.kernel_setup)?;
+    let rtmr1 = rtmr::rtmr1_events(kernel_digest);
+
+    let stub = match opts.stub_measures {
+        StubMeasures::Yes => true,
+        StubMeasures::No => false,
+        StubMeasures::Auto => match kernel.stub_measures_tdx() {
+            Some(b) => b,
+            None => {
+                notes.push("kernel version unknown: assumed its EFI stub measures into RTMR2 (Linux 6.9+); use --stub-measures no for older kernels".into());
+                true
+            }
+        },
+    };
+    let rtmr2 = if stub {
+        let opts_bytes = rtmr::load_options(cmdline, initrd.is_some(), opts.initrd_option);
+        rtmr::rtmr2_events(opts_bytes.as_deref(), initrd.map(|i| i.sha384))
+    } else {
+        notes.push(format!(
+            "the kernel ({}) predates Linux 6.9, whose EFI stub measures into TDX RTMRs: its stub logs the command line and initrd only through TCG2, which TDVF lacks, so RTMR2 stays zero and nothing in the launch measurement covers them",
+            kernel.header().version.as_deref().unwrap_or("version unknown")
+        ));
+        Vec::new()
+    };
+    if opts.kernel_setup == KernelSetup::Patched {
+        notes.push("RTMR1 assumes QEMU patches the bzImage setup header (QEMU up to 10.1); for QEMU 10.2+ use --kernel-setup unmodified".into());
+    }
+
+    // Boot order: RTMR0 pre-boot, kernel load, ReadyToBoot (boot variables, "Calling",
+    // separator), the stub's RTMR2 events, ExitBootServices.
+    let mut events = Vec::new();
+    let (pre, boot_vars): (Vec<Event>, Vec<Event>) = rtmr0_events
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|e| e.event_type != EventType::EvEfiVariableBoot);
+    events.extend(pre);
+    let mut r1 = rtmr1.into_iter();
+    events.extend(r1.next());
+    events.extend(boot_vars);
+    events.extend(r1.by_ref().take(2));
+    events.extend(rtmr2);
+    events.extend(r1);
+
+    let rtmr = [
+        rtmr0_events.as_ref().map(|_| rtmr::replay(&events, 0)),
+        Some(rtmr::replay(&events, 1)),
+        Some(rtmr::replay(&events, 2)),
+    ];
+    Ok(TdxMeasurement {
+        mrtd,
+        rtmr,
+        events,
+        unavailable,
+        notes,
+    })
+}
+
+fn measure_without_kernel(
+    fw: &TdxFirmware,
+    platform: &Platform,
+    opts: &TdxOptions,
+) -> Result<TdxMeasurement, MeasureError> {
+    let mrtd = fw.mrtd(opts.two_pass)?;
+    let hob = TdHob::build(fw.sections(), opts.memory)?;
+    let mut unavailable = Vec::new();
+    let mut events = Vec::new();
+    let mut rtmr = [None, None, None];
+    if platform.acpi.is_none() || platform.efivars.is_none() {
+        let e = rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform).err();
+        unavailable.push((0, e.map(|e| e.to_string()).unwrap_or_default()));
+    } else {
+        let ev = rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform)?;
+        rtmr[0] = Some(rtmr::replay(&ev, 0));
+        events = ev;
+    }
+    let why = "no --kernel: RTMR1 and RTMR2 are computed for QEMU direct kernel boot only";
+    unavailable.push((1, why.into()));
+    unavailable.push((2, why.into()));
+    Ok(TdxMeasurement {
+        mrtd,
+        rtmr,
+        events,
+        unavailable,
+        notes: Vec::new(),
+    })
+}
