@@ -24,7 +24,7 @@ const HEADER_WINDOW: usize = 8192;
 /// ACPI data QEMU reserves below the top of low RAM on pc/q35 (`PC_FW_DATA`).
 pub const PC_FW_DATA: u64 = 0x20000 + 0x8000;
 /// `xloadflags` bit: the kernel may be loaded (and take an initrd) above 4 GiB.
-const XLF_CAN_BE_LOADED_ABOVE_4G: u16 = 1 << 6;
+const XLF_CAN_BE_LOADED_ABOVE_4G: u16 = 1 << 1;
 
 /// How QEMU hands the kernel's setup header to a TDX guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]

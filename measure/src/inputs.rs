@@ -50,6 +50,11 @@ fn file_metadata(path: &Path) -> Result<std::fs::Metadata, MeasureError> {
     Ok(meta)
 }
 
+/// Checks an input path is a readable-looking file (exists, not a directory).
+pub fn check_file(path: &Path) -> Result<(), MeasureError> {
+    file_metadata(path).map(|_| ())
+}
+
 /// Reads and parses a firmware file; errors name the path.
 pub fn read_firmware(path: &Path) -> Result<Firmware, MeasureError> {
     file_metadata(path)?;

@@ -140,6 +140,8 @@ enum Cmd {
     Inspect(InspectCmd),
     /// List the known vCPU types and their CPUID signatures
     VcpuTypes(JsonFlag),
+    /// TDX MRTD and RTMR0-2 for QEMU direct kernel boot (--events: expected event log)
+    Tdx(Box<crate::tdx_cmd::TdxCmd>),
 }
 
 #[derive(Args)]
@@ -367,6 +369,7 @@ pub fn run() -> Result<()> {
         Some(Cmd::Matrix(c)) => run_matrix(c),
         Some(Cmd::Inspect(c)) => run_inspect(c),
         Some(Cmd::VcpuTypes(j)) => run_vcpu_types(j.json),
+        Some(Cmd::Tdx(c)) => crate::tdx_cmd::run(*c),
     }
 }
 

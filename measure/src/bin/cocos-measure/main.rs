@@ -6,6 +6,7 @@
 //! `vcpu-types`) with `--json`. Every error is one line on stderr and exit code 2.
 
 mod cli;
+mod tdx_cmd;
 
 use std::process::ExitCode;
 

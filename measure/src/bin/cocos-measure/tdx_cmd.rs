@@ -1,0 +1,314 @@
+//! `cocos-measure tdx`: MRTD and RTMR0–2 of a TDX guest booted by QEMU with a kernel,
+//! as text, JSON, or the expected event log (`--events`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use cocos_measure::bzimage::{parse_memory, KernelSetup};
+use cocos_measure::efivar::EfiVars;
+use cocos_measure::inputs;
+use cocos_measure::rtmr::{AcpiBlobs, InitrdOption, Platform, FW_CFG_MEASURED};
+use cocos_measure::tdx_launch::{
+    measure, StubMeasures, TdxFirmware, TdxInitrd, TdxKernel, TdxMeasurement, TdxOptions,
+};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SetupArg {
+    /// QEMU up to 10.1: setup header patched (initrd address, loader type, heap)
+    Patched,
+    /// QEMU 10.2+: confidential guests get the file unchanged
+    Unmodified,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InitrdArg {
+    /// "<cmdline> initrd=initrd" (edk2 before stable202508: Debian 12/13, Ubuntu 24.04)
+    Append,
+    /// "initrd=initrd <cmdline>" (edk2 stable202508 and later)
+    Prepend,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StubArg {
+    /// From the kernel version: Linux 6.9+ measures into RTMR2
+    Auto,
+    /// The EFI stub logs the command line and initrd into RTMR2
+    Yes,
+    /// It does not: RTMR2 stays zero
+    No,
+}
+
+/// Arguments of `cocos-measure tdx`.
+#[derive(Args)]
+pub struct TdxCmd {
+    /// TDX firmware (TDVF/OVMF image with TDX metadata), as passed to QEMU
+    #[arg(long, visible_alias = "ovmf", value_name = "FILE")]
+    firmware: PathBuf,
+    /// Kernel (bzImage with EFI stub) passed with -kernel
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// Initrd passed with -initrd
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line passed with -append
+    #[arg(
+        long,
+        value_name = "CMDLINE",
+        requires = "kernel",
+        allow_hyphen_values = true
+    )]
+    append: Option<String>,
+    /// Guest memory as for QEMU -m (2G, 4096M, 8192 = MiB)
+    #[arg(long, value_name = "SIZE", default_value = "2G")]
+    memory: String,
+    /// vCPUs (recorded only: no register depends on it, but the ACPI dump must come from a guest with this count)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: u32,
+    /// QEMU's etc/acpi/tables blob (needed for RTMR0)
+    #[arg(long, value_name = "FILE", requires_all = ["acpi_rsdp", "acpi_loader"])]
+    acpi_tables: Option<PathBuf>,
+    /// QEMU's etc/acpi/rsdp blob
+    #[arg(long, value_name = "FILE", requires_all = ["acpi_tables", "acpi_loader"])]
+    acpi_rsdp: Option<PathBuf>,
+    /// QEMU's etc/table-loader blob
+    #[arg(long, value_name = "FILE", requires_all = ["acpi_tables", "acpi_rsdp"])]
+    acpi_loader: Option<PathBuf>,
+    /// Copy of a guest's /sys/firmware/efi/efivars (BootOrder, Boot####, PK/KEK/db/dbx if set; needed for RTMR0)
+    #[arg(long, value_name = "DIR")]
+    efivars: Option<PathBuf>,
+    /// A fw_cfg item OVMF (edk2 >= stable202411) measures into RTMR0, as NAME=FILE; repeatable
+    #[arg(long = "fw-cfg", value_name = "NAME=FILE")]
+    fw_cfg: Vec<String>,
+    /// Two-pass MRTD (older QEMU/KVM: all pages added, then extended, per section)
+    #[arg(long)]
+    two_pass: bool,
+    /// How QEMU hands the kernel's setup header to the guest
+    #[arg(long, value_enum, default_value = "patched")]
+    kernel_setup: SetupArg,
+    /// Where OVMF puts "initrd=initrd" in the kernel's LoadOptions
+    #[arg(long, value_enum, default_value = "append")]
+    initrd_option: InitrdArg,
+    /// Whether the kernel's EFI stub measures the command line and initrd into RTMR2
+    #[arg(long, value_enum, default_value = "auto")]
+    stub_measures: StubArg,
+    /// Print the expected event log (register, event type, digest, what it is)
+    #[arg(long)]
+    events: bool,
+    /// JSON output (registers, events, inputs, settings)
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_small(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{what} {} is a directory, expected a file", path.display());
+    }
+    if meta.len() > 64 << 20 {
+        bail!(
+            "{what} {} is {} bytes; QEMU fw_cfg blobs are far smaller",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn platform(c: &TdxCmd) -> Result<Platform> {
+    let acpi = match (&c.acpi_tables, &c.acpi_rsdp, &c.acpi_loader) {
+        (Some(t), Some(r), Some(l)) => Some(AcpiBlobs {
+            tables: read_small(t, "--acpi-tables")?,
+            rsdp: read_small(r, "--acpi-rsdp")?,
+            loader: read_small(l, "--acpi-loader")?,
+        }),
+        _ => None,
+    };
+    let efivars = match &c.efivars {
+        Some(d) => {
+            if !d.is_dir() {
+                bail!(
+                    "--efivars {}: not a directory (copy the guest's /sys/firmware/efi/efivars)",
+                    d.display()
+                );
+            }
+            Some(EfiVars::from_efivarfs(d)?)
+        }
+        None => None,
+    };
+    let mut fw_cfg = Vec::new();
+    for item in &c.fw_cfg {
+        let Some((name, file)) = item.split_once('=') else {
+            bail!("--fw-cfg {item:?}: expected NAME=FILE, e.g. BootMenu=/path/to/by_key/14/raw");
+        };
+        if !FW_CFG_MEASURED.contains(&name) {
+            bail!(
+                "--fw-cfg {name:?}: OVMF measures only {}",
+                FW_CFG_MEASURED.join(", ")
+            );
+        }
+        fw_cfg.push((name.to_owned(), read_small(Path::new(file), "--fw-cfg")?));
+    }
+    Ok(Platform {
+        acpi,
+        efivars,
+        fw_cfg,
+    })
+}
+
+fn options(c: &TdxCmd) -> Result<TdxOptions> {
+    let memory = parse_memory(&c.memory).map_err(anyhow::Error::msg)?;
+    if c.cpus == 0 || c.cpus > 4096 {
+        bail!("--cpus must be between 1 and 4096, got {}", c.cpus);
+    }
+    Ok(TdxOptions {
+        memory,
+        two_pass: c.two_pass,
+        kernel_setup: match c.kernel_setup {
+            SetupArg::Patched => KernelSetup::Patched,
+            SetupArg::Unmodified => KernelSetup::Unmodified,
+        },
+        initrd_option: match c.initrd_option {
+            InitrdArg::Append => InitrdOption::Append,
+            InitrdArg::Prepend => InitrdOption::Prepend,
+        },
+        stub_measures: match c.stub_measures {
+            StubArg::Auto => StubMeasures::Auto,
+            StubArg::Yes => StubMeasures::Yes,
+            StubArg::No => StubMeasures::No,
+        },
+    })
+}
+
+/// Runs `cocos-measure tdx`.
+pub fn run(c: TdxCmd) -> Result<()> {
+    let opts = options(&c)?;
+    let platform = platform(&c)?;
+    let cmdline = c.append.clone().unwrap_or_default();
+
+    // Hash the initrd on another core while the firmware and kernel are read here.
+    let (fw, kernel, initrd) = std::thread::scope(|s| -> Result<_> {
+        let initrd_job = c.initrd.as_ref().map(|p| {
+            s.spawn(move || -> Result<TdxInitrd> {
+                inputs::check_file(p)?;
+                Ok(TdxInitrd::from_file(p)?)
+            })
+        });
+        let fw = TdxFirmware::new(inputs::read_firmware(&c.firmware)?)
+            .with_context(|| c.firmware.display().to_string())?;
+        let kernel = match &c.kernel {
+            Some(p) => {
+                inputs::check_file(p)?;
+                Some(TdxKernel::from_file(p)?)
+            }
+            None => None,
+        };
+        let initrd = match initrd_job {
+            Some(j) => Some(
+                j.join()
+                    .map_err(|_| anyhow::anyhow!("initrd hashing thread failed"))??,
+            ),
+            None => None,
+        };
+        Ok((fw, kernel, initrd))
+    })?;
+
+    let m = measure(
+        &fw,
+        kernel.as_ref(),
+        initrd.as_ref(),
+        &cmdline,
+        &platform,
+        &opts,
+    )?;
+    if c.json {
+        let v = to_json(
+            &c,
+            &opts,
+            &m,
+            kernel.as_ref(),
+            initrd.as_ref(),
+            fw.firmware().size(),
+        );
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("MRTD:  {}", hex::encode(m.mrtd));
+    for (i, r) in m.rtmr.iter().enumerate() {
+        match r {
+            Some(d) => println!("RTMR{i}: {}", hex::encode(d)),
+            None => println!("RTMR{i}: not computed"),
+        }
+    }
+    if c.events {
+        println!();
+        println!("expected event log (boot order):");
+        for e in &m.events {
+            println!(
+                "  RTMR{} {:<34} {}  {}",
+                e.rtmr,
+                e.event_type.name(),
+                hex::encode(e.digest),
+                e.what
+            );
+        }
+    }
+    for (i, why) in &m.unavailable {
+        eprintln!("cocos-measure: RTMR{i} not computed: {why}");
+    }
+    for n in &m.notes {
+        eprintln!("cocos-measure: note: {n}");
+    }
+    Ok(())
+}
+
+fn to_json(
+    c: &TdxCmd,
+    opts: &TdxOptions,
+    m: &TdxMeasurement,
+    kernel: Option<&TdxKernel>,
+    initrd: Option<&TdxInitrd>,
+    fw_size: usize,
+) -> Value {
+    let reg = |i: usize| m.rtmr.get(i).copied().flatten().map(hex::encode);
+    let unavailable: serde_json::Map<String, Value> = m
+        .unavailable
+        .iter()
+        .map(|(i, why)| (format!("rtmr{i}"), Value::String(why.clone())))
+        .collect();
+    json!({
+        "mrtd": hex::encode(m.mrtd),
+        "rtmr0": reg(0),
+        "rtmr1": reg(1),
+        "rtmr2": reg(2),
+        "unavailable": unavailable,
+        "notes": m.notes,
+        "events": m.events.iter().map(|e| json!({
+            "rtmr": e.rtmr,
+            "event_type": e.event_type.name(),
+            "event_type_value": format!("{:#x}", e.event_type.value()),
+            "digest": hex::encode(e.digest),
+            "what": e.what,
+        })).collect::<Vec<_>>(),
+        "inputs": {
+            "firmware": {"path": c.firmware, "size": fw_size},
+            "kernel": kernel.map(|k| json!({
+                "path": c.kernel, "size": k.len(),
+                "boot_protocol": format!("{}.{:02}", k.header().protocol >> 8, k.header().protocol & 0xff),
+                "version": k.header().version,
+            })),
+            "initrd": initrd.map(|i| json!({"path": c.initrd, "size": i.size, "sha384": hex::encode(i.sha384)})),
+            "cmdline": c.append,
+        },
+        "settings": {
+            "memory": opts.memory,
+            "cpus": c.cpus,
+            "mrtd": if opts.two_pass { "two-pass" } else { "single-pass" },
+            "kernel_setup": opts.kernel_setup,
+            "initrd_option": opts.initrd_option,
+            "stub_measures": opts.stub_measures,
+        },
+    })
+}
