@@ -89,7 +89,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
                 'T' => 1 << 40,
                 _ => {
                     return Err(format!(
-                        "memory size {s:?}: unknown suffix {c:?} (use K, M, G or T)"
+                        "memory size {s:?}: unknown suffix {c:?}; expected a number with an optional K/M/G/T suffix, like 2G or 4096M"
                     ))
                 }
             };

@@ -716,3 +716,346 @@ fn synthesized_image_is_accepted() {
     assert_eq!(v["sev_es_reset_eip"], "0x80b004");
     assert_eq!(v["sev_metadata"].as_array().unwrap().len(), 2);
 }
+
+// ---- cocos-measure tdx ----
+
+const TDX_METADATA_OFFSET: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";
+
+/// Debian's kernel (linux-image-amd64, installed by scripts/setup.sh).
+fn debian_kernel() -> PathBuf {
+    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    ks.sort();
+    ks.pop()
+        .expect("no /boot/vmlinuz-*: run scripts/setup.sh (Debian package linux-image-amd64)")
+}
+
+/// `tdx` with Debian's OVMF.fd and kernel plus `extra` arguments.
+fn tdx_args<'a>(fw: &'a str, kernel: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["tdx", "--firmware", fw, "--kernel", kernel];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn loader_allocating(files: &[&str]) -> Vec<u8> {
+    let mut l = Vec::new();
+    for f in files {
+        let mut c = [0u8; 128];
+        c[0] = 1;
+        c[4..4 + f.len()].copy_from_slice(f.as_bytes());
+        l.extend_from_slice(&c);
+    }
+    l
+}
+
+#[test]
+fn tdx_split_ovmf_code_is_not_a_tdx_image() {
+    let fw = system_fw(OVMF_CODE_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw)],
+        &["TDX metadata", "past the end", "unified OVMF.fd"],
+    );
+}
+
+#[test]
+fn tdx_firmware_without_tdx_metadata() {
+    let dir = TempDir::new().unwrap();
+    let fw = write(&dir, "sev.fd", &synth(16 * PAGE, &[reset_block(0x80_b004)]));
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw)],
+        &["not a TDX", "OVMF.fd"],
+    );
+}
+
+#[test]
+fn tdx_tdvf_metadata_outside_the_image() {
+    let dir = TempDir::new().unwrap();
+    let len = 16 * PAGE;
+    let fw = write(
+        &dir,
+        "tdvf.fd",
+        &synth(
+            len,
+            &[(TDX_METADATA_OFFSET, 0x10_0000u32.to_le_bytes().to_vec())],
+        ),
+    );
+    expect_error(&dir, &["tdx", "--firmware", s(&fw)], &["TDX metadata"]);
+}
+
+#[test]
+fn tdx_missing_firmware_file() {
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", "nope.fd"],
+        &["nope.fd", "No such file"],
+    );
+}
+
+#[test]
+fn tdx_bad_memory_size() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--memory", "2Q"],
+        &["memory size", "suffix"],
+    );
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--memory", "lots"],
+        &["memory size", "2G"],
+    );
+}
+
+#[test]
+fn tdx_memory_too_small_for_the_tdvf_sections() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--memory", "4M"],
+        &["TD HOB", "outside guest RAM", "--memory"],
+    );
+}
+
+#[test]
+fn tdx_zero_cpus() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--cpus", "0"],
+        &["--cpus"],
+    );
+}
+
+#[test]
+fn tdx_kernel_not_a_bzimage() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    let k = write(&dir, "vmlinux", &[0x7f; 20000]);
+    expect_error(
+        &dir,
+        &tdx_args(s(&fw), s(&k), &[]),
+        &["vmlinux", "HdrS", "bzImage"],
+    );
+}
+
+#[test]
+fn tdx_kernel_without_efi_stub() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    let mut k = vec![0u8; 0x4000];
+    k[0x1f1] = 3;
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    k[0x211] = 1;
+    let k = write(&dir, "bzImage", &k);
+    expect_error(
+        &dir,
+        &tdx_args(s(&fw), s(&k), &[]),
+        &["not a PE/COFF", "CONFIG_EFI_STUB"],
+    );
+}
+
+#[test]
+fn tdx_initrd_too_large_for_memory() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let kernel = debian_kernel();
+    let dir = TempDir::new().unwrap();
+    let initrd = dir.path().join("big.img");
+    std::fs::File::create(&initrd)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    expect_error(
+        &dir,
+        &tdx_args(
+            s(&fw),
+            s(&kernel),
+            &["--initrd", s(&initrd), "--memory", "64M"],
+        ),
+        &["initrd", "too large", "--memory"],
+    );
+}
+
+#[test]
+fn tdx_invalid_vga_parameter() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let kernel = debian_kernel();
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &tdx_args(s(&fw), s(&kernel), &["--append", "quiet vga=foo"]),
+        &["vga=", "QEMU refuses"],
+    );
+}
+
+#[test]
+fn tdx_initrd_needs_a_kernel() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    let i = write(&dir, "initrd", b"x");
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--initrd", s(&i)],
+        &["--kernel"],
+    );
+}
+
+#[test]
+fn tdx_partial_acpi_inputs() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    let t = write(&dir, "tables", b"x");
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--acpi-tables", s(&t)],
+        &["--acpi-rsdp"],
+    );
+}
+
+#[test]
+fn tdx_bad_table_loader() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    let t = write(&dir, "tables", b"x");
+    let r = write(&dir, "rsdp", b"x");
+    let ev = dir.path().join("efivars");
+    std::fs::create_dir(&ev).unwrap();
+    std::fs::write(
+        ev.join("BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"),
+        [7, 0, 0, 0, 0, 0],
+    )
+    .unwrap();
+    let short = write(&dir, "loader", &[1; 100]);
+    let acpi = |l: &Path| -> Vec<String> {
+        [
+            "tdx",
+            "--firmware",
+            s(&fw),
+            "--acpi-tables",
+            s(&t),
+            "--acpi-rsdp",
+            s(&r),
+            "--acpi-loader",
+            s(l),
+            "--efivars",
+            s(&ev),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
+    };
+    let a = acpi(&short);
+    expect_error(
+        &dir,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["table-loader", "128-byte"],
+    );
+    let tpm = write(
+        &dir,
+        "loader-tpm",
+        &loader_allocating(&["etc/acpi/tables", "etc/tpm/log", "etc/acpi/rsdp"]),
+    );
+    let a = acpi(&tpm);
+    expect_error(
+        &dir,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["etc/tpm/log"],
+    );
+}
+
+#[test]
+fn tdx_bad_efivars() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    let t = write(&dir, "tables", b"x");
+    let r = write(&dir, "rsdp", b"x");
+    let l = write(
+        &dir,
+        "loader",
+        &loader_allocating(&["etc/acpi/tables", "etc/acpi/rsdp"]),
+    );
+    let base = [
+        "tdx",
+        "--firmware",
+        s(&fw),
+        "--acpi-tables",
+        s(&t),
+        "--acpi-rsdp",
+        s(&r),
+        "--acpi-loader",
+        s(&l),
+    ];
+    let mut a = base.to_vec();
+    a.extend(["--efivars", s(&t)]);
+    expect_error(&dir, &a, &["--efivars", "not a directory"]);
+
+    let ev = dir.path().join("efivars");
+    std::fs::create_dir(&ev).unwrap();
+    let mut a = base.to_vec();
+    a.extend(["--efivars", s(&ev)]);
+    expect_error(&dir, &a, &["BootOrder", "efivars"]);
+
+    std::fs::write(
+        ev.join("BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"),
+        [7, 0],
+    )
+    .unwrap();
+    expect_error(&dir, &a, &["4-byte attribute"]);
+    std::fs::write(
+        ev.join("BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"),
+        [7, 0, 0, 0, 1],
+    )
+    .unwrap();
+    expect_error(&dir, &a, &["BootOrder", "16-bit"]);
+}
+
+#[test]
+fn tdx_bad_fw_cfg_items() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--fw-cfg", "BootMenu"],
+        &["NAME=FILE"],
+    );
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--fw-cfg", "etc/e820=x"],
+        &["etc/e820", "BootMenu"],
+    );
+}
+
+#[test]
+fn tdx_without_platform_inputs_explains_rtmr0() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let kernel = debian_kernel();
+    let dir = TempDir::new().unwrap();
+    let out = run(
+        &dir,
+        &tdx_args(s(&fw), s(&kernel), &["--append", "console=ttyS0"]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("MRTD:  4c7206f0"), "{stdout}");
+    assert!(stdout.contains("RTMR0: not computed"), "{stdout}");
+    assert!(
+        stderr.contains("/sys/firmware/qemu_fw_cfg/by_name/etc/acpi/tables/raw"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etc/table-loader/raw"), "{stderr}");
+}

@@ -355,10 +355,23 @@ pub fn run() -> Result<()> {
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 e.exit();
             }
+            // The message up to the usage block, on one line (clap lists missing
+            // arguments on the lines after the first).
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            bail!("{first} (see --help)");
+            let msg: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            let msg = if msg.is_empty() {
+                "invalid arguments"
+            } else {
+                msg
+            };
+            bail!("{msg} (see --help)");
         }
     };
     match cli.cmd {
