@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Builds the seed corpus for the `firmware` fuzz target from the distribution's OVMF
-# images (whole, and their last 64 KiB, which keeps the footer table) and runs one
-# libFuzzer job. FUZZ_SECONDS (default 600) bounds the run.
+# Builds the seed corpus for a fuzz target (`firmware`, the default, or `tdx`) from the
+# distribution's OVMF images (whole, and their last 64 KiB, which keeps the footer
+# table; `tdx` also gets the head of Debian's kernel) and runs one libFuzzer job.
+# Usage: run.sh [firmware|tdx]. FUZZ_SECONDS (default 600) bounds the run.
 set -euo pipefail
 
 fuzz_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
-corpus="${fuzz_dir}/corpus/firmware"
+target="${1:-firmware}"
+case "${target}" in
+firmware | tdx) ;;
+*)
+    echo "run.sh: unknown target ${target} (firmware or tdx)" >&2
+    exit 2
+    ;;
+esac
+corpus="${fuzz_dir}/corpus/${target}"
 mkdir -p "${corpus}"
 
 seeded=0
@@ -19,10 +28,18 @@ for src in /usr/share/OVMF/OVMF_CODE.fd /usr/share/ovmf/OVMF.fd; do
     tail -c 65536 -- "${src}" >"${corpus}/${name}_tail64k.fd"
     seeded=$((seeded + 1))
 done
+if [[ "${target}" == tdx ]]; then
+    for k in /boot/vmlinuz-*; do
+        [[ -r "${k}" ]] || continue
+        head -c 65536 -- "${k}" >"${corpus}/kernel_head64k"
+        seeded=$((seeded + 1))
+        break
+    done
+fi
 if [[ "${seeded}" -eq 0 ]]; then
     echo "run.sh: no OVMF image found; fuzzing from an empty corpus" >&2
 fi
 
 cd -- "${fuzz_dir}"
-exec cargo +nightly fuzz run firmware -- \
+exec cargo +nightly fuzz run "${target}" -- \
     -max_total_time="${FUZZ_SECONDS:-600}" -max_len=2200000
