@@ -37,7 +37,8 @@ OURS_ARGS=(tdx --firmware "$FW" --kernel "$KERNEL" --initrd "$INITRD" --append "
 "$OURS" "${OURS_ARGS[@]}" >"$BENCH/ours.txt"
 cat "$BENCH/ours.txt"
 
-CMDS=(-n cocos-measure "$OURS ${OURS_ARGS[*]}")
+printf -v OURS_CMD '%q ' "$OURS" "${OURS_ARGS[@]}"
+CMDS=(-n cocos-measure "$OURS_CMD")
 if [ -n "${TDX_MEASURE:-}" ]; then
     printf 'X' >"$BENCH/tables.bin"
     printf 'R' >"$BENCH/rsdp.bin"

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod ovmf;
 pub mod rtmr;
 pub mod sev;
+pub mod sha384;
 pub mod snp;
 pub mod tdhob;
 pub mod tdvf;

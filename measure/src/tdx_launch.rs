@@ -15,9 +15,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
-
-use sha2::{Digest, Sha384};
+use std::sync::{Mutex, OnceLock};
 
 use crate::bzimage::{apply_qemu_load, header_window, KernelSetup, LinuxLoad, SetupHeader};
 use crate::ovmf::{Firmware, Parsed};
@@ -66,11 +64,12 @@ impl Default for TdxOptions {
     }
 }
 
-/// A TDX firmware, validated.
+/// A TDX firmware, validated; its MRTDs are computed once, on first use.
 #[derive(Debug)]
 pub struct TdxFirmware {
     fw: Firmware,
     sections: Vec<TdvfSection>,
+    mrtd: [OnceLock<Digest384>; 2],
 }
 
 impl TdxFirmware {
@@ -86,7 +85,11 @@ impl TdxFirmware {
                 .into())
             }
         };
-        Ok(Self { fw, sections })
+        Ok(Self {
+            fw,
+            sections,
+            mrtd: [OnceLock::new(), OnceLock::new()],
+        })
     }
 
     /// The parsed firmware.
@@ -99,9 +102,16 @@ impl TdxFirmware {
         &self.sections
     }
 
-    /// MRTD.
+    /// MRTD (single- or two-pass).
     pub fn mrtd(&self, two_pass: bool) -> Result<Digest384, MeasureError> {
-        tdx::mrtd(&self.fw, two_pass)
+        let Some(slot) = self.mrtd.get(usize::from(two_pass)) else {
+            return tdx::mrtd(&self.fw, two_pass);
+        };
+        if let Some(d) = slot.get() {
+            return Ok(*d);
+        }
+        let d = tdx::mrtd(&self.fw, two_pass)?;
+        Ok(*slot.get_or_init(|| d))
     }
 
     /// The CFV bytes the firmware measures (its configuration volume's raw data).
@@ -137,7 +147,7 @@ pub struct TdxKernel {
 /// Authenticode SHA-384 of a PE image, as edk2's measured boot computes it.
 pub fn authenticode_sha384(image: &[u8]) -> Result<Digest384, MeasureError> {
     use object::read::pe::{PeFile32, PeFile64};
-    let mut h = Sha384::new();
+    let mut h = crate::sha384::Sha384::new();
     let bad = |e: &dyn std::fmt::Display| {
         MeasureError::Kernel(format!(
             "not a PE/COFF image OVMF can load ({e}); a TDX direct boot needs a kernel built with CONFIG_EFI_STUB"
@@ -151,7 +161,7 @@ pub fn authenticode_sha384(image: &[u8]) -> Result<Digest384, MeasureError> {
         },
     };
     done.map_err(|e| bad(&format!("{e:?}")))?;
-    Ok(h.finalize().into())
+    Ok(h.finish())
 }
 
 impl TdxKernel {
@@ -254,7 +264,7 @@ impl TdxInitrd {
             source: e,
         };
         let mut f = std::fs::File::open(path).map_err(io)?;
-        let mut h = Sha384::new();
+        let mut h = crate::sha384::Sha384::new();
         let mut buf = vec![0u8; 1 << 18];
         let mut size = 0u64;
         loop {
@@ -267,7 +277,7 @@ impl TdxInitrd {
         }
         Ok(Self {
             size,
-            sha384: h.finalize().into(),
+            sha384: h.finish(),
         })
     }
 }

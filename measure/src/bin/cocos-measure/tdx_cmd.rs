@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use cocos_measure::bzimage::{parse_memory, KernelSetup};
+use cocos_measure::bzimage::{parse_memory, KernelSetup, LinuxLoad};
 use cocos_measure::efivar::EfiVars;
 use cocos_measure::inputs;
 use cocos_measure::rtmr::{AcpiBlobs, InitrdOption, Platform, FW_CFG_MEASURED};
@@ -205,6 +205,25 @@ pub fn run(c: TdxCmd) -> Result<()> {
             }
             None => None,
         };
+        // While the initrd is hashed: MRTD, and the kernel's Authenticode digest for
+        // this launch (the initrd's size is all it needs), both cached for `measure`.
+        fw.mrtd(opts.two_pass)?;
+        if let Some(k) = &kernel {
+            let initrd_size = match &c.initrd {
+                Some(p) => Some(
+                    std::fs::metadata(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?
+                        .len(),
+                ),
+                None => None,
+            };
+            let load = LinuxLoad {
+                memory: opts.memory,
+                initrd_size,
+                cmdline: &cmdline,
+            };
+            k.authenticode(&load, opts.kernel_setup)?;
+        }
         let initrd = match initrd_job {
             Some(j) => Some(
                 j.join()
