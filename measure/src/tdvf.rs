@@ -4,7 +4,8 @@
 //! Validation follows QEMU's `hw/i386/tdvf.c`: signature "TDVF", version 1, at least
 //! two sections, a length equal to header + sections, page-aligned addresses and
 //! sizes, raw data only for BFV/CFV, no unknown types. We additionally require every
-//! section's raw data to lie inside the image (QEMU would copy bytes past the end).
+//! section's raw data, and for BFV/CFV its whole memory size (which QEMU copies from
+//! the image), to lie inside the image (QEMU would copy bytes past the end).
 
 use crate::ovmf::{le_u32, le_u64, PAGE_SIZE};
 use crate::FirmwareError;
@@ -180,6 +181,16 @@ pub fn parse(data: &[u8], entry: &[u8]) -> Result<TdvfMetadata, FirmwareError> {
                 "section {i} ({}) data {data_offset:#x}..{data_end:#x} points past the end of the \
                  {len:#x}-byte image (is this a split OVMF_CODE.fd? TDX needs the unified \
                  OVMF.fd / OVMF.inteltdx.fd)",
+                kind.name()
+            )));
+        }
+        // QEMU copies the whole memory size of a BFV/CFV from the image.
+        let copy_end = u64::from(data_offset) + memory_size;
+        if matches!(kind, TdvfSectionKind::Bfv | TdvfSectionKind::Cfv) && copy_end > len as u64 {
+            return Err(bad(format!(
+                "section {i} ({}) has {memory_size:#x} bytes of memory from image offset \
+                 {data_offset:#x}, past the end of the {len:#x}-byte image: QEMU copies the \
+                 whole memory size from the image",
                 kind.name()
             )));
         }

@@ -6,13 +6,17 @@
 //! section is added page by page (TD_HOB and TEMP_MEM too); sections with the
 //! MR_EXTEND attribute are also extended. Single-pass order (upstream KVM's
 //! KVM_TDX_INIT_MEM_REGION): per page, the add then its extends. Two-pass order (older
-//! QEMU/KVM): per section, all its adds, then all its extends. RTMRs follow in a
-//! later change.
+//! QEMU/KVM): per section, all its adds, then all its extends.
+//!
+//! As QEMU (`target/i386/kvm/tdx.c`) does: BFV/CFV pages are the image's bytes from the
+//! section's data offset for its whole memory size (not only its raw size), TD_HOB and
+//! TEMP_MEM pages are zero, and the PAGE_AUG attribute is ignored (QEMU adds those
+//! pages too; some calculators skip them). RTMRs are in [`crate::rtmr`].
 
 use sha2::{Digest, Sha384};
 
 use crate::ovmf::{Firmware, Parsed, PAGE_SIZE};
-use crate::tdvf::{TdvfSection, ATTR_PAGE_AUG};
+use crate::tdvf::{TdvfSection, TdvfSectionKind};
 use crate::{FirmwareError, MeasureError};
 
 const CHUNK: usize = 256;
@@ -43,13 +47,18 @@ fn extend_page(h: &mut Sha384, gpa: u64, page: &[u8]) {
     }
 }
 
-/// The bytes of one page of a section: image data, zero-filled past the raw data.
+/// The bytes of one page of a section: for BFV/CFV the image's bytes (QEMU copies the
+/// whole memory size from the data offset; the parser checked they exist), zero for
+/// TD_HOB/TEMP_MEM.
 fn page_bytes(fw: &Firmware, s: &TdvfSection, page: u64) -> [u8; PAGE_SIZE] {
     let mut out = [0u8; PAGE_SIZE];
     let start = page * PAGE_SIZE as u64;
-    let raw = u64::from(s.raw_size);
-    if start < raw {
-        let n = (raw - start).min(PAGE_SIZE as u64) as usize;
+    let copied = match s.kind {
+        TdvfSectionKind::Bfv | TdvfSectionKind::Cfv => s.memory_size,
+        TdvfSectionKind::TdHob | TdvfSectionKind::TempMem => 0,
+    };
+    if start < copied {
+        let n = (copied - start).min(PAGE_SIZE as u64) as usize;
         let off = u64::from(s.data_offset) + start;
         if let (Some(src), Some(dst)) = (
             fw.data().get(off as usize..off as usize + n),
@@ -73,11 +82,7 @@ pub fn mrtd(fw: &Firmware, two_pass: bool) -> Result<[u8; 48], MeasureError> {
             .into())
         }
     };
-    let sections: Vec<&TdvfSection> = meta
-        .sections
-        .iter()
-        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
-        .collect();
+    let sections: Vec<&TdvfSection> = meta.sections.iter().collect();
     let mut h = Sha384::new();
     for s in &sections {
         let pages = s.memory_size / PAGE_SIZE as u64;

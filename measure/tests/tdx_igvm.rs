@@ -32,10 +32,10 @@ fn igvm_mrtd(fw: &Firmware) -> [u8; 48] {
         for p in 0..s.memory_size / 4096 {
             let start = p * 4096;
             let mut page = Vec::new();
-            if s.mr_extend() && start < u64::from(s.raw_size) {
+            // QEMU loads BFV/CFV pages from the image for the whole memory size.
+            if s.mr_extend() && s.raw_size > 0 {
                 let off = (u64::from(s.data_offset) + start) as usize;
-                let n = (u64::from(s.raw_size) - start).min(4096) as usize;
-                page.extend_from_slice(&fw.data()[off..off + n]); // the crate zero-pads
+                page.extend_from_slice(&fw.data()[off..off + 4096]);
             }
             headers.push(IgvmDirectiveHeader::PageData {
                 gpa: s.memory_address + start,
@@ -74,7 +74,7 @@ fn synth_tdvf(rng: &mut StdRng) -> Vec<u8> {
             } else {
                 rng.gen_range(1..=mem as u32)
             };
-            (raw, rng.gen_range(0..=(len as u32 - raw)))
+            (raw, rng.gen_range(0..=(len as u32 - mem as u32)))
         } else {
             (0, 0)
         };
