@@ -1,4 +1,7 @@
 //! Reproducible HAL image builder (kernel + initramfs) that writes release.json.
 //!
-//! Not built yet: this crate is filled by issue #4. It exports nothing, so
-//! nothing can depend on behaviour that does not exist.
+//! Built so far (issue #4 in progress): [`cpio`], the reproducible newc writer and its
+//! reader. The spec, kernel/module resolution, compression, release.json and the
+//! `cocos-hal` binary follow.
+
+pub mod cpio;
