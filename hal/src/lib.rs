@@ -4,4 +4,6 @@
 //! reader. The spec, kernel/module resolution, compression, release.json and the
 //! `cocos-hal` binary follow.
 
+pub mod compress;
 pub mod cpio;
+pub mod inspect;

@@ -1,0 +1,98 @@
+//! `cocos-hal inspect` end to end: listing, identical and differing images (exit 0 and
+//! 1, like diff), and bad input (one line on stderr, exit 2, nothing on stdout).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test crate
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cocos_hal::compress::{compress, Compression};
+use cocos_hal::cpio::{Archive, Kind};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cocos-hal"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn image(dir: &Path, name: &str, content: &[u8], how: Compression) -> PathBuf {
+    let mut a = Archive::new();
+    a.add("init", Some(0o755), Kind::File(b"#!/bin/sh\n".to_vec()))
+        .unwrap();
+    a.add("etc/motd", None, Kind::File(content.to_vec()))
+        .unwrap();
+    let mut raw = Vec::new();
+    a.write(&mut raw, 0).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, compress(&raw, how).unwrap()).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn lists_and_diffs() {
+    let d = tempfile::tempdir().unwrap();
+    let a = image(d.path(), "a.cpio.gz", b"hello", Compression::Gzip);
+    let b = image(d.path(), "b.cpio.zst", b"hello", Compression::Zstd);
+    let c = image(d.path(), "c.cpio.gz", b"world", Compression::Gzip);
+
+    let out = run(&["inspect", s(&a)]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Gzip, 3 entries"), "{text}");
+    assert!(text.contains("etc/motd"), "{text}");
+
+    let out = run(&["inspect", s(&a), s(&a)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("identical"));
+
+    let out = run(&["inspect", s(&a), s(&b), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["identical"], false);
+    assert_eq!(v["differences"][0]["what"], "compression");
+
+    let out = run(&["inspect", s(&a), s(&c)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("content") && text.contains("etc/motd"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk");
+    std::fs::write(&junk, b"not an archive").unwrap();
+    let truncated = d.path().join("t.gz");
+    let full = std::fs::read(image(d.path(), "x.gz", b"x", Compression::Gzip)).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    for (args, needle) in [
+        (vec!["inspect", "/nonexistent.img"], "cannot read"),
+        (vec!["inspect", s(&junk)], "070701"),
+        (vec!["inspect", s(&truncated)], "decompress"),
+        (vec!["inspect", s(d.path())], "not a file"),
+        (vec!["inspect"], "required"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("cocos-hal: error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}
