@@ -7,3 +7,4 @@
 pub mod compress;
 pub mod cpio;
 pub mod inspect;
+pub mod modules;
