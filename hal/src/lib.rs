@@ -8,3 +8,4 @@ pub mod compress;
 pub mod cpio;
 pub mod inspect;
 pub mod modules;
+pub mod spec;
