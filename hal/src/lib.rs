@@ -1,11 +1,17 @@
 //! Reproducible HAL image builder (kernel + initramfs) that writes release.json.
 //!
-//! Built so far (issue #4 in progress): [`cpio`], the reproducible newc writer and its
-//! reader. The spec, kernel/module resolution, compression, release.json and the
-//! `cocos-hal` binary follow.
+//! Layout: [`spec`] reads `hal/cocos.toml`; [`kernel`] finds the kernel (a path, or a
+//! Debian package pinned in a lock file); [`modules`] computes the module closure;
+//! [`cpio`] writes the reproducible archive and [`compress`] packs it; [`release`]
+//! writes release.json with the expected measurements; [`build`] ties them together;
+//! [`inspect`] lists and diffs images. The in-guest agent is not built yet (issue #4
+//! continues): images boot to the init's rescue shell.
 
+pub mod build;
 pub mod compress;
 pub mod cpio;
 pub mod inspect;
+pub mod kernel;
 pub mod modules;
+pub mod release;
 pub mod spec;

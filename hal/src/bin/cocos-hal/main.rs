@@ -1,6 +1,7 @@
-//! `cocos-hal`: the command line over the `cocos_hal` library. Today: `inspect`, which
-//! lists an initramfs or diffs two (`build` follows). Errors are one line on stderr
-//! with exit code 2; `inspect A B` exits 1 when the images differ, like diff(1).
+//! `cocos-hal`: the command line over the `cocos_hal` library: `build` (kernel +
+//! initramfs + release.json from a spec), `lock` (pin the spec's kernel package), and
+//! `inspect` (list an initramfs or diff two). Errors are one line on stderr with exit
+//! code 2; `inspect A B` exits 1 when the images differ, like diff(1).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -9,7 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use cocos_hal::build::{self, BuildOptions};
 use cocos_hal::inspect::{self, Image};
+use cocos_hal::kernel;
+use cocos_hal::spec::Spec;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +28,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Build kernel, initramfs and release.json from a spec into an output directory
+    Build {
+        /// The image spec
+        #[arg(long, default_value = "hal/cocos.toml")]
+        spec: PathBuf,
+        /// Output directory (written only when the whole build succeeds)
+        #[arg(long)]
+        out: PathBuf,
+        /// Download cache for kernel packages
+        #[arg(long, default_value = "target/hal-cache")]
+        cache: PathBuf,
+        /// Refuse to build if the kernel package would resolve differently from the lock file
+        #[arg(long)]
+        locked: bool,
+        /// Print release.json on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve the spec's Debian kernel package again and rewrite its lock file
+    Lock {
+        /// The image spec
+        #[arg(long, default_value = "hal/cocos.toml")]
+        spec: PathBuf,
+        /// Download cache for kernel packages
+        #[arg(long, default_value = "target/hal-cache")]
+        cache: PathBuf,
+    },
     /// List an initramfs (path, type, mode, size, SHA-256), or diff two field by field
     Inspect {
         /// Initramfs (gzip, zstd, xz or uncompressed newc cpio)
@@ -73,6 +104,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
     match cli.cmd {
+        Cmd::Build {
+            spec,
+            out: dir,
+            cache,
+            locked,
+            json,
+        } => {
+            let spec = Spec::load(&spec)?;
+            let opts = BuildOptions {
+                out: dir,
+                cache,
+                locked,
+                source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+            };
+            let r = build::build(&spec, &opts)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r.release)?)?;
+            } else {
+                for a in r
+                    .release
+                    .get("artifacts")
+                    .and_then(serde_json::Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let field = |k: &str| {
+                        a.get(k)
+                            .map(|v| v.to_string().trim_matches('"').to_owned())
+                            .unwrap_or_default()
+                    };
+                    writeln!(
+                        out,
+                        "{}/{}  {} bytes  sha256 {}",
+                        r.out.display(),
+                        field("path"),
+                        field("size"),
+                        field("sha256")
+                    )?;
+                }
+                writeln!(out, "{}/release.json", r.out.display())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lock { spec, cache } => {
+            let spec = Spec::load(&spec)?;
+            let lock = kernel::update_lock(&spec, &cache)?;
+            writeln!(
+                out,
+                "{}: {} {} sha256 {}",
+                kernel::lock_path(&spec).display(),
+                lock.package,
+                lock.version,
+                lock.sha256
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Inspect { image, other, json } => {
             let a = load(&image)?;
             let Some(other) = other else {

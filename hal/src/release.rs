@@ -1,0 +1,140 @@
+//! release.json: name, version, every artifact (path relative to the output directory,
+//! size, SHA-256), the kernel (release and source), the default command line, the
+//! modules, and the launch measurements the image must produce, computed with
+//! `cocos-measure`'s library for the spec's matrix. Where a firmware cannot measure the
+//! kernel (no SNP_KERNEL_HASHES, as in Debian's OVMF) the manifest says so instead of
+//! giving a digest. Keys are sorted and no absolute path appears, so the file is
+//! reproducible across checkouts.
+
+use cocos_measure::bzimage::parse_memory;
+use cocos_measure::rtmr::Platform;
+use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxOptions};
+use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
+use serde_json::{json, Value};
+
+use crate::build::{sha256_hex, BuildError};
+use crate::compress::Compression;
+use crate::kernel::ResolvedKernel;
+use crate::modules::Module;
+use crate::spec::Spec;
+
+fn measure_err(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Measure(e.to_string())
+}
+
+fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, String), BuildError> {
+    let path = spec.resolve(p);
+    let data = std::fs::read(&path).map_err(|e| BuildError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let sha = sha256_hex(&data);
+    let fw = Firmware::parse(data).map_err(|e| measure_err(format!("{}: {e}", path.display())))?;
+    Ok((fw, sha))
+}
+
+fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
+    let Some(m) = &spec.measurements.snp else {
+        return Ok(Value::Null);
+    };
+    let (fw, fw_sha) = firmware(spec, &m.firmware)?;
+    let name = m
+        .firmware
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let prepared = SnpPrepared::new(&fw).map_err(measure_err)?;
+    if !prepared.supports_kernel_hashes() {
+        return Ok(json!({
+            "firmware": {"file": name, "sha256": fw_sha},
+            "unsupported": "this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure the kernel, initrd or command line; build OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh) to get digests",
+        }));
+    }
+    let hashes = KernelHashes::from_bytes(kernel, Some(initrd), spec.cmdline.as_bytes());
+    let mut digests = Vec::new();
+    for t in &m.vcpu_types {
+        let (canon, sig) = cpu::lookup(t).map_err(measure_err)?;
+        for &vcpus in &m.vcpus {
+            for &gf in &m.guest_features {
+                let p = SnpParams {
+                    vcpus,
+                    vcpu_sig: sig,
+                    guest_features: gf,
+                    vmm: VmmType::Qemu,
+                };
+                let d = prepared.digest(Some(&hashes), &p).map_err(measure_err)?;
+                digests.push(json!({"vcpu_type": canon, "vcpus": vcpus, "guest_features": format!("{gf:#x}"), "digest": hex::encode(d)}));
+            }
+        }
+    }
+    Ok(json!({"firmware": {"file": name, "sha256": fw_sha}, "vmm": "QEMU", "digests": digests}))
+}
+
+fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
+    let Some(t) = &spec.measurements.tdx else {
+        return Ok(Value::Null);
+    };
+    let (fw, fw_sha) = firmware(spec, &t.firmware)?;
+    let name = t
+        .firmware
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let fw = TdxFirmware::new(fw).map_err(measure_err)?;
+    let k = TdxKernel::new(kernel.to_vec()).map_err(measure_err)?;
+    let i = TdxInitrd::from_bytes(initrd);
+    let mut launches = Vec::new();
+    for mem in &t.memory {
+        let memory = parse_memory(mem).map_err(measure_err)?;
+        let opts = TdxOptions {
+            memory,
+            ..TdxOptions::default()
+        };
+        let m = tdx_launch::measure(
+            &fw,
+            Some(&k),
+            Some(&i),
+            &spec.cmdline,
+            &Platform::default(),
+            &opts,
+        )
+        .map_err(measure_err)?;
+        launches.push(json!({
+            "memory": mem,
+            "mrtd": hex::encode(m.mrtd),
+            "rtmr1": m.rtmr[1].map(hex::encode),
+            "rtmr2": m.rtmr[2].map(hex::encode),
+            "rtmr0": "depends on the host's QEMU ACPI tables and boot variables: compute with `cocos-measure tdx --acpi-* --efivars` on the host",
+            "notes": m.notes,
+        }));
+    }
+    Ok(
+        json!({"firmware": {"file": name, "sha256": fw_sha}, "kernel_setup": "patched", "launches": launches}),
+    )
+}
+
+/// Builds the release manifest.
+pub fn manifest(
+    spec: &Spec,
+    k: &ResolvedKernel,
+    modules: &[Module],
+    compression: Compression,
+    mtime: u32,
+    kernel: &[u8],
+    initrd: (&str, &[u8]),
+) -> Result<Value, BuildError> {
+    let (initrd_name, initrd_bytes) = initrd;
+    Ok(json!({
+        "name": spec.name,
+        "version": spec.version,
+        "kernel": {"release": k.release, "source": k.source},
+        "cmdline": spec.cmdline,
+        "initramfs": {"compression": compression, "mtime": mtime},
+        "modules": modules.iter().map(|m| &m.name).collect::<Vec<_>>(),
+        "artifacts": [
+            {"path": "vmlinuz", "size": kernel.len(), "sha256": sha256_hex(kernel)},
+            {"path": initrd_name, "size": initrd_bytes.len(), "sha256": sha256_hex(initrd_bytes)},
+        ],
+        "measurements": {"snp": snp(spec, kernel, initrd_bytes)?, "tdx": tdx(spec, kernel, initrd_bytes)?},
+    }))
+}
