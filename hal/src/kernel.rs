@@ -169,19 +169,6 @@ fn download(package: &str, version: &str, cache: &Path) -> Result<PathBuf, Kerne
     Ok(path)
 }
 
-/// Lists a .deb's files.
-fn deb_files(deb: &Path) -> Result<Vec<String>, KernelError> {
-    let out = run(Command::new("dpkg-deb").arg("-c").arg(deb))?;
-    Ok(String::from_utf8_lossy(&out)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(5)
-                .map(|p| p.trim_start_matches("./").to_owned())
-        })
-        .collect())
-}
-
 /// Unpacks a .deb into `dest` (once).
 fn unpack(deb: &Path, dest: &Path) -> Result<(), KernelError> {
     let stamp = dest.join(".unpacked");
@@ -257,11 +244,23 @@ pub fn resolve(spec: &Spec, cache: &Path, locked: bool) -> Result<ResolvedKernel
     }
     let dest = cache.join(format!("{}_{}", lock.package, lock.version));
     unpack(&deb, &dest)?;
-    let files = deb_files(&deb)?;
-    let vmlinuz = files
-        .iter()
-        .find(|f| f.starts_with("boot/vmlinuz-"))
-        .ok_or_else(|| KernelError::Layout(format!("{} has no boot/vmlinuz-*", deb.display())))?;
+    let boot = dest.join("boot");
+    let mut images: Vec<String> = std::fs::read_dir(&boot)
+        .map_err(|e| KernelError::Layout(format!("{}: {e}", boot.display())))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("vmlinuz-"))
+        .collect();
+    images.sort();
+    let vmlinuz = match images.as_slice() {
+        [one] => format!("boot/{one}"),
+        _ => {
+            return Err(KernelError::Layout(format!(
+                "{} holds {} kernels (boot/vmlinuz-*), expected one",
+                deb.display(),
+                images.len()
+            )))
+        }
+    };
     let release = vmlinuz.trim_start_matches("boot/vmlinuz-").to_owned();
     // The package ships no modules.dep (depmod makes it at install time): make it here.
     if !dest
