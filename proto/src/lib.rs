@@ -1,4 +1,6 @@
-//! Protocol definitions (agent framing, manager gRPC) shared by agent and manager.
-//!
-//! Not built yet: this crate is filled by issue #5. It exports nothing, so
-//! nothing can depend on behaviour that does not exist.
+//! Protocol definitions shared by agent and manager: the framed byte stream between
+//! them ([`frame`]) and the protobuf messages it carries ([`messages`]). The manager's
+//! gRPC services follow with issue #5.
+
+pub mod frame;
+pub mod messages;
