@@ -116,6 +116,22 @@ pub fn archive(spec: &Spec, k: &ResolvedKernel) -> Result<(Archive, Vec<Module>)
         Some(0o600),
         Kind::CharDev { major: 5, minor: 1 },
     )?;
+    match spec.agent.as_deref() {
+        None => {}
+        Some("build") => {
+            progress("building cocos-agent (static)");
+            a.add(
+                "bin/cocos-agent",
+                Some(0o755),
+                Kind::File(crate::agent::build(&spec.dir)?),
+            )?;
+        }
+        Some(p) => {
+            let src = spec.resolve(Path::new(p));
+            let data = std::fs::read(&src).map_err(io(&src))?;
+            a.add("bin/cocos-agent", Some(0o755), Kind::File(data))?;
+        }
+    }
 
     let mut modules = Vec::new();
     if !spec.modules.is_empty() {

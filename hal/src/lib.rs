@@ -4,9 +4,10 @@
 //! Debian package pinned in a lock file); [`modules`] computes the module closure;
 //! [`cpio`] writes the reproducible archive and [`compress`] packs it; [`release`]
 //! writes release.json with the expected measurements; [`build`] ties them together;
-//! [`inspect`] lists and diffs images. The in-guest agent is not built yet (issue #4
-//! continues): images boot to the init's rescue shell.
+//! [`inspect`] lists and diffs images; [`agent`] builds the in-guest agent statically
+//! and path-independently.
 
+pub mod agent;
 pub mod build;
 pub mod compress;
 pub mod cpio;

@@ -130,6 +130,9 @@ pub struct Spec {
     pub modules: Vec<String>,
     /// busybox-static binary (default /bin/busybox).
     pub busybox: Option<PathBuf>,
+    /// The agent: "build" (compile cocos-agent from the workspace holding the spec,
+    /// static and path-independent) or the path of a prebuilt static binary.
+    pub agent: Option<String>,
     /// Extra files.
     #[serde(default)]
     pub files: Vec<FileSpec>,
@@ -237,7 +240,13 @@ impl Spec {
             _ => {}
         }
         let mut seen = BTreeSet::new();
-        for reserved in ["init", "bin/busybox", "etc/cocos/modules"] {
+        for reserved in [
+            "init",
+            "bin/busybox",
+            "bin/cocos-agent",
+            "dev/console",
+            "etc/cocos/modules",
+        ] {
             seen.insert(reserved.to_owned());
         }
         for f in &self.files {
