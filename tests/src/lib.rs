@@ -1,4 +1,3 @@
-//! Workspace-level end-to-end tests (real QEMU, real images).
-//!
-//! Not built yet: this crate is filled by issue #5. It exports nothing, so
-//! nothing can depend on behaviour that does not exist.
+//! Workspace-level end-to-end tests (real QEMU, real images), in `tests/tests/`:
+//! `hal_boot.rs` builds the default HAL image and boots it. The library itself is
+//! empty; the manager's end-to-end tests join with issue #5.
