@@ -1,0 +1,102 @@
+//! Reproducibility of the HAL image: the default spec built from this checkout (umask
+//! 022) and from a fresh `git clone` of it in another directory (umask 077, a couple of
+//! seconds later, its own agent build) gives byte-identical vmlinuz, initramfs and
+//! release.json. `scripts/repro-hal.sh` does the same with two clones from the shell.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test crate
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cocos_hal::build::{build, BuildOptions};
+use cocos_hal::spec::Spec;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds `checkout`'s hal/cocos.toml (copied beside an empty lock inside that
+/// checkout, so both builds resolve the kernel the same way) into `out`.
+fn build_in(checkout: &Path, out: &Path, cache: &Path) {
+    let spec_dir = tempfile::Builder::new()
+        .prefix("hal-repro")
+        .tempdir_in(checkout.join("target"))
+        .unwrap();
+    let spec_path = spec_dir.path().join("cocos.toml");
+    std::fs::copy(checkout.join("hal/cocos.toml"), &spec_path).unwrap();
+    let spec = Spec::load(&spec_path).unwrap();
+    let opts = BuildOptions {
+        out: out.to_path_buf(),
+        cache: cache.to_path_buf(),
+        locked: false,
+        source_date_epoch: None,
+    };
+    build(&spec, &opts).unwrap_or_else(|e| panic!("build in {}: {e}", checkout.display()));
+}
+
+#[test]
+fn two_checkouts_two_umasks_same_bytes() {
+    let root = root();
+    let work = tempfile::tempdir().unwrap();
+    let cache = root.join("target/hal-cache");
+    std::fs::create_dir_all(root.join("target")).unwrap();
+
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let a = work.path().join("a");
+    build_in(&root, &a, &cache);
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let clone = work.path().join("elsewhere/clone");
+    let ok = Command::new("git")
+        .args(["clone", "-q", "--no-hardlinks"])
+        .arg(&root)
+        .arg(&clone)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "git clone failed");
+    // Uncommitted files count too (a developer's run): copy the tracked files as they are.
+    let tar = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git ls-files -z | xargs -0 tar -cf - | tar -xf - -C '{}'",
+            clone.display()
+        ))
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    std::fs::create_dir_all(clone.join("target")).unwrap();
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let b = work.path().join("b");
+    build_in(&clone, &b, &cache);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+
+    let mut names: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in names {
+        let (x, y) = (
+            std::fs::read(a.join(&n)).unwrap(),
+            std::fs::read(b.join(&n)).unwrap(),
+        );
+        if x != y && n.starts_with("initramfs") {
+            let (ia, ib) = (
+                cocos_hal::inspect::open(&x).unwrap(),
+                cocos_hal::inspect::open(&y).unwrap(),
+            );
+            panic!("{n} differs: {:?}", cocos_hal::inspect::diff(&ia, &ib));
+        }
+        assert!(x == y, "{n} differs between the two checkouts");
+    }
+}
