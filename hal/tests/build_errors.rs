@@ -1,0 +1,166 @@
+//! `cocos-hal build` on bad specs: one line on stderr naming the problem, exit code 2,
+//! and nothing left in --out (not even the directory). Specs use Debian's installed
+//! kernel by path, so no download is needed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test crate
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn kernel() -> (PathBuf, PathBuf) {
+    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("vmlinuz-")
+        })
+        .collect();
+    ks.sort();
+    let k = ks.pop().expect("no /boot/vmlinuz-*: run scripts/setup.sh");
+    let release = k
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    (k, PathBuf::from("/lib/modules").join(release))
+}
+
+fn spec(dir: &Path, body: &str) -> PathBuf {
+    let (k, m) = kernel();
+    let text = format!(
+        "name = \"t\"\nversion = \"1\"\ncmdline = \"quiet\"\n{body}\n[kernel]\npath = \"{}\"\nmodules_dir = \"{}\"\n",
+        k.display(),
+        m.display()
+    );
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn expect_failure(body: &str, needle: &str) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("motd"), b"hi").unwrap();
+    let s = spec(d.path(), body);
+    let out_dir = d.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_cocos-hal"))
+        .args(["build", "--spec"])
+        .arg(&s)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--cache")
+        .arg(d.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(out.status.code(), Some(2), "{body}: {err}");
+    assert!(out.stdout.is_empty(), "{body}");
+    assert!(
+        last.starts_with("cocos-hal: error: ") && last.contains(needle),
+        "{body}: {needle:?} not in {last:?}"
+    );
+    assert!(!out_dir.exists(), "{body}: output directory created");
+    let leftovers: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_str().unwrap().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{body}: staging left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn missing_file() {
+    expect_failure(
+        "[[files]]\nsrc = \"nope.txt\"\ndest = \"etc/nope\"",
+        "nope.txt",
+    );
+}
+
+#[test]
+fn unknown_module() {
+    expect_failure("modules = [\"no_such_module\"]", "unknown module");
+}
+
+#[test]
+fn path_escaping_the_root() {
+    expect_failure(
+        "[[files]]\nsrc = \"motd\"\ndest = \"../../etc/motd\"",
+        "escape",
+    );
+}
+
+#[test]
+fn duplicate_paths() {
+    expect_failure("[[files]]\nsrc = \"motd\"\ndest = \"etc/motd\"\n[[files]]\nsrc = \"motd\"\ndest = \"/etc/motd\"", "twice");
+}
+
+#[test]
+fn mtime_out_of_range() {
+    expect_failure("mtime = 5000000000", "out of range");
+}
+
+#[test]
+fn unknown_compression() {
+    expect_failure("compression = \"lz4\"", "unknown compression");
+}
+
+#[test]
+fn missing_agent_binary() {
+    expect_failure("agent = \"no-agent-here\"", "no-agent-here");
+}
+
+#[test]
+fn good_spec_builds_and_inspects() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("motd"), b"hi").unwrap();
+    let s = spec(d.path(), "compression = \"zstd\"\nmodules = [\"virtio_console\"]\n[[files]]\nsrc = \"motd\"\ndest = \"etc/motd\"");
+    let out_dir = d.path().join("out");
+    let out = Command::new(env!("CARGO_BIN_EXE_cocos-hal"))
+        .args(["build", "--json", "--spec"])
+        .arg(&s)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rel: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rel["initramfs"]["compression"], "zstd");
+    assert!(rel["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "virtio_console"));
+    let img = out_dir.join("initramfs.cpio.zst");
+    let listing = Command::new(env!("CARGO_BIN_EXE_cocos-hal"))
+        .arg("inspect")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.contains("etc/motd")
+            && text.contains("etc/cocos/modules")
+            && text.contains("virtio_console.ko"),
+        "{text}"
+    );
+    assert!(Path::new(&out_dir.join("release.json")).is_file());
+}
