@@ -54,7 +54,25 @@ fn default_image_boots_and_reports_its_boot_event() {
         .tempdir_in(root.join("target"))
         .unwrap();
     let spec_path = spec_dir.path().join("cocos.toml");
-    std::fs::copy(root.join("hal/cocos.toml"), &spec_path).unwrap();
+    // SNP digests are checked on the AmdSev build (scripts/build-ovmf.sh), which can
+    // measure kernels; Debian's OVMF cannot.
+    let amdsev = root.join("target/ovmf/out/OVMF.amdsev.fd");
+    assert!(
+        amdsev.is_file(),
+        "{} missing: run scripts/build-ovmf.sh",
+        amdsev.display()
+    );
+    let text = std::fs::read_to_string(root.join("hal/cocos.toml")).unwrap();
+    let text = text.replacen(
+        "[measurements.snp]\nfirmware = \"/usr/share/ovmf/OVMF.fd\"",
+        &format!("[measurements.snp]\nfirmware = \"{}\"", amdsev.display()),
+        1,
+    );
+    assert!(
+        text.contains("OVMF.amdsev.fd"),
+        "hal/cocos.toml's [measurements.snp] changed shape"
+    );
+    std::fs::write(&spec_path, text).unwrap();
     let spec = cocos_hal::spec::Spec::load(&spec_path).unwrap();
     let opts = cocos_hal::build::BuildOptions {
         out: out.clone(),
@@ -67,6 +85,14 @@ fn default_image_boots_and_reports_its_boot_event() {
         serde_json::from_slice(&std::fs::read(out.join("release.json")).unwrap()).unwrap();
     let kernel_release = release["kernel"]["release"].as_str().unwrap().to_owned();
     let initrd = release["artifacts"][1]["path"].as_str().unwrap().to_owned();
+    check_snp_digests(
+        &root,
+        &release,
+        &amdsev,
+        &out.join("vmlinuz"),
+        &out.join(&initrd),
+        spec.cmdline.as_str(),
+    );
 
     let sock = work.path().join("events.sock");
     let id = format!("boot-test-{}", std::process::id());
@@ -151,4 +177,69 @@ fn default_image_boots_and_reports_its_boot_event() {
         .unwrap()
         .contains(&format!("cocos.id={id}")));
     assert_eq!(details["transport"], "serial:cocos.events");
+}
+
+/// release.json's SNP digests must equal sev-snp-measure 0.0.13's and cocos-measure's
+/// for the same firmware, kernel, initrd and command line.
+fn check_snp_digests(
+    root: &std::path::Path,
+    release: &serde_json::Value,
+    fw: &std::path::Path,
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+    cmdline: &str,
+) {
+    let oracle = root.join("target/oracle-venv/bin/sev-snp-measure");
+    assert!(
+        oracle.is_file(),
+        "{} missing: run scripts/setup.sh",
+        oracle.display()
+    );
+    let measure = root.join("target/debug/cocos-measure");
+    let digests = release["measurements"]["snp"]["digests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no SNP digests: {}", release["measurements"]["snp"]));
+    assert!(digests.len() >= 2);
+    for d in digests {
+        let vcpus = d["vcpus"].as_u64().unwrap().to_string();
+        let vcpu_type = d["vcpu_type"].as_str().unwrap();
+        let args = |bin: &std::path::Path| {
+            let out = Command::new(bin)
+                .args([
+                    "--mode",
+                    "snp",
+                    "--vcpus",
+                    &vcpus,
+                    "--vcpu-type",
+                    vcpu_type,
+                    "--guest-features",
+                    d["guest_features"].as_str().unwrap(),
+                ])
+                .arg("--ovmf")
+                .arg(fw)
+                .arg("--kernel")
+                .arg(kernel)
+                .arg("--initrd")
+                .arg(initrd)
+                .args(["--append", cmdline])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                bin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let want = args(&oracle);
+        assert_eq!(
+            d["digest"].as_str().unwrap(),
+            want,
+            "release.json vs sev-snp-measure for {vcpu_type} x{vcpus}"
+        );
+        if measure.is_file() {
+            assert_eq!(args(&measure), want, "cocos-measure vs sev-snp-measure");
+        }
+    }
 }
