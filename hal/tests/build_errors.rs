@@ -164,3 +164,47 @@ fn good_spec_builds_and_inspects() {
     );
     assert!(Path::new(&out_dir.join("release.json")).is_file());
 }
+
+#[test]
+fn locked_refuses_a_changed_resolution() {
+    let d = tempfile::tempdir().unwrap();
+    let s = d.path().join("spec.toml");
+    std::fs::write(&s, "name = \"t\"\nversion = \"1\"\ncmdline = \"quiet\"\n[kernel]\ndebian_package = \"linux-image-amd64\"\n").unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_cocos-hal"))
+            .args(["build", "--locked", "--spec"])
+            .arg(&s)
+            .arg("--out")
+            .arg(d.path().join("out"))
+            .arg("--cache")
+            .arg(d.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    // No lock at all.
+    let out = run();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cocos-hal lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A lock naming a version apt no longer offers.
+    std::fs::write(
+        d.path().join("spec.lock"),
+        "package = \"linux-image-6.1.0-1-amd64\"\nversion = \"6.1.4-1\"\nsha256 = \"00\"\n",
+    )
+    .unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--locked") && err.contains("6.1.4-1") && err.contains("cocos-hal lock"),
+        "{err}"
+    );
+    assert!(!d.path().join("out").exists());
+    assert!(
+        !d.path().join("cache").exists(),
+        "nothing may be downloaded before the lock check"
+    );
+}

@@ -14,6 +14,25 @@ use prost::Message;
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// Every event and log line also goes to the console, one line each.
+fn console(payload: &[u8]) {
+    use cocos_proto::messages::{agent_message, AgentMessage};
+    match AgentMessage::decode(payload).ok().and_then(|m| m.message) {
+        Some(agent_message::Message::AgentEvent(e)) => {
+            eprintln!(
+                "cocos-agent: event {} ({}): {}",
+                e.event_type,
+                e.status,
+                String::from_utf8_lossy(&e.details)
+            );
+        }
+        Some(agent_message::Message::AgentLog(l)) => {
+            eprintln!("cocos-agent: [{}] {}", l.level, l.message)
+        }
+        None => {}
+    }
+}
+
 fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let cfg = match Config::from_cmdline(&cmdline) {
@@ -48,6 +67,7 @@ fn main() {
     let push = {
         let outbox = outbox.clone();
         move |payload: Vec<u8>| {
+            console(&payload);
             if let Err(e) = outbox.push(&payload) {
                 eprintln!("cocos-agent: cannot queue a message: {e}");
             }
