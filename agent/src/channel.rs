@@ -204,11 +204,14 @@ where
         if failed.load(std::sync::atomic::Ordering::SeqCst) {
             break Err(std::io::Error::other("connection closed"));
         }
+        // Wait for frames first, then take the acks, so an answer's ack goes out no
+        // later than the answer itself.
+        let frames = outbox.unsent(Duration::from_millis(200));
         let mut out = Vec::new();
         for id in std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner())) {
             out.extend_from_slice(&frame::ack(id));
         }
-        for (_, bytes) in outbox.unsent(Duration::from_millis(200)) {
+        for (_, bytes) in frames {
             out.extend_from_slice(&bytes);
         }
         if !out.is_empty() {

@@ -2,7 +2,8 @@
 //! busybox, the static agent), boot it under QEMU (TCG) with Debian's OVMF and direct
 //! kernel boot, with a virtio-serial port on a Unix socket, and check that the agent's
 //! boot event arrives within a bounded time with the computation id from the command
-//! line, TEE "none" and the kernel release from release.json. Frames are acknowledged
+//! line, TEE "none" and the kernel release from release.json, and that an attestation
+//! request gets an "unavailable" answer (no TEE here). Frames are acknowledged
 //! as the manager would, so the agent's outbox drains. QEMU is killed when the test
 //! ends, pass or fail.
 
@@ -19,8 +20,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cocos_proto::frame::{ack, Decoder, Origin, Record};
-use cocos_proto::messages::{agent_message, AgentMessage};
+use cocos_proto::frame::{self, ack, Decoder, Origin, Record};
+use cocos_proto::messages::{
+    agent_message, manager_message, AgentMessage, AttestationRequest, ManagerMessage,
+};
 use prost::Message;
 
 /// Kills QEMU when the test ends, whatever happens.
@@ -177,6 +180,60 @@ fn default_image_boots_and_reports_its_boot_event() {
         .unwrap()
         .contains(&format!("cocos.id={id}")));
     assert_eq!(details["transport"], "serial:cocos.events");
+
+    // An attestation request off-hardware gets a plain "unavailable" answer, no report.
+    let req = ManagerMessage {
+        message: Some(manager_message::Message::AttestationRequest(
+            AttestationRequest {
+                nonce: b"nonce".to_vec(),
+            },
+        )),
+    };
+    conn.write_all(&frame::encode(frame::MANAGER_ID_BIT | 1, &req.encode_to_vec()).unwrap())
+        .unwrap();
+    let mut acked = false;
+    let att = 'att: loop {
+        assert!(
+            start.elapsed() < limit,
+            "no attestation event within {limit:?}"
+        );
+        match conn.read(&mut buf) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(100)),
+            Ok(n) => dec.push(&buf[..n]),
+            Err(_) => continue,
+        }
+        while let Some(rec) = dec.next_record().unwrap() {
+            match rec {
+                Record::Ack(i) => acked |= i == frame::MANAGER_ID_BIT | 1,
+                Record::Frame { id: fid, payload } => {
+                    conn.write_all(&ack(fid)).unwrap();
+                    if let Some(agent_message::Message::AgentEvent(e)) =
+                        AgentMessage::decode(payload.as_slice()).unwrap().message
+                    {
+                        if e.event_type == "attestation" {
+                            break 'att e;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    while !acked && start.elapsed() < limit {
+        if let Ok(n) = conn.read(&mut buf) {
+            dec.push(&buf[..n]);
+        }
+        while let Some(rec) = dec.next_record().unwrap() {
+            match rec {
+                Record::Ack(i) => acked |= i == frame::MANAGER_ID_BIT | 1,
+                Record::Frame { id: fid, .. } => conn.write_all(&ack(fid)).unwrap(),
+            }
+        }
+    }
+    assert!(acked, "the agent did not acknowledge the request frame");
+    assert_eq!(att.status, "unavailable");
+    let d: serde_json::Value = serde_json::from_slice(&att.details).unwrap();
+    assert_eq!(d["tee"], "none");
+    assert!(d.get("report").is_none());
 }
 
 /// release.json's SNP digests must equal sev-snp-measure 0.0.13's and cocos-measure's
