@@ -84,6 +84,12 @@ fn main() {
         "info",
         &format!("agent started; tee {}", tee.name()),
     ));
+    push(events::event(
+        &id,
+        "state",
+        "ok",
+        &serde_json::json!({"state": "running"}),
+    ));
 
     {
         let (push, id) = (push.clone(), id.clone());
