@@ -181,13 +181,18 @@ fn check(inputs: &[Input]) -> (usize, usize) {
             });
         if let (Some(tr), Ok(b)) = (&trimmed, &t) {
             // Pinned difference: the crate hashes the trimmed command line.
-            assert_eq!(
-                ours(tr).ok(),
-                Some(*b),
-                "crate digest is not ours for the trimmed cmdline: {:?}",
-                i.append
-            );
-            compared += 1;
+            match ours(tr) {
+                Ok(a) if a == *b => compared += 1,
+                // Layouts the crate computes and we refuse (pinned above).
+                Err(
+                    cocos_measure::MeasureError::NoApResetEip { .. }
+                    | cocos_measure::MeasureError::HashTableDoesNotFit { .. },
+                ) => {}
+                other => failures.push(format!(
+                    "crate digest for {:?} is not ours for the trimmed cmdline: {other:?}",
+                    i.append
+                )),
+            }
             continue;
         }
         match (ours(i), t) {
