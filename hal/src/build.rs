@@ -165,11 +165,8 @@ pub fn archive(spec: &Spec, k: &ResolvedKernel) -> Result<(Archive, Vec<Module>)
     for f in &spec.files {
         let src = spec.resolve(&f.src);
         let data = std::fs::read(&src).map_err(io(&src))?;
-        let mode = f
-            .mode
-            .as_deref()
-            .and_then(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8).ok());
-        a.add(&f.dest, mode, Kind::File(data))?;
+        // Spec::validate already refused bad modes.
+        a.add(&f.dest, f.mode_bits().ok().flatten(), Kind::File(data))?;
     }
     Ok((a, modules))
 }

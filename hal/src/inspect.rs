@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
+use crate::build::sha256_hex;
 use crate::compress::{self, Compression};
 use crate::cpio::{self, Kind, ReadEntry};
 
@@ -49,7 +48,7 @@ pub struct Image {
 
 fn listing(e: ReadEntry) -> Listing {
     let (size, sha256, target) = match &e.entry.kind {
-        Kind::File(d) => (d.len(), Some(hex::encode(Sha256::digest(d))), None),
+        Kind::File(d) => (d.len(), Some(sha256_hex(d)), None),
         Kind::Dir => (0, None, None),
         Kind::Symlink(t) => (t.len(), None, Some(t.clone())),
         Kind::CharDev { major, minor } => (0, None, Some(format!("{major}:{minor}"))),
@@ -195,7 +194,7 @@ mod tests {
         assert_eq!(img.entries[2].mode, "0755");
         assert_eq!(
             img.entries[2].sha256.as_deref(),
-            Some(hex::encode(Sha256::digest(b"#!/bin/sh")).as_str())
+            Some(sha256_hex(b"#!/bin/sh").as_str())
         );
         assert_eq!(img.entries[1].target.as_deref(), Some("busybox"));
     }

@@ -8,8 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
+use crate::build::sha256_hex;
 use crate::spec::Spec;
 
 /// Errors getting the kernel.
@@ -147,7 +146,7 @@ pub fn update_lock(spec: &Spec, cache: &Path) -> Result<Lock, KernelError> {
 
 fn sha256_file(p: &Path) -> Result<String, KernelError> {
     let d = std::fs::read(p).map_err(|e| KernelError::Layout(format!("{}: {e}", p.display())))?;
-    Ok(hex::encode(Sha256::digest(&d)))
+    Ok(sha256_hex(&d))
 }
 
 fn download(package: &str, version: &str, cache: &Path) -> Result<PathBuf, KernelError> {
@@ -201,7 +200,7 @@ pub fn resolve(spec: &Spec, cache: &Path, locked: bool) -> Result<ResolvedKernel
             image,
             modules_dir,
             release,
-            source: serde_json::json!({"file": p.file_name().and_then(|n| n.to_str()), "sha256": hex::encode(Sha256::digest(&data))}),
+            source: serde_json::json!({"file": p.file_name().and_then(|n| n.to_str()), "sha256": sha256_hex(&data)}),
         });
     }
     let Some(pkg) = &spec.kernel.debian_package else {
@@ -281,15 +280,10 @@ pub fn resolve(spec: &Spec, cache: &Path, locked: bool) -> Result<ResolvedKernel
 
 /// The kernel release from a bzImage's version string ("6.1.0-28-amd64 (…) #1 …").
 pub fn kernel_release(bzimage: &[u8]) -> Option<String> {
-    let ptr = usize::from(u16::from_le_bytes([
-        *bzimage.get(0x20e)?,
-        *bzimage.get(0x20f)?,
-    ]));
-    let s = bzimage.get(ptr + 0x200..)?;
-    let end = s.iter().take(256).position(|&b| b == 0 || b == b' ')?;
-    String::from_utf8(s.get(..end)?.to_vec())
-        .ok()
-        .filter(|v| !v.is_empty())
+    let version = cocos_measure::bzimage::SetupHeader::parse(bzimage)
+        .ok()?
+        .version?;
+    version.split_whitespace().next().map(str::to_owned)
 }
 
 #[cfg(test)]

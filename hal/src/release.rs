@@ -22,31 +22,27 @@ fn measure_err(e: impl std::fmt::Display) -> BuildError {
     BuildError::Measure(e.to_string())
 }
 
-fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, String), BuildError> {
+/// Reads and parses a firmware; also returns its release.json entry (file name, SHA-256).
+fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, Value), BuildError> {
     let path = spec.resolve(p);
     let data = std::fs::read(&path).map_err(|e| BuildError::Io {
         path: path.display().to_string(),
         source: e,
     })?;
-    let sha = sha256_hex(&data);
+    let entry = json!({"file": p.file_name().and_then(|n| n.to_str()).unwrap_or(""), "sha256": sha256_hex(&data)});
     let fw = Firmware::parse(data).map_err(|e| measure_err(format!("{}: {e}", path.display())))?;
-    Ok((fw, sha))
+    Ok((fw, entry))
 }
 
 fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
     let Some(m) = &spec.measurements.snp else {
         return Ok(Value::Null);
     };
-    let (fw, fw_sha) = firmware(spec, &m.firmware)?;
-    let name = m
-        .firmware
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
+    let (fw, fw_entry) = firmware(spec, &m.firmware)?;
     let prepared = SnpPrepared::new(&fw).map_err(measure_err)?;
     if !prepared.supports_kernel_hashes() {
         return Ok(json!({
-            "firmware": {"file": name, "sha256": fw_sha},
+            "firmware": fw_entry,
             "unsupported": "this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure the kernel, initrd or command line; build OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh) to get digests",
         }));
     }
@@ -67,19 +63,14 @@ fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
             }
         }
     }
-    Ok(json!({"firmware": {"file": name, "sha256": fw_sha}, "vmm": "QEMU", "digests": digests}))
+    Ok(json!({"firmware": fw_entry, "vmm": "QEMU", "digests": digests}))
 }
 
 fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
     let Some(t) = &spec.measurements.tdx else {
         return Ok(Value::Null);
     };
-    let (fw, fw_sha) = firmware(spec, &t.firmware)?;
-    let name = t
-        .firmware
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
+    let (fw, fw_entry) = firmware(spec, &t.firmware)?;
     let fw = TdxFirmware::new(fw).map_err(measure_err)?;
     let k = TdxKernel::new(kernel.to_vec()).map_err(measure_err)?;
     let i = TdxInitrd::from_bytes(initrd);
@@ -108,9 +99,7 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
             "notes": m.notes,
         }));
     }
-    Ok(
-        json!({"firmware": {"file": name, "sha256": fw_sha}, "kernel_setup": "patched", "launches": launches}),
-    )
+    Ok(json!({"firmware": fw_entry, "kernel_setup": "patched", "launches": launches}))
 }
 
 /// Builds the release manifest.

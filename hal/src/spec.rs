@@ -64,6 +64,22 @@ pub struct FileSpec {
     pub mode: Option<String>,
 }
 
+impl FileSpec {
+    /// The mode as permission bits (`None` when not given); an error names a mode that
+    /// is not octal permission bits (at most 0o7777).
+    pub fn mode_bits(&self) -> Result<Option<u32>, String> {
+        match &self.mode {
+            None => Ok(None),
+            Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+                Ok(v) if v <= 0o7777 => Ok(Some(v)),
+                _ => Err(format!(
+                    "mode {m:?} is not octal permission bits like \"0644\""
+                )),
+            },
+        }
+    }
+}
+
 /// SEV-SNP measurement matrix.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -259,16 +275,8 @@ impl Spec {
                     f.dest
                 )));
             }
-            if let Some(m) = &f.mode {
-                match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
-                    Ok(v) if v <= 0o7777 => {}
-                    _ => {
-                        return Err(self.invalid(format!(
-                            "[[files]] {}: mode {m:?} is not octal permission bits like \"0644\"",
-                            f.dest
-                        )))
-                    }
-                }
+            if let Err(e) = f.mode_bits() {
+                return Err(self.invalid(format!("[[files]] {}: {e}", f.dest)));
             }
         }
         if let Some(snp) = &self.measurements.snp {

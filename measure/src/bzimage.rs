@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use crate::ovmf::{le_u16, le_u32};
 use crate::MeasureError;
 
 /// "HdrS": the boot protocol header magic at 0x202.
@@ -126,20 +127,13 @@ pub struct SetupHeader {
     pub version: Option<String>,
 }
 
+/// Header fields lie inside the 0x300 bytes `parse` requires; 0 past the end.
 fn le16(d: &[u8], off: usize) -> u16 {
-    let mut b = [0u8; 2];
-    if let Some(s) = d.get(off..off + 2) {
-        b.copy_from_slice(s);
-    }
-    u16::from_le_bytes(b)
+    le_u16(d, off).unwrap_or(0)
 }
 
 fn le32(d: &[u8], off: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(s) = d.get(off..off + 4) {
-        b.copy_from_slice(s);
-    }
-    u32::from_le_bytes(b)
+    le_u32(d, off).unwrap_or(0)
 }
 
 fn put16(d: &mut [u8], off: usize, v: u16) {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use uuid::{uuid, Uuid};
 
+use crate::ovmf::le_u16;
 use crate::MeasureError;
 
 /// `EFI_GLOBAL_VARIABLE`: SecureBoot, PK, KEK, BootOrder, Boot####.
@@ -147,13 +148,8 @@ impl EfiVars {
             )));
         }
         Ok(Some(
-            raw.chunks_exact(2)
-                .map(|c| {
-                    u16::from_le_bytes([
-                        c.first().copied().unwrap_or(0),
-                        c.get(1).copied().unwrap_or(0),
-                    ])
-                })
+            (0..raw.len() / 2)
+                .filter_map(|i| le_u16(raw, 2 * i))
                 .collect(),
         ))
     }

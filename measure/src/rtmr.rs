@@ -22,6 +22,7 @@
 use sha2::{Digest, Sha384};
 
 use crate::efivar::{self, EfiVars, GLOBAL_VARIABLE, IMAGE_SECURITY_DATABASE};
+use crate::ovmf::le_u32;
 use crate::MeasureError;
 
 /// A SHA-384 digest.
@@ -156,13 +157,7 @@ impl AcpiBlobs {
         }
         let mut out = Vec::new();
         for cmd in self.loader.chunks_exact(LOADER_CMD) {
-            let ty = u32::from_le_bytes([
-                cmd.first().copied().unwrap_or(0),
-                cmd.get(1).copied().unwrap_or(0),
-                cmd.get(2).copied().unwrap_or(0),
-                cmd.get(3).copied().unwrap_or(0),
-            ]);
-            if ty == LOADER_ALLOCATE {
+            if le_u32(cmd, 0) == Some(LOADER_ALLOCATE) {
                 let name = cmd.get(4..4 + LOADER_FILE).unwrap_or(&[]);
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                 out.push(String::from_utf8_lossy(name.get(..end).unwrap_or(&[])).into_owned());
@@ -202,28 +197,38 @@ pub const FW_CFG_MEASURED: [&str; 6] = [
     "bootorder",
 ];
 
+/// Why RTMR0 cannot be computed from `platform` (ACPI blobs or EFI variables not
+/// given), with how to obtain them; `None` when both are there.
+pub fn missing_rtmr0_inputs(platform: &Platform) -> Option<MeasureError> {
+    if platform.acpi.is_none() {
+        return Some(MeasureError::Platform(
+            "RTMR0 needs QEMU's ACPI blobs: in a guest started with the same QEMU options, copy \
+             /sys/firmware/qemu_fw_cfg/by_name/etc/acpi/tables/raw, .../etc/acpi/rsdp/raw and \
+             .../etc/table-loader/raw (modprobe qemu_fw_cfg) and pass --acpi-tables, --acpi-rsdp, \
+             --acpi-loader"
+                .into(),
+        ));
+    }
+    if platform.efivars.is_none() {
+        return Some(MeasureError::Platform(
+            "RTMR0 needs the guest's boot variables: copy /sys/firmware/efi/efivars (at least \
+             BootOrder-* and Boot####-*) from a guest of the same configuration and pass --efivars DIR"
+                .into(),
+        ));
+    }
+    None
+}
+
 /// RTMR0 events. `td_hob` is the measured TD HOB, `cfv` the CFV bytes.
 pub fn rtmr0_events(
     td_hob: &[u8],
     cfv: &[u8],
     platform: &Platform,
 ) -> Result<Vec<Event>, MeasureError> {
-    let acpi = platform.acpi.as_ref().ok_or_else(|| {
-        MeasureError::Platform(
-            "RTMR0 needs QEMU's ACPI blobs: in a guest started with the same QEMU options, copy \
-             /sys/firmware/qemu_fw_cfg/by_name/etc/acpi/tables/raw, .../etc/acpi/rsdp/raw and \
-             .../etc/table-loader/raw (modprobe qemu_fw_cfg) and pass --acpi-tables, --acpi-rsdp, \
-             --acpi-loader"
-                .into(),
-        )
-    })?;
-    let vars = platform.efivars.as_ref().ok_or_else(|| {
-        MeasureError::Platform(
-            "RTMR0 needs the guest's boot variables: copy /sys/firmware/efi/efivars (at least \
-             BootOrder-* and Boot####-*) from a guest of the same configuration and pass --efivars DIR"
-                .into(),
-        )
-    })?;
+    let (Some(acpi), Some(vars)) = (&platform.acpi, &platform.efivars) else {
+        return Err(missing_rtmr0_inputs(platform)
+            .unwrap_or_else(|| MeasureError::Platform("RTMR0 inputs missing".into())));
+    };
     let boot_order = vars.boot_order()?.ok_or_else(|| {
         MeasureError::Platform(format!(
             "the --efivars directory has no BootOrder-{GLOBAL_VARIABLE}: copy it from the guest's /sys/firmware/efi/efivars"

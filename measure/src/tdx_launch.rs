@@ -307,25 +307,42 @@ pub fn measure(
     platform: &Platform,
     opts: &TdxOptions,
 ) -> Result<TdxMeasurement, MeasureError> {
-    let Some(kernel) = kernel else {
-        if initrd.is_some() || !cmdline.is_empty() {
-            return Err(MeasureError::Kernel(
-                "an initrd or command line needs a kernel (QEMU accepts -initrd/-append only with -kernel)".into(),
-            ));
-        }
-        return measure_without_kernel(fw, platform, opts);
-    };
+    if kernel.is_none() && (initrd.is_some() || !cmdline.is_empty()) {
+        return Err(MeasureError::Kernel(
+            "an initrd or command line needs a kernel (QEMU accepts -initrd/-append only with -kernel)".into(),
+        ));
+    }
     let mrtd = fw.mrtd(opts.two_pass)?;
     let hob = TdHob::build(fw.sections(), opts.memory)?;
     let mut notes = Vec::new();
     let mut unavailable = Vec::new();
 
-    let rtmr0_events = if platform.acpi.is_none() || platform.efivars.is_none() {
-        let e = rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform).err();
-        unavailable.push((0, e.map(|e| e.to_string()).unwrap_or_default()));
-        None
-    } else {
-        Some(rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform)?)
+    let rtmr0_events = match rtmr::missing_rtmr0_inputs(platform) {
+        Some(why) => {
+            unavailable.push((0, why.to_string()));
+            None
+        }
+        None => Some(rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform)?),
+    };
+    let (pre, boot_vars): (Vec<Event>, Vec<Event>) = rtmr0_events
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|e| e.event_type != EventType::EvEfiVariableBoot);
+    let r0 = |events: &[Event]| rtmr0_events.as_ref().map(|_| rtmr::replay(events, 0));
+
+    let Some(kernel) = kernel else {
+        let why = "no --kernel: RTMR1 and RTMR2 are computed for QEMU direct kernel boot only";
+        unavailable.push((1, why.into()));
+        unavailable.push((2, why.into()));
+        let events: Vec<Event> = pre.into_iter().chain(boot_vars).collect();
+        return Ok(TdxMeasurement {
+            mrtd,
+            rtmr: [r0(&events), None, None],
+            events,
+            unavailable,
+            notes,
+        });
     };
 
     let load = LinuxLoad {
@@ -363,13 +380,7 @@ pub fn measure(
 
     // Boot order: RTMR0 pre-boot, kernel load, ReadyToBoot (boot variables, "Calling",
     // separator), the stub's RTMR2 events, ExitBootServices.
-    let mut events = Vec::new();
-    let (pre, boot_vars): (Vec<Event>, Vec<Event>) = rtmr0_events
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .partition(|e| e.event_type != EventType::EvEfiVariableBoot);
-    events.extend(pre);
+    let mut events = pre;
     let mut r1 = rtmr1.into_iter();
     events.extend(r1.next());
     events.extend(boot_vars);
@@ -378,7 +389,7 @@ pub fn measure(
     events.extend(r1);
 
     let rtmr = [
-        rtmr0_events.as_ref().map(|_| rtmr::replay(&events, 0)),
+        r0(&events),
         Some(rtmr::replay(&events, 1)),
         Some(rtmr::replay(&events, 2)),
     ];
@@ -388,35 +399,5 @@ pub fn measure(
         events,
         unavailable,
         notes,
-    })
-}
-
-fn measure_without_kernel(
-    fw: &TdxFirmware,
-    platform: &Platform,
-    opts: &TdxOptions,
-) -> Result<TdxMeasurement, MeasureError> {
-    let mrtd = fw.mrtd(opts.two_pass)?;
-    let hob = TdHob::build(fw.sections(), opts.memory)?;
-    let mut unavailable = Vec::new();
-    let mut events = Vec::new();
-    let mut rtmr = [None, None, None];
-    if platform.acpi.is_none() || platform.efivars.is_none() {
-        let e = rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform).err();
-        unavailable.push((0, e.map(|e| e.to_string()).unwrap_or_default()));
-    } else {
-        let ev = rtmr::rtmr0_events(hob.measured(), fw.cfv()?, platform)?;
-        rtmr[0] = Some(rtmr::replay(&ev, 0));
-        events = ev;
-    }
-    let why = "no --kernel: RTMR1 and RTMR2 are computed for QEMU direct kernel boot only";
-    unavailable.push((1, why.into()));
-    unavailable.push((2, why.into()));
-    Ok(TdxMeasurement {
-        mrtd,
-        rtmr,
-        events,
-        unavailable,
-        notes: Vec::new(),
     })
 }

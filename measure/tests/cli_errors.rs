@@ -15,6 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 use rand::RngCore;
 use tempfile::TempDir;
 
@@ -721,22 +723,6 @@ fn synthesized_image_is_accepted() {
 
 const TDX_METADATA_OFFSET: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";
 
-/// Debian's kernel (linux-image-amd64, installed by scripts/setup.sh).
-fn debian_kernel() -> PathBuf {
-    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    ks.sort();
-    ks.pop()
-        .expect("no /boot/vmlinuz-*: run scripts/setup.sh (Debian package linux-image-amd64)")
-}
-
 /// `tdx` with Debian's OVMF.fd and kernel plus `extra` arguments.
 fn tdx_args<'a>(fw: &'a str, kernel: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["tdx", "--firmware", fw, "--kernel", kernel];
@@ -872,7 +858,7 @@ fn tdx_kernel_without_efi_stub() {
 #[test]
 fn tdx_initrd_too_large_for_memory() {
     let fw = system_fw(OVMF_FD).unwrap();
-    let kernel = debian_kernel();
+    let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
     let initrd = dir.path().join("big.img");
     std::fs::File::create(&initrd)
@@ -893,7 +879,7 @@ fn tdx_initrd_too_large_for_memory() {
 #[test]
 fn tdx_invalid_vga_parameter() {
     let fw = system_fw(OVMF_FD).unwrap();
-    let kernel = debian_kernel();
+    let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -1042,7 +1028,7 @@ fn tdx_bad_fw_cfg_items() {
 #[test]
 fn tdx_without_platform_inputs_explains_rtmr0() {
     let fw = system_fw(OVMF_FD).unwrap();
-    let kernel = debian_kernel();
+    let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
     let out = run(
         &dir,

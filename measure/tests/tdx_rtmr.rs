@@ -267,19 +267,7 @@ fn debian() -> (TdxFirmware, Vec<u8>) {
     let fw =
         std::fs::read("/usr/share/ovmf/OVMF.fd").expect("Debian's OVMF.fd: run scripts/setup.sh");
     let fw = TdxFirmware::new(Firmware::parse(fw).unwrap()).unwrap();
-    let mut ks: Vec<_> = std::fs::read_dir("/boot")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("vmlinuz-")
-        })
-        .collect();
-    ks.sort();
-    let k = std::fs::read(ks.pop().expect("/boot/vmlinuz-*: run scripts/setup.sh")).unwrap();
+    let k = std::fs::read(common::debian_kernel()).unwrap();
     (fw, k)
 }
 

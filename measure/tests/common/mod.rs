@@ -1,7 +1,7 @@
 //! Test support shared by the differential tests: a generator of random synthetic OVMF
 //! images (random bytes with a valid footer table, SEV metadata with random sections,
 //! random reset EIP and hash-table location, and optional injected faults), and the
-//! locations of the oracles installed by `scripts/setup.sh`.
+//! locations of the oracles and Debian inputs installed by `scripts/setup.sh`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -16,6 +16,22 @@ pub const RESET_BLOCK: Uuid = uuid!("00f771de-1a7e-4fcb-890e-68c77e2fb44e");
 pub const SEV_METADATA: Uuid = uuid!("dc886566-984a-4798-a75e-5585a7bf67cc");
 pub const TDX_METADATA: Uuid = uuid!("e47a6535-984a-4798-865e-4685a7bf8ec2");
 pub const SEV_SECRET: Uuid = uuid!("4c2eb361-7d9b-4cc3-8081-127c90d3d294");
+
+/// Debian's kernel (the newest /boot/vmlinuz-*, from linux-image-amd64, installed by
+/// scripts/setup.sh); fails the test if there is none.
+pub fn debian_kernel() -> PathBuf {
+    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    ks.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("vmlinuz-"))
+    });
+    ks.sort();
+    ks.pop()
+        .expect("no /boot/vmlinuz-*: run scripts/setup.sh (Debian package linux-image-amd64)")
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
