@@ -1,21 +1,20 @@
 //! The manager's side of one VM's agent channel, without I/O ("sans-IO"): feed it the
-//! bytes read from the transport, write back what it returns. It acknowledges every
-//! agent frame, delivers each frame id once (the agent re-sends unacknowledged frames
-//! after a reconnect), tags deliveries with the VM's computation id, and keeps the
-//! manager's own frames (attestation requests) until the agent acknowledges them, so
-//! they can be re-sent on a new connection.
+//! bytes read from the transport, store what it hands back, then write the acks it
+//! returns for what was stored. An agent frame is acknowledged only after the caller
+//! has committed it ([`Session::committed`]), so a crash between receipt and commit
+//! makes the agent send it again; duplicates (frame ids at or below the committed
+//! high-water mark, which the caller persists with the events) are acknowledged and
+//! dropped. The agent numbers frames 1, 2, … and (re)sends them in order, so a
+//! high-water mark is an exact dedupe. The manager's own frames (attestation
+//! requests) are kept until the agent acknowledges them and re-sent on a new connection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use cocos_proto::frame::{self, Decoder, FrameError, Origin, Record, MANAGER_ID_BIT};
 use cocos_proto::messages::{manager_message, AgentMessage, AttestationRequest, ManagerMessage};
 use prost::Message;
 
-/// How far below the newest agent id ids are still remembered for deduplication (the
-/// agent keeps at most 10,000 unacknowledged frames, so re-sends fall in this window).
-pub const DEDUPE_WINDOW: u32 = 100_000;
-
-/// One delivered agent message.
+/// One new agent message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     /// The VM's computation id (from the manager's records, not from the guest).
@@ -24,6 +23,15 @@ pub struct Delivery {
     pub frame_id: u32,
     /// The decoded message (None if the payload is not an AgentMessage).
     pub message: Option<AgentMessage>,
+}
+
+/// What one read produced.
+#[derive(Debug, Default, PartialEq)]
+pub struct Incoming {
+    /// Acks to write now (for frames already committed earlier: re-sends).
+    pub acks_now: Vec<u8>,
+    /// New frames: commit them, then write [`Session::committed`]'s acks.
+    pub new: Vec<Delivery>,
 }
 
 /// Errors that end a connection.
@@ -39,36 +47,47 @@ pub enum ChannelError {
     },
 }
 
+/// True if `id` comes after `hw` in the agent's numbering (ids wrap at 2^31 to 1).
+pub fn is_after(id: u32, hw: u32) -> bool {
+    if id > hw {
+        true
+    } else {
+        // A much smaller id than the mark means the agent wrapped.
+        hw - id > frame::AGENT_ID_MAX / 2
+    }
+}
+
 /// One VM's channel state; survives reconnects ([`Session::reconnected`]).
 #[derive(Debug)]
 pub struct Session {
     computation_id: String,
     decoder: Decoder,
-    seen: BTreeSet<u32>,
-    newest: u32,
+    /// Highest frame id committed (persisted by the caller).
+    committed_hw: u32,
+    /// Highest frame id handed out as new on this connection.
+    offered_hw: u32,
     next_id: u32,
     unacked: BTreeMap<u32, Vec<u8>>,
 }
 
 impl Session {
-    /// A channel for the VM `computation_id`.
-    pub fn new(computation_id: &str) -> Self {
+    /// A channel for the VM `computation_id` whose agent frames up to `committed_hw`
+    /// are already stored (0 for a new VM).
+    pub fn new(computation_id: &str, committed_hw: u32) -> Self {
         Self {
             computation_id: computation_id.to_owned(),
             decoder: Decoder::new(Origin::Agent),
-            seen: BTreeSet::new(),
-            newest: 0,
+            committed_hw,
+            offered_hw: committed_hw,
             next_id: 0,
             unacked: BTreeMap::new(),
         }
     }
 
-    /// Processes bytes from the agent. Returns the bytes to write back (acks) and the
-    /// messages to deliver, each frame id once.
-    pub fn on_bytes(&mut self, data: &[u8]) -> Result<(Vec<u8>, Vec<Delivery>), ChannelError> {
+    /// Processes bytes from the agent.
+    pub fn on_bytes(&mut self, data: &[u8]) -> Result<Incoming, ChannelError> {
         self.decoder.push(data);
-        let mut out = Vec::new();
-        let mut deliveries = Vec::new();
+        let mut inc = Incoming::default();
         loop {
             let rec = self
                 .decoder
@@ -83,34 +102,39 @@ impl Session {
                     self.unacked.remove(&id);
                 }
                 Some(Record::Frame { id, payload }) => {
-                    out.extend_from_slice(&frame::ack(id));
-                    if self.first_sight(id) {
-                        deliveries.push(Delivery {
+                    if !is_after(id, self.committed_hw) {
+                        inc.acks_now.extend_from_slice(&frame::ack(id));
+                    } else if is_after(id, self.offered_hw) {
+                        self.offered_hw = id;
+                        inc.new.push(Delivery {
                             computation_id: self.computation_id.clone(),
                             frame_id: id,
                             message: AgentMessage::decode(payload.as_slice()).ok(),
                         });
                     }
+                    // else: offered on this connection, not yet committed; its ack
+                    // follows the commit.
                 }
             }
         }
-        Ok((out, deliveries))
+        Ok(inc)
     }
 
-    fn first_sight(&mut self, id: u32) -> bool {
-        // Ids wrap at 2^31; a much smaller id than the newest means the agent wrapped.
-        if self.newest > id && self.newest - id > frame::AGENT_ID_MAX / 2 {
-            self.seen.clear();
+    /// The caller stored these frames (in order); returns their acks.
+    pub fn committed(&mut self, ids: &[u32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            if is_after(id, self.committed_hw) {
+                self.committed_hw = id;
+            }
+            out.extend_from_slice(&frame::ack(id));
         }
-        if !self.seen.insert(id) {
-            return false;
-        }
-        if id > self.newest {
-            self.newest = id;
-            let floor = self.newest.saturating_sub(DEDUPE_WINDOW);
-            self.seen = self.seen.split_off(&floor);
-        }
-        true
+        out
+    }
+
+    /// The highest committed agent frame id.
+    pub fn committed_hw(&self) -> u32 {
+        self.committed_hw
     }
 
     /// Queues an attestation request; returns the frame bytes to write now.
@@ -133,10 +157,11 @@ impl Session {
         Ok(bytes)
     }
 
-    /// A new connection: resets the decoder and returns every unacknowledged manager
-    /// frame to write again.
+    /// A new connection: resets the decoder and what was offered but not committed,
+    /// and returns every unacknowledged manager frame to write again.
     pub fn reconnected(&mut self) -> Vec<u8> {
         self.decoder = Decoder::new(Origin::Agent);
+        self.offered_hw = self.committed_hw;
         self.unacked.values().flatten().copied().collect()
     }
 
@@ -148,6 +173,12 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
     use super::*;
     use cocos_proto::messages::{agent_message, AgentEvent};
 
@@ -161,56 +192,97 @@ mod tests {
         .encode_to_vec()
     }
 
+    fn ids(d: &[Delivery]) -> Vec<u32> {
+        d.iter().map(|x| x.frame_id).collect()
+    }
+
     #[test]
-    fn acks_and_delivers_each_frame_once() {
-        let mut s = Session::new("c1");
+    fn acks_only_after_commit_and_delivers_each_frame_once() {
+        let mut s = Session::new("c1", 0);
         let mut bytes = frame::encode(1, &event("boot")).unwrap();
         bytes.extend(frame::encode(2, &event("heartbeat")).unwrap());
-        let (acks, d) = s.on_bytes(&bytes).unwrap();
-        assert_eq!(acks, [frame::ack(1), frame::ack(2)].concat());
-        assert_eq!(d.len(), 2);
-        assert_eq!(d[0].computation_id, "c1");
+        let inc = s.on_bytes(&bytes).unwrap();
+        assert!(inc.acks_now.is_empty(), "nothing acked before the commit");
+        assert_eq!(ids(&inc.new), vec![1, 2]);
+        assert_eq!(inc.new[0].computation_id, "c1");
         let Some(agent_message::Message::AgentEvent(e)) =
-            d[0].message.as_ref().and_then(|m| m.message.clone())
+            inc.new[0].message.as_ref().and_then(|m| m.message.clone())
         else {
             panic!("not an event")
         };
         assert_eq!(e.event_type, "boot");
-        // After a reconnect the agent re-sends frame 2 (our ack was lost) and sends 3.
+        // Only frame 1 was committed before the connection broke.
+        assert_eq!(s.committed(&[1]), frame::ack(1).to_vec());
         s.reconnected();
-        let mut again = frame::encode(2, &event("heartbeat")).unwrap();
+        let mut again = frame::encode(1, &event("boot")).unwrap();
+        again.extend(frame::encode(2, &event("heartbeat")).unwrap());
         again.extend(frame::encode(3, &event("heartbeat")).unwrap());
-        let (acks, d) = s.on_bytes(&again).unwrap();
+        let inc = s.on_bytes(&again).unwrap();
         assert_eq!(
-            acks,
-            [frame::ack(2), frame::ack(3)].concat(),
-            "re-sent frames are acknowledged again"
+            inc.acks_now,
+            frame::ack(1).to_vec(),
+            "stored re-send acked again"
         );
-        assert_eq!(d.iter().map(|x| x.frame_id).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            ids(&inc.new),
+            vec![2, 3],
+            "uncommitted frame 2 offered again"
+        );
+        // The same frames again on the same connection are not offered twice.
+        assert!(s
+            .on_bytes(&frame::encode(3, &event("x")).unwrap())
+            .unwrap()
+            .new
+            .is_empty());
+    }
+
+    #[test]
+    fn resumes_from_a_persisted_mark() {
+        let mut s = Session::new("c1", 41);
+        let mut b = frame::encode(40, b"").unwrap();
+        b.extend(frame::encode(41, b"").unwrap());
+        b.extend(frame::encode(42, b"").unwrap());
+        let inc = s.on_bytes(&b).unwrap();
+        assert_eq!(inc.acks_now, [frame::ack(40), frame::ack(41)].concat());
+        assert_eq!(ids(&inc.new), vec![42]);
+        s.committed(&[42]);
+        assert_eq!(s.committed_hw(), 42);
+    }
+
+    #[test]
+    fn wrapped_ids_count_as_new() {
+        assert!(is_after(5, frame::AGENT_ID_MAX - 3));
+        assert!(!is_after(5, 6));
+        assert!(is_after(7, 6));
+        let mut s = Session::new("c1", frame::AGENT_ID_MAX);
+        assert_eq!(
+            ids(&s.on_bytes(&frame::encode(1, b"").unwrap()).unwrap().new),
+            vec![1]
+        );
     }
 
     #[test]
     fn split_reads_and_garbage() {
-        let mut s = Session::new("c1");
+        let mut s = Session::new("c1", 0);
         let b = frame::encode(9, &event("boot")).unwrap();
-        let (a1, d1) = s.on_bytes(&b[..5]).unwrap();
-        assert!(a1.is_empty() && d1.is_empty());
-        let (a2, d2) = s.on_bytes(&b[5..]).unwrap();
-        assert_eq!((a2, d2.len()), (frame::ack(9).to_vec(), 1));
+        let inc = s.on_bytes(&b[..5]).unwrap();
+        assert!(inc.acks_now.is_empty() && inc.new.is_empty());
+        let inc = s.on_bytes(&b[5..]).unwrap();
+        assert_eq!(ids(&inc.new), vec![9]);
         let mut bad = 10u32.to_le_bytes().to_vec();
         bad.extend_from_slice(&(2u32 << 20).to_le_bytes());
         assert!(s.on_bytes(&bad).is_err());
         // Not an AgentMessage: still delivered once, undecoded.
-        let mut s = Session::new("c2");
-        let (_, d) = s
+        let mut s = Session::new("c2", 0);
+        let inc = s
             .on_bytes(&frame::encode(1, &[0xff, 0xff]).unwrap())
             .unwrap();
-        assert_eq!(d[0].message, None);
+        assert_eq!(inc.new[0].message, None);
     }
 
     #[test]
     fn attestation_requests_are_kept_until_acked() {
-        let mut s = Session::new("c1");
+        let mut s = Session::new("c1", 0);
         let f = s.request_attestation(b"nonce").unwrap();
         let id = u32::from_le_bytes(f[..4].try_into().unwrap());
         assert_eq!(id, MANAGER_ID_BIT | 1);
@@ -223,17 +295,5 @@ mod tests {
         s.on_bytes(&frame::ack(id)).unwrap();
         assert_eq!(s.unacked(), 0);
         assert!(s.reconnected().is_empty());
-    }
-
-    #[test]
-    fn dedupe_window_is_bounded() {
-        let mut s = Session::new("c1");
-        for id in (1..=300_000u32).step_by(1000) {
-            s.on_bytes(&frame::encode(id, b"").unwrap()).unwrap();
-        }
-        assert!(s.seen.len() <= (DEDUPE_WINDOW / 1000 + 1) as usize);
-        // An old id far below the window counts as new only if the agent wrapped.
-        let (_, d) = s.on_bytes(&frame::encode(299_001, b"").unwrap()).unwrap();
-        assert!(d.is_empty());
     }
 }

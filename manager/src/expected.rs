@@ -1,0 +1,205 @@
+//! The launch measurement each VM's attestation must show, computed with
+//! `cocos-measure`'s library. The firmware-dependent work (SNP page hashes, TDX MRTD,
+//! the kernel's Authenticode digest, the initrd's SHA-384) is done once per release
+//! ([`Expected::new`]); a launch only adds its vCPU count and final command line
+//! ([`Expected::compute`]), which takes well under a millisecond.
+
+use cocos_measure::rtmr::Platform;
+use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxOptions};
+use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
+use serde_json::{json, Value};
+
+/// What to compute for each launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing (a plain VM with no TEE to compare against).
+    None,
+    /// The SEV-SNP launch digest (QEMU, kernel-hashes=on).
+    Snp {
+        /// vCPU type name (as `cocos-measure vcpu-types` lists).
+        vcpu_type: String,
+        /// SEV_FEATURES.
+        guest_features: u64,
+    },
+    /// TDX MRTD and RTMR1/2 (RTMR0 needs the host's ACPI tables).
+    Tdx {
+        /// Guest RAM in bytes.
+        memory: u64,
+    },
+}
+
+impl Target {
+    /// "none", "snp" or "tdx".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::None => "none",
+            Target::Snp { .. } => "snp",
+            Target::Tdx { .. } => "tdx",
+        }
+    }
+}
+
+/// Why a measurement cannot be computed.
+#[derive(Debug, thiserror::Error)]
+#[error("expected measurement: {0}")]
+pub struct ExpectedError(String);
+
+fn err(e: impl std::fmt::Display) -> ExpectedError {
+    ExpectedError(e.to_string())
+}
+
+enum State {
+    None,
+    Snp {
+        prepared: Box<SnpPrepared>,
+        vcpu_type: &'static str,
+        vcpu_sig: u64,
+        guest_features: u64,
+    },
+    Tdx {
+        fw: Box<TdxFirmware>,
+        kernel: Box<TdxKernel>,
+        initrd: TdxInitrd,
+        memory: u64,
+    },
+}
+
+/// Prepared state for one release and firmware.
+pub struct Expected {
+    state: State,
+}
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.state {
+            State::None => "none",
+            State::Snp { .. } => "snp",
+            State::Tdx { .. } => "tdx",
+        };
+        f.debug_struct("Expected").field("target", &t).finish()
+    }
+}
+
+impl Expected {
+    /// Prepares `target` for this firmware, kernel and initrd (the verified bytes).
+    pub fn new(
+        target: &Target,
+        firmware: Vec<u8>,
+        kernel: Vec<u8>,
+        initrd: &[u8],
+    ) -> Result<Self, ExpectedError> {
+        let state = match target {
+            Target::None => State::None,
+            Target::Snp {
+                vcpu_type,
+                guest_features,
+            } => {
+                let (name, sig) = cpu::lookup(vcpu_type).map_err(err)?;
+                let fw = Firmware::parse(firmware).map_err(err)?;
+                let prepared = SnpPrepared::new(&fw).map_err(err)?;
+                if !prepared.supports_kernel_hashes() {
+                    return Err(err("this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure kernel, initrd and command line (use an OvmfPkg/AmdSev build)"));
+                }
+                State::Snp {
+                    prepared: Box::new(prepared),
+                    vcpu_type: name,
+                    vcpu_sig: sig,
+                    guest_features: *guest_features,
+                }
+            }
+            Target::Tdx { memory } => {
+                let fw = TdxFirmware::new(Firmware::parse(firmware).map_err(err)?).map_err(err)?;
+                // Compute (and cache) MRTD now rather than on the first launch.
+                fw.mrtd(false).map_err(err)?;
+                State::Tdx {
+                    fw: Box::new(fw),
+                    kernel: Box::new(TdxKernel::new(kernel).map_err(err)?),
+                    initrd: TdxInitrd::from_bytes(initrd),
+                    memory: *memory,
+                }
+            }
+        };
+        Ok(Self { state })
+    }
+
+    /// The measurement of one launch, as JSON (`tee` plus the registers; field names as
+    /// `cocos-measure snp --json` / `cocos-measure tdx --json` print them).
+    pub fn compute(
+        &self,
+        kernel_sha256: [u8; 32],
+        initrd_sha256: [u8; 32],
+        cmdline: &str,
+        vcpus: u32,
+    ) -> Result<Value, ExpectedError> {
+        match &self.state {
+            State::None => {
+                Ok(json!({"tee": "none", "note": "plain launch: no TEE, nothing to attest"}))
+            }
+            State::Snp {
+                prepared,
+                vcpu_type,
+                vcpu_sig,
+                guest_features,
+            } => {
+                let hashes =
+                    KernelHashes::new(kernel_sha256, Some(initrd_sha256), cmdline.as_bytes());
+                let p = SnpParams {
+                    vcpus,
+                    vcpu_sig: *vcpu_sig,
+                    guest_features: *guest_features,
+                    vmm: VmmType::Qemu,
+                };
+                let d = prepared.digest(Some(&hashes), &p).map_err(err)?;
+                Ok(json!({
+                    "tee": "snp",
+                    "measurement": hex::encode(d),
+                    "vcpus": vcpus,
+                    "vcpu_type": vcpu_type,
+                    "vcpu_sig": format!("{vcpu_sig:#x}"),
+                    "guest_features": format!("{guest_features:#x}"),
+                    "vmm_type": "QEMU",
+                    "ovmf_hash": hex::encode(prepared.ovmf_hash()),
+                    "cmdline": cmdline,
+                }))
+            }
+            State::Tdx {
+                fw,
+                kernel,
+                initrd,
+                memory,
+            } => {
+                let opts = TdxOptions {
+                    memory: *memory,
+                    ..TdxOptions::default()
+                };
+                let m = tdx_launch::measure(
+                    fw,
+                    Some(kernel),
+                    Some(initrd),
+                    cmdline,
+                    &Platform::default(),
+                    &opts,
+                )
+                .map_err(err)?;
+                let reg = |i: usize| m.rtmr.get(i).copied().flatten().map(hex::encode);
+                let unavailable: serde_json::Map<String, Value> = m
+                    .unavailable
+                    .iter()
+                    .map(|(i, why)| (format!("rtmr{i}"), Value::String(why.clone())))
+                    .collect();
+                Ok(json!({
+                    "tee": "tdx",
+                    "mrtd": hex::encode(m.mrtd),
+                    "rtmr0": reg(0),
+                    "rtmr1": reg(1),
+                    "rtmr2": reg(2),
+                    "unavailable": unavailable,
+                    "notes": m.notes,
+                    "memory": memory,
+                    "vcpus": vcpus,
+                    "cmdline": cmdline,
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The released image a manager launches: release.json (written by `cocos-hal build`)
+//! and the files it names. Paths in it are relative to its directory and may not leave
+//! it (no absolute paths, no `..`, no symlink out). Before every launch each file is
+//! opened once, hashed from that open descriptor and compared with release.json; QEMU
+//! then gets the same descriptor (`/dev/fd/N`), so what runs is what was checked.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Why a release or one of its files cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// release.json could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// release.json is not what `cocos-hal build` writes.
+    #[error("{path}: {why}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A file's SHA-256 differs from release.json.
+    #[error("{path}: SHA-256 {actual} does not match release.json ({expected}); refusing to launch a file that is not the released one")]
+    Mismatch {
+        /// File.
+        path: String,
+        /// From release.json.
+        expected: String,
+        /// Of the file on disk.
+        actual: String,
+    },
+}
+
+/// One file the release names, with its expected digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Absolute path (inside the release directory for kernel and initrd).
+    pub path: PathBuf,
+    /// Expected SHA-256.
+    pub sha256: [u8; 32],
+}
+
+/// A firmware the release was measured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareEntry {
+    /// "snp" or "tdx".
+    pub tee: String,
+    /// File name as recorded.
+    pub file: String,
+    /// Expected SHA-256.
+    pub sha256: [u8; 32],
+}
+
+/// A parsed release.json.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// release.json's path.
+    pub manifest: PathBuf,
+    /// Name and version.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The image's default command line.
+    pub cmdline: String,
+    /// Kernel release (e.g. 6.1.0-40-amd64).
+    pub kernel_release: String,
+    /// vmlinuz.
+    pub kernel: Artifact,
+    /// The initramfs.
+    pub initrd: Artifact,
+    /// Firmware images the release lists under measurements.
+    pub firmware: Vec<FirmwareEntry>,
+    /// The whole document.
+    pub json: Value,
+}
+
+fn parse_sha(s: &str) -> Option<[u8; 32]> {
+    let v = hex::decode(s).ok()?;
+    v.try_into().ok()
+}
+
+/// Joins `rel` to `dir`, refusing anything that would leave `dir`.
+pub fn contained(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if rel.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "artifact path {rel:?} must be relative and stay in the release directory (no '/', '..' or '.')"
+        ));
+    }
+    let joined = dir.join(p);
+    let canon_dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    match joined.canonicalize() {
+        Ok(c) if c.starts_with(&canon_dir) => Ok(c),
+        Ok(c) => Err(format!(
+            "artifact path {rel:?} resolves to {} outside the release directory {}",
+            c.display(),
+            canon_dir.display()
+        )),
+        Err(e) => Err(format!(
+            "{}: {e} (the release names it; is the release directory complete?)",
+            joined.display()
+        )),
+    }
+}
+
+impl Release {
+    /// Reads and checks release.json (not the files' contents: see [`Release::open_verified`]).
+    pub fn load(path: &Path) -> Result<Self, ReleaseError> {
+        let pstr = path.display().to_string();
+        let invalid = |why: String| ReleaseError::Invalid {
+            path: pstr.clone(),
+            why,
+        };
+        let text = std::fs::read(path).map_err(|source| ReleaseError::Io {
+            path: pstr.clone(),
+            source,
+        })?;
+        let json: Value =
+            serde_json::from_slice(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let dir = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let arts = json
+            .get("artifacts")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("no \"artifacts\" array".into()))?;
+        let mut kernel = None;
+        let mut initrd = None;
+        for a in arts {
+            let rel = s(a, "path").ok_or_else(|| invalid("an artifact without \"path\"".into()))?;
+            let sha = s(a, "sha256").and_then(|h| parse_sha(&h)).ok_or_else(|| {
+                invalid(format!("artifact {rel:?}: \"sha256\" is not 64 hex digits"))
+            })?;
+            let abs = contained(dir, &rel).map_err(invalid)?;
+            let art = Artifact {
+                path: abs,
+                sha256: sha,
+            };
+            let slot = if rel == "vmlinuz" {
+                &mut kernel
+            } else {
+                &mut initrd
+            };
+            if slot.replace(art).is_some() {
+                return Err(invalid(
+                    "expected exactly two artifacts, \"vmlinuz\" and one initramfs".into(),
+                ));
+            }
+        }
+        let kernel = kernel.ok_or_else(|| invalid("no \"vmlinuz\" artifact".into()))?;
+        let initrd = initrd.ok_or_else(|| invalid("no initramfs artifact".into()))?;
+        let mut firmware = Vec::new();
+        for tee in ["snp", "tdx"] {
+            if let Some(fw) = json.pointer(&format!("/measurements/{tee}/firmware")) {
+                let file = s(fw, "file").unwrap_or_default();
+                let sha = s(fw, "sha256").and_then(|h| parse_sha(&h)).ok_or_else(|| {
+                    invalid(format!(
+                        "measurements.{tee}.firmware.sha256 is not 64 hex digits"
+                    ))
+                })?;
+                firmware.push(FirmwareEntry {
+                    tee: tee.into(),
+                    file,
+                    sha256: sha,
+                });
+            }
+        }
+        Ok(Self {
+            manifest: path.to_path_buf(),
+            name: s(&json, "name").unwrap_or_default(),
+            version: s(&json, "version").unwrap_or_default(),
+            cmdline: s(&json, "cmdline").ok_or_else(|| invalid("no \"cmdline\"".into()))?,
+            kernel_release: json
+                .pointer("/kernel/release")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            kernel,
+            initrd,
+            firmware,
+            json,
+        })
+    }
+}
+
+/// A file opened once and hashed from that descriptor.
+#[derive(Debug)]
+pub struct Verified {
+    /// The open file; hand it to QEMU as an inherited descriptor.
+    pub file: File,
+    /// Its path (for messages only).
+    pub path: PathBuf,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// Its size.
+    pub size: u64,
+}
+
+/// Opens `path`, hashes it, and returns the open file.
+pub fn open_hashed(path: &Path) -> Result<Verified, ReleaseError> {
+    let io = |source| ReleaseError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(ReleaseError::Invalid {
+            path: path.display().to_string(),
+            why: "not a regular file".into(),
+        });
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(Verified {
+        file,
+        path: path.to_path_buf(),
+        sha256: h.finalize().into(),
+        size,
+    })
+}
+
+/// Opens and hashes `path`, refusing it unless its SHA-256 is `expected`.
+pub fn open_verified(path: &Path, expected: &[u8; 32]) -> Result<Verified, ReleaseError> {
+    let v = open_hashed(path)?;
+    if &v.sha256 != expected {
+        return Err(ReleaseError::Mismatch {
+            path: path.display().to_string(),
+            expected: hex::encode(expected),
+            actual: hex::encode(v.sha256),
+        });
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    fn release(dir: &Path, initrd_path: &str) -> PathBuf {
+        std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
+        std::fs::write(dir.join("initrd.img"), b"initrd").unwrap();
+        let j = serde_json::json!({
+            "name": "t", "version": "1", "cmdline": "console=ttyS0",
+            "kernel": {"release": "6.1.0"},
+            "artifacts": [
+                {"path": "vmlinuz", "sha256": sha(b"kernel")},
+                {"path": initrd_path, "sha256": sha(b"initrd")},
+            ],
+            "measurements": {"snp": {"firmware": {"file": "OVMF.fd", "sha256": sha(b"fw")}}, "tdx": null},
+        });
+        let p = dir.join("release.json");
+        std::fs::write(&p, j.to_string()).unwrap();
+        p
+    }
+
+    #[test]
+    fn loads_and_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Release::load(&release(d.path(), "initrd.img")).unwrap();
+        assert_eq!(r.cmdline, "console=ttyS0");
+        assert_eq!(r.firmware.len(), 1);
+        let v = open_verified(&r.kernel.path, &r.kernel.sha256).unwrap();
+        assert_eq!(v.size, 6);
+        std::fs::write(d.path().join("initrd.img"), b"initrX").unwrap();
+        let e = open_verified(&r.initrd.path, &r.initrd.sha256).unwrap_err();
+        assert!(e.to_string().contains("does not match release.json"), "{e}");
+    }
+
+    #[test]
+    fn refuses_paths_leaving_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("rel");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(d.path().join("outside"), b"initrd").unwrap();
+        for bad in ["../outside", "/etc/passwd", "./initrd.img", ""] {
+            let e = Release::load(&release(&sub, bad)).unwrap_err();
+            assert!(
+                e.to_string().contains("release directory")
+                    || e.to_string().contains("must be relative"),
+                "{bad}: {e}"
+            );
+        }
+        std::os::unix::fs::symlink(d.path().join("outside"), sub.join("link")).unwrap();
+        let e = Release::load(&release(&sub, "link")).unwrap_err();
+        assert!(
+            e.to_string().contains("outside the release directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_manifests() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("release.json");
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"artifacts": []}"#,
+            r#"{"artifacts": [{"path": "vmlinuz", "sha256": "zz"}]}"#,
+        ] {
+            std::fs::write(&p, bad).unwrap();
+            assert!(Release::load(&p).is_err(), "{bad}");
+        }
+    }
+}

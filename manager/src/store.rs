@@ -1,0 +1,346 @@
+//! The manager's embedded store (redb, one file, crash-safe transactions): VM records,
+//! the event outbox, and per-VM agent high-water marks. Every event gets a sequence
+//! number from one counter; an agent frame's event and its VM's new high-water mark
+//! are committed in the same transaction, and only then acknowledged to the agent, so
+//! a crash at any point neither loses nor duplicates an event.
+//!
+//! Outbox policy. With a control plane (`confirmed` mode), an event stays until the
+//! control plane confirms it (`EventAck` on the seed stream); when the outbox holds
+//! `capacity` events, new agent frames are refused (not acknowledged, so the agent
+//! keeps and re-sends them) and manager events still go in. Without one (`ring` mode)
+//! the outbox is a replay log for WatchEvents: it keeps the newest `capacity` events.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const VMS: TableDefinition<&str, &[u8]> = TableDefinition::new("vms");
+const AGENT_HW: TableDefinition<&str, u32> = TableDefinition::new("agent_hw");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const NEXT_SEQ: &str = "next_seq";
+const CONFIRMED: &str = "confirmed";
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(String);
+
+fn e(x: impl std::fmt::Display) -> StoreError {
+    StoreError(x.to_string())
+}
+
+/// What happens when the outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep until confirmed; refuse agent frames when full.
+    Confirmed,
+    /// Keep the newest `capacity` events.
+    Ring,
+}
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The VM.
+    pub vm: String,
+    /// The agent frame id it came in (None for the manager's own events).
+    pub frame_id: Option<u32>,
+    /// Encoded `ClientStreamMessage` (agent_event or agent_log).
+    pub payload: Vec<u8>,
+}
+
+/// The result of appending one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with this sequence number.
+    Stored(u64),
+    /// At or below the VM's high-water mark: stored before.
+    Duplicate,
+    /// Outbox full (confirmed mode): not stored; do not acknowledge.
+    Refused,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    capacity: u64,
+    retention: Retention,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path, capacity: u64, retention: Retention) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|x| e(format!("{}: {x}", path.display())))?;
+        let w = db.begin_write().map_err(e)?;
+        {
+            w.open_table(EVENTS).map_err(e)?;
+            w.open_table(VMS).map_err(e)?;
+            w.open_table(AGENT_HW).map_err(e)?;
+            w.open_table(META).map_err(e)?;
+        }
+        w.commit().map_err(e)?;
+        Ok(Self {
+            db,
+            capacity: capacity.max(1),
+            retention,
+        })
+    }
+
+    /// Appends a batch in one transaction (group commit).
+    pub fn append(&self, items: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        let mut out = Vec::with_capacity(items.len());
+        {
+            let mut events = w.open_table(EVENTS).map_err(e)?;
+            let mut hw = w.open_table(AGENT_HW).map_err(e)?;
+            let mut meta = w.open_table(META).map_err(e)?;
+            let mut next = meta
+                .get(NEXT_SEQ)
+                .map_err(e)?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            let mut len = events.len().map_err(e)?;
+            let mut refused_vm: Vec<&str> = Vec::new();
+            for it in items {
+                if let Some(fid) = it.frame_id {
+                    let mark = hw
+                        .get(it.vm.as_str())
+                        .map_err(e)?
+                        .map(|v| v.value())
+                        .unwrap_or(0);
+                    if !crate::agent_channel::is_after(fid, mark) {
+                        out.push(Appended::Duplicate);
+                        continue;
+                    }
+                    // Once a VM's frame is refused, its later frames in this batch are
+                    // refused too, so its stored frames stay a prefix.
+                    if refused_vm.contains(&it.vm.as_str())
+                        || (self.retention == Retention::Confirmed && len >= self.capacity)
+                    {
+                        refused_vm.push(&it.vm);
+                        out.push(Appended::Refused);
+                        continue;
+                    }
+                    hw.insert(it.vm.as_str(), fid).map_err(e)?;
+                }
+                events.insert(next, it.payload.as_slice()).map_err(e)?;
+                out.push(Appended::Stored(next));
+                next += 1;
+                len += 1;
+            }
+            meta.insert(NEXT_SEQ, next).map_err(e)?;
+            if self.retention == Retention::Ring && len > self.capacity {
+                let cut = next.saturating_sub(self.capacity);
+                events.retain_in(..cut, |_, _| false).map_err(e)?;
+            }
+        }
+        w.commit().map_err(e)?;
+        Ok(out)
+    }
+
+    /// Up to `limit` events with sequence numbers above `after`, in order.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(EVENTS).map_err(e)?;
+        let mut out = Vec::new();
+        for row in t.range(after.saturating_add(1)..).map_err(e)?.take(limit) {
+            let (k, v) = row.map_err(e)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The control plane confirmed every event up to `seq`: drop them.
+    pub fn confirm(&self, seq: u64) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        {
+            let mut events = w.open_table(EVENTS).map_err(e)?;
+            events.retain_in(..=seq, |_, _| false).map_err(e)?;
+            let mut meta = w.open_table(META).map_err(e)?;
+            let prev = meta
+                .get(CONFIRMED)
+                .map_err(e)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            meta.insert(CONFIRMED, prev.max(seq)).map_err(e)?;
+        }
+        w.commit().map_err(e)
+    }
+
+    /// The highest confirmed sequence number.
+    pub fn confirmed(&self) -> Result<u64, StoreError> {
+        self.meta(CONFIRMED)
+    }
+
+    /// The last assigned sequence number (0 if none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.meta(NEXT_SEQ)?.max(1) - 1)
+    }
+
+    fn meta(&self, k: &str) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(META).map_err(e)?;
+        Ok(t.get(k).map_err(e)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Events held.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        r.open_table(EVENTS).map_err(e)?.len().map_err(e)
+    }
+
+    /// A VM's agent high-water mark.
+    pub fn agent_hw(&self, vm: &str) -> Result<u32, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(AGENT_HW).map_err(e)?;
+        Ok(t.get(vm).map_err(e)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Saves a VM record.
+    pub fn put_vm(&self, id: &str, record: &[u8]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        w.open_table(VMS)
+            .map_err(e)?
+            .insert(id, record)
+            .map_err(e)?;
+        w.commit().map_err(e)
+    }
+
+    /// Forgets a VM (record and high-water mark).
+    pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(e)?;
+        w.open_table(VMS).map_err(e)?.remove(id).map_err(e)?;
+        w.open_table(AGENT_HW).map_err(e)?.remove(id).map_err(e)?;
+        w.commit().map_err(e)
+    }
+
+    /// Every VM record.
+    pub fn vms(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read().map_err(e)?;
+        let t = r.open_table(VMS).map_err(e)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(e)? {
+            let (k, v) = row.map_err(e)?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+
+    fn item(vm: &str, fid: Option<u32>) -> Append {
+        Append {
+            vm: vm.into(),
+            frame_id: fid,
+            payload: format!("{vm}:{fid:?}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn sequences_dedupes_and_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.redb");
+        {
+            let s = Store::open(&p, 100, Retention::Confirmed).unwrap();
+            let r = s
+                .append(&[item("a", Some(1)), item("b", Some(1)), item("a", None)])
+                .unwrap();
+            assert_eq!(
+                r,
+                vec![
+                    Appended::Stored(1),
+                    Appended::Stored(2),
+                    Appended::Stored(3)
+                ]
+            );
+            let r = s.append(&[item("a", Some(1)), item("a", Some(2))]).unwrap();
+            assert_eq!(r, vec![Appended::Duplicate, Appended::Stored(4)]);
+        }
+        let s = Store::open(&p, 100, Retention::Confirmed).unwrap();
+        assert_eq!(s.agent_hw("a").unwrap(), 2);
+        assert_eq!(s.last_seq().unwrap(), 4);
+        assert_eq!(
+            s.append(&[item("a", Some(2))]).unwrap(),
+            vec![Appended::Duplicate]
+        );
+        let ev = s.events_after(2, 10).unwrap();
+        assert_eq!(ev.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 4]);
+        s.confirm(3).unwrap();
+        assert_eq!(s.events_after(0, 10).unwrap().len(), 1);
+        assert_eq!(s.confirmed().unwrap(), 3);
+    }
+
+    #[test]
+    fn confirmed_mode_refuses_agent_frames_when_full() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s.redb"), 2, Retention::Confirmed).unwrap();
+        let r = s
+            .append(&[
+                item("a", Some(1)),
+                item("a", Some(2)),
+                item("a", Some(3)),
+                item("b", None),
+                item("a", Some(4)),
+            ])
+            .unwrap();
+        assert_eq!(
+            r,
+            vec![
+                Appended::Stored(1),
+                Appended::Stored(2),
+                Appended::Refused,
+                Appended::Stored(3),
+                Appended::Refused
+            ]
+        );
+        assert_eq!(
+            s.agent_hw("a").unwrap(),
+            2,
+            "refused frames do not move the mark"
+        );
+        s.confirm(2).unwrap();
+        assert_eq!(
+            s.append(&[item("a", Some(3))]).unwrap(),
+            vec![Appended::Stored(4)]
+        );
+    }
+
+    #[test]
+    fn ring_mode_keeps_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s.redb"), 3, Retention::Ring).unwrap();
+        for i in 1..=10 {
+            s.append(&[item("a", Some(i))]).unwrap();
+        }
+        let ev = s.events_after(0, 100).unwrap();
+        assert_eq!(ev.iter().map(|x| x.0).collect::<Vec<_>>(), vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn vm_records() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s.redb"), 3, Retention::Ring).unwrap();
+        s.put_vm("x", b"{}").unwrap();
+        s.append(&[item("x", Some(5))]).unwrap();
+        assert_eq!(s.vms().unwrap(), vec![("x".to_owned(), b"{}".to_vec())]);
+        s.delete_vm("x").unwrap();
+        assert!(s.vms().unwrap().is_empty());
+        assert_eq!(s.agent_hw("x").unwrap(), 0);
+    }
+}
