@@ -7,7 +7,16 @@
 //! state and event outbox.
 
 pub mod agent_channel;
+pub mod config;
+pub mod events;
 pub mod expected;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod procs;
 pub mod qemu;
+pub mod qmp;
 pub mod release;
+pub mod runtime;
 pub mod store;
+pub mod upstream;

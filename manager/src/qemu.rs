@@ -103,6 +103,7 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
         "-nodefaults",
         "-no-user-config",
         "-nographic",
+        "-no-reboot",
         "-monitor",
         "none",
     ]);
@@ -268,7 +269,7 @@ mod tests {
         assert_eq!(
             a,
             format!(
-                "-name cvm-1 -nodefaults -no-user-config -nographic -monitor none -accel tcg \
+                "-name cvm-1 -nodefaults -no-user-config -nographic -no-reboot -monitor none -accel tcg \
                  -machine q35 -m 2048M -cpu EPYC-v4 -smp 2 -bios /fw/OVMF.fd -kernel /proc/self/fd/3 \
                  -initrd /proc/self/fd/4 -append console=ttyS0 cocos.id=c1 cocos.events=serial:cocos.events \
                  -device virtio-serial-pci,id=vser0 -chardev socket,id=agent0,path=/run/m/c1/agent.sock,server=on,wait=off \
@@ -295,7 +296,7 @@ mod tests {
         assert_eq!(
             a,
             format!(
-                "-name cvm-1 -nodefaults -no-user-config -nographic -monitor none -accel kvm \
+                "-name cvm-1 -nodefaults -no-user-config -nographic -no-reboot -monitor none -accel kvm \
                  -machine q35,confidential-guest-support=sev0,memory-backend=ram1 -m 2048M \
                  -object memory-backend-memfd,id=ram1,size=2048M,share=true,prealloc=false \
                  -object sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,host-data=AAAA \

@@ -1,3 +1,265 @@
-//! Workspace-level end-to-end tests (real QEMU, real images), in `tests/tests/`:
-//! `hal_boot.rs` builds the default HAL image and boots it. The library itself is
-//! empty; the manager's end-to-end tests join with issue #5.
+//! Workspace-level end-to-end tests (real QEMU, real images), in `tests/tests/`, and
+//! what they share: starting the `cocos-manager` binary and reading its ready line, a
+//! minimal HTTP/1.1 client, and a synthetic release for launches under the QEMU
+//! stand-in (`src/bin/fake-qemu.rs`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test support
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `cocos-manager` binary of this profile, built once per test process.
+pub fn manager_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let release = profile_dir.ends_with("release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.current_dir(root()).args([
+            "build",
+            "-q",
+            "--locked",
+            "-p",
+            "cocos-manager",
+            "--bin",
+            "cocos-manager",
+        ]);
+        if release {
+            c.arg("--release");
+        }
+        let st = c.status().unwrap();
+        assert!(st.success(), "building cocos-manager failed");
+        profile_dir.join("cocos-manager")
+    })
+    .clone()
+}
+
+/// A running manager; killed (SIGKILL) on drop.
+#[derive(Debug)]
+pub struct ManagerProc {
+    /// The process.
+    pub child: Child,
+    /// HTTP address.
+    pub http: String,
+    /// gRPC address.
+    pub grpc: String,
+    /// Its stderr log file.
+    pub log: PathBuf,
+}
+
+impl ManagerProc {
+    /// Starts the manager with `args` (plus `--http/--grpc-listen 127.0.0.1:0`), waits
+    /// for its ready line.
+    pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut c = Command::new(manager_bin());
+        c.args(["--http", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "no ready line; stderr:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        Self {
+            child,
+            http: v["http"].as_str().unwrap_or_default().to_owned(),
+            grpc: v["grpc"].as_str().unwrap_or_default().to_owned(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL, no cleanup (as a crash).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ManagerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((len, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Events held by the manager (GET /events?from=0), as JSON values.
+pub fn events(addr: &str, from: u64) -> Vec<serde_json::Value> {
+    let (st, body) = http(addr, "GET", &format!("/events?from={from}"), "");
+    assert_eq!(st, 200, "{body}");
+    body.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(x) = f() {
+            return x;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Writes a release (random kernel/initrd/firmware bytes; measure target none) into
+/// `dir`; returns (release.json, firmware path).
+pub fn synthetic_release(dir: &Path, cmdline: &str) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let seed = std::process::id() as u8;
+    let k: Vec<u8> = (0..4096u32).map(|i| (i as u8) ^ seed).collect();
+    let i: Vec<u8> = (0..2048u32)
+        .map(|i| (i as u8).wrapping_mul(7) ^ seed)
+        .collect();
+    let f: Vec<u8> = (0..8192u32).map(|i| (i as u8).wrapping_mul(13)).collect();
+    std::fs::write(dir.join("vmlinuz"), &k).unwrap();
+    std::fs::write(dir.join("initramfs.cpio.gz"), &i).unwrap();
+    let fw = dir.join("OVMF.fd");
+    std::fs::write(&fw, &f).unwrap();
+    let rel = serde_json::json!({
+        "name": "synthetic", "version": "0", "cmdline": cmdline, "kernel": {"release": "0.0.0"},
+        "artifacts": [
+            {"path": "vmlinuz", "sha256": sha256_hex(&k)},
+            {"path": "initramfs.cpio.gz", "sha256": sha256_hex(&i)},
+        ],
+        "measurements": {"snp": {"firmware": {"file": "OVMF.fd", "sha256": sha256_hex(&f)}}, "tdx": null},
+    });
+    let p = dir.join("release.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&rel).unwrap()).unwrap();
+    (p, fw)
+}
+
+/// Pids of live processes running `program` (argv[0]) whose arguments contain `needle`.
+pub fn pids_of(program: &str, needle: &str) -> Vec<u32> {
+    pids_with(needle)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(program.as_bytes()))
+        })
+        .collect()
+}
+
+/// Pids of live processes whose command line contains `needle`.
+pub fn pids_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(needle) && pid != std::process::id() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,274 @@
+//! The manager's settings, from flags or environment variables (cocos' names where
+//! cocos has the setting: `MANAGER_QEMU_*`, `MANAGER_GRPC_*`, `MANAGER_MAX_VMS`), and
+//! their validation. Everything has a default that runs with no control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which TEE a launch uses, or which one its expected measurement is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    /// None.
+    None,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+}
+
+/// Agent transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// virtio-serial port on a Unix socket (works everywhere).
+    Serial,
+    /// vhost-vsock (needs the host's vhost_vsock module).
+    Vsock,
+}
+
+/// Acceleration choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelKind {
+    /// KVM if /dev/kvm exists, else TCG.
+    Auto,
+    /// KVM.
+    Kvm,
+    /// TCG (emulation; plain VMs only).
+    Tcg,
+}
+
+/// `cocos-manager`: launches released cocos images under QEMU and reports what their
+/// attestation must show.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "cocos-manager", version, about, long_about = None)]
+pub struct Config {
+    /// release.json written by `cocos-hal build`; its directory holds the images.
+    #[arg(long, env = "MANAGER_RELEASE")]
+    pub release: PathBuf,
+    /// Directory for the state store and per-VM files (created 0700).
+    #[arg(
+        long,
+        env = "MANAGER_STATE_DIR",
+        default_value = "/var/lib/cocos-manager"
+    )]
+    pub state_dir: PathBuf,
+    /// HTTP API address (loopback by default; "off" disables it).
+    #[arg(long, env = "MANAGER_HTTP_ADDR", default_value = "127.0.0.1:7001")]
+    pub http: String,
+    /// Local gRPC API address (CreateVm, RemoveVm, CVMInfo, AttestationPolicy, WatchEvents; "off" disables it).
+    #[arg(long, env = "MANAGER_GRPC_LISTEN", default_value = "127.0.0.1:7002")]
+    pub grpc_listen: String,
+    /// Seed protocol: the Computations server to dial (ManagerService.Process), e.g. https://cp:7001.
+    #[arg(long, env = "MANAGER_GRPC_URL")]
+    pub grpc_url: Option<String>,
+    /// CA certificate(s) (PEM) that signed the Computations server's certificate (TLS).
+    #[arg(long, env = "MANAGER_GRPC_SERVER_CA_CERTS")]
+    pub grpc_server_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    #[arg(long, env = "MANAGER_GRPC_CLIENT_CERT", requires = "grpc_client_key")]
+    pub grpc_client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mTLS.
+    #[arg(long, env = "MANAGER_GRPC_CLIENT_KEY", requires = "grpc_client_cert")]
+    pub grpc_client_key: Option<PathBuf>,
+    /// QEMU binary.
+    #[arg(
+        long,
+        env = "MANAGER_QEMU_BIN_PATH",
+        default_value = "qemu-system-x86_64"
+    )]
+    pub qemu_bin: PathBuf,
+    /// OVMF image QEMU boots (-bios); its SHA-256 must be one release.json lists.
+    #[arg(
+        long,
+        env = "MANAGER_QEMU_OVMF_CODE_FILE",
+        default_value = "/usr/share/ovmf/OVMF.fd"
+    )]
+    pub ovmf: PathBuf,
+    /// Guest RAM (QEMU syntax: 2048M, 2G).
+    #[arg(long, env = "MANAGER_QEMU_MEMORY_SIZE", default_value = "2048M")]
+    pub memory: String,
+    /// Default vCPUs per VM.
+    #[arg(long, env = "MANAGER_QEMU_SMP_COUNT", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Largest vCPU count a run may ask for.
+    #[arg(long, env = "MANAGER_QEMU_SMP_MAXCPUS", default_value_t = 64)]
+    pub max_vcpus: u32,
+    /// QEMU CPU model.
+    #[arg(long, env = "MANAGER_QEMU_CPU", default_value = "max")]
+    pub cpu: String,
+    /// Acceleration.
+    #[arg(long, env = "MANAGER_QEMU_ACCEL", value_enum, default_value_t = AccelKind::Auto)]
+    pub accel: AccelKind,
+    /// TEE to launch under.
+    #[arg(long, env = "MANAGER_TEE", value_enum, default_value_t = TeeKind::None)]
+    pub tee: TeeKind,
+    /// TEE whose launch measurement to report (defaults to --tee; for a plain VM, what
+    /// the same tuple would measure under that TEE).
+    #[arg(long, env = "MANAGER_MEASURE_AS", value_enum)]
+    pub measure_as: Option<TeeKind>,
+    /// vCPU type for SNP measurements (as `cocos-measure vcpu-types` lists).
+    #[arg(long, env = "MANAGER_SNP_VCPU_TYPE", default_value = "EPYC-v4")]
+    pub snp_vcpu_type: String,
+    /// SNP guest features (SEV_FEATURES).
+    #[arg(long, env = "MANAGER_SNP_GUEST_FEATURES", default_value = "0x1", value_parser = parse_u64)]
+    pub snp_guest_features: u64,
+    /// SNP C-bit position.
+    #[arg(long, env = "MANAGER_QEMU_SEV_SNP_CBIT_POS", default_value_t = 51)]
+    pub cbitpos: u32,
+    /// SNP reduced physical address bits.
+    #[arg(
+        long,
+        env = "MANAGER_QEMU_SEV_SNP_REDUCED_PHYS_BITS",
+        default_value_t = 1
+    )]
+    pub reduced_phys_bits: u32,
+    /// SNP host data (base64 of 32 bytes).
+    #[arg(long, env = "MANAGER_QEMU_HOST_DATA")]
+    pub host_data: Option<String>,
+    /// TDX quote generation service socket.
+    #[arg(long, env = "MANAGER_QEMU_TDX_QUOTE_SOCKET")]
+    pub tdx_quote_socket: Option<PathBuf>,
+    /// Agent transport.
+    #[arg(long, env = "MANAGER_AGENT_TRANSPORT", value_enum, default_value_t = TransportKind::Serial)]
+    pub transport: TransportKind,
+    /// Vsock port the agent dials on the host (vsock transport).
+    #[arg(long, env = "MANAGER_AGENT_VSOCK_PORT", default_value_t = 9997)]
+    pub vsock_port: u32,
+    /// Most VMs at once.
+    #[arg(long, env = "MANAGER_MAX_VMS", default_value_t = 10)]
+    pub max_vms: usize,
+    /// Default time to live of a computation (e.g. 30m, 2h; none = until stopped).
+    #[arg(long, env = "MANAGER_DEFAULT_TTL", value_parser = parse_duration)]
+    pub default_ttl: Option<Duration>,
+    /// How long a guest gets to power down before SIGTERM (then SIGKILL after as long again).
+    #[arg(long, env = "MANAGER_STOP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+    /// Most events the outbox holds (see the store's policy).
+    #[arg(long, env = "MANAGER_OUTBOX_CAPACITY", default_value_t = 1_000_000)]
+    pub outbox_capacity: u64,
+    /// Skip the host capability check (e.g. to generate SNP/TDX command lines on a test host).
+    #[arg(long, env = "MANAGER_SKIP_HOST_CHECK")]
+    pub skip_host_check: bool,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "MANAGER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Parses 0x-prefixed hex or decimal.
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a number (decimal or 0x-hex)"))
+}
+
+/// Parses durations like 500ms, 30s, 10m, 2h, 1d (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 30s, 10m, 2h"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h, d)")),
+    }
+    .ok_or_else(|| format!("{s:?}: too long"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// An address setting: None for "off".
+pub fn listen_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{s:?}: expected host:port (e.g. 127.0.0.1:7001) or off"))
+}
+
+impl Config {
+    /// The TEE measurements are computed for.
+    pub fn measure_target(&self) -> TeeKind {
+        self.measure_as.unwrap_or(self.tee)
+    }
+
+    /// Checks settings that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        listen_addr(&self.http)?;
+        listen_addr(&self.grpc_listen)?;
+        if self.vcpus == 0 || self.vcpus > self.max_vcpus {
+            return Err(format!(
+                "--vcpus {} must be between 1 and --max-vcpus {}",
+                self.vcpus, self.max_vcpus
+            ));
+        }
+        if self.max_vms == 0 {
+            return Err("--max-vms must be at least 1".into());
+        }
+        cocos_measure::bzimage::parse_memory(&self.memory).map_err(|e| format!("--memory: {e}"))?;
+        if self.tee != TeeKind::None && self.measure_as.is_some_and(|m| m != self.tee) {
+            return Err(
+                "--measure-as differs from --tee: a TEE launch reports its own measurement".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Memory in MiB, as QEMU rounds it.
+    pub fn memory_mib(&self) -> Result<u64, String> {
+        let b = cocos_measure::bzimage::parse_memory(&self.memory)
+            .map_err(|e| format!("--memory: {e}"))?;
+        Ok(b.div_ceil(1 << 20))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        for bad in ["", "s", "5x", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let c = Config::try_parse_from(["m", "--release", "r.json"]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.memory_mib().unwrap(), 2048);
+        let c = Config::try_parse_from(["m", "--release", "r", "--vcpus", "0"]).unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::try_parse_from(["m", "--release", "r", "--http", "nope"]).unwrap();
+        assert!(c.validate().is_err());
+        let c =
+            Config::try_parse_from(["m", "--release", "r", "--tee", "snp", "--measure-as", "tdx"])
+                .unwrap();
+        assert!(c.validate().is_err());
+        assert!(
+            Config::try_parse_from(["m"]).is_err(),
+            "--release is required"
+        );
+    }
+}

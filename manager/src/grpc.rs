@@ -1,0 +1,141 @@
+//! The local gRPC server, wire-compatible with current cocos (`manager.ManagerService`:
+//! CreateVm, RemoveVm, CVMInfo, AttestationPolicy) plus `WatchEvents`. `Process` is
+//! the seed protocol's stream, which the manager dials as a client (see `upstream`);
+//! served here it answers Unimplemented.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cocos_proto::grpc::manager_service_server::{ManagerService, ManagerServiceServer};
+use cocos_proto::grpc::{
+    AttestationPolicyReq, AttestationPolicyRes, ClientStreamMessage, CreateReq, CreateRes,
+    CvmInfoReq, CvmInfoRes, RemoveReq, ServerStreamMessage, WatchEvent, WatchReq,
+};
+use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::runtime::{ApiError, Manager, RunRequest};
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ApiError::BadRequest(_) => Status::invalid_argument(msg),
+            ApiError::Conflict(_) => Status::already_exists(msg),
+            ApiError::NotFound(_) => Status::not_found(msg),
+            ApiError::Capacity(_) => Status::resource_exhausted(msg),
+            ApiError::Refused(_) => Status::failed_precondition(msg),
+            ApiError::Internal(_) => Status::internal(msg),
+        }
+    }
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Service(pub Arc<Manager>);
+
+/// The tonic server for it.
+pub fn server(m: Arc<Manager>) -> ManagerServiceServer<Service> {
+    ManagerServiceServer::new(Service(m))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// CVMInfo fields from [`Manager::info`].
+pub fn info_fields(v: &Value) -> (String, String, i32, String, String, String) {
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let cpus = v.get("cpu_num").and_then(Value::as_i64).unwrap_or(0);
+    (
+        s("id"),
+        s("ovmf_version"),
+        i32::try_from(cpus).unwrap_or(i32::MAX),
+        s("cpu_type"),
+        s("kernel_cmd"),
+        s("eos_version"),
+    )
+}
+
+#[tonic::async_trait]
+#[allow(clippy::result_large_err)] // tonic::Status is large; that is tonic's API
+impl ManagerService for Service {
+    type ProcessStream = BoxStream<ServerStreamMessage>;
+    type WatchEventsStream = BoxStream<WatchEvent>;
+
+    async fn process(
+        &self,
+        _: Request<Streaming<ClientStreamMessage>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        Err(Status::unimplemented(
+            "Process is served by the Computations control plane; the manager dials it (MANAGER_GRPC_URL)",
+        ))
+    }
+
+    async fn create_vm(&self, req: Request<CreateReq>) -> Result<Response<CreateRes>, Status> {
+        let r = req.into_inner();
+        let run = RunRequest {
+            computation_id: (!r.computation_id.is_empty()).then_some(r.computation_id),
+            vcpus: (r.vcpus != 0).then_some(r.vcpus),
+            ttl: (!r.ttl.is_empty()).then_some(r.ttl),
+        };
+        let res = self.0.run(run).await?;
+        Ok(Response::new(CreateRes {
+            forwarded_port: String::new(),
+            cvm_id: res.computation_id,
+            expected_measurement: res.expected_measurement.to_string(),
+        }))
+    }
+
+    async fn remove_vm(&self, req: Request<RemoveReq>) -> Result<Response<()>, Status> {
+        self.0.stop(&req.into_inner().cvm_id, "RemoveVm").await?;
+        Ok(Response::new(()))
+    }
+
+    async fn cvm_info(&self, req: Request<CvmInfoReq>) -> Result<Response<CvmInfoRes>, Status> {
+        let v = self.0.info(&req.into_inner().id)?;
+        let (id, ovmf_version, cpu_num, cpu_type, kernel_cmd, eos_version) = info_fields(&v);
+        Ok(Response::new(CvmInfoRes {
+            id,
+            ovmf_version,
+            cpu_num,
+            cpu_type,
+            kernel_cmd,
+            eos_version,
+        }))
+    }
+
+    async fn attestation_policy(
+        &self,
+        req: Request<AttestationPolicyReq>,
+    ) -> Result<Response<AttestationPolicyRes>, Status> {
+        let id = req.into_inner().id;
+        let v = self.0.policy(&id)?;
+        Ok(Response::new(AttestationPolicyRes {
+            info: serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?,
+            id,
+        }))
+    }
+
+    async fn watch_events(
+        &self,
+        req: Request<WatchReq>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let r = req.into_inner();
+        let filter = (!r.computation_id.is_empty()).then_some(r.computation_id);
+        let rx = crate::events::watch(&self.0, r.from_seq, filter, true);
+        let s = ReceiverStream::new(rx).map(|(seq, mut message)| {
+            message.seq = seq;
+            Ok(WatchEvent {
+                seq,
+                message: Some(message),
+            })
+        });
+        Ok(Response::new(Box::pin(s)))
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTP API (axum): `POST /run`, `GET /computations`, `GET|DELETE
+//! /computations/{id}`, `POST /computations/{id}/attestation`, `GET /events`
+//! (newline-delimited JSON, optionally following), `GET /health`, `GET /metrics`.
+//! Errors are JSON `{"error": "..."}` with a status that says what kind.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::runtime::{ApiError, Manager, RunRequest};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (code, Json(json!({"error": self.to_string()}))).into_response()
+    }
+}
+
+/// The router.
+pub fn router(m: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/run", post(run))
+        .route("/computations", get(list))
+        .route("/computations/{id}", get(one).delete(remove))
+        .route("/computations/{id}/attestation", post(attest))
+        .route("/events", get(events))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(m)
+}
+
+async fn run(State(m): State<Arc<Manager>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RunRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?
+    };
+    let r = m.run(req).await?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+async fn list(State(m): State<Arc<Manager>>) -> Json<Value> {
+    Json(Value::Array(
+        m.list().iter().map(|v| Manager::describe(v)).collect(),
+    ))
+}
+
+async fn one(
+    State(m): State<Arc<Manager>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let vm = m.get(&id)?;
+    Ok(Json(Manager::describe(&vm)))
+}
+
+async fn remove(
+    State(m): State<Arc<Manager>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    m.stop(&id, "DELETE /computations").await?;
+    Ok(Json(json!({"computation_id": id, "stopped": true})))
+}
+
+async fn attest(
+    State(m): State<Arc<Manager>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
+    let nonce = v
+        .get("nonce")
+        .and_then(Value::as_str)
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or_else(|| ApiError::BadRequest("expected {\"nonce\": \"<hex>\"}".into()))?;
+    m.attest(&id, nonce).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"computation_id": id, "requested": true})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    from: u64,
+    computation_id: Option<String>,
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn events(State(m): State<Arc<Manager>>, Query(q): Query<EventsQuery>) -> Response {
+    let rx = crate::events::watch(&m, q.from, q.computation_id, q.follow);
+    let body = ReceiverStream::new(rx).map(|(seq, msg)| {
+        let mut line = crate::events::to_json(seq, &msg).to_string();
+        line.push('\n');
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn health(State(m): State<Arc<Manager>>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "vms": m.list().len(),
+        "outbox": m.store().outbox_len().unwrap_or(0),
+        "last_seq": *m.seq().borrow(),
+        "release": {"name": m.release().name, "version": m.release().version},
+    }))
+}
+
+async fn metrics(State(m): State<Arc<Manager>>) -> Response {
+    m.metrics
+        .outbox
+        .set(m.store().outbox_len().unwrap_or(0) as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,1118 @@
+//! The manager proper: launches (verify, measure, spawn), per-VM supervision (agent
+//! channel, exit, cleanup), stop, TTL, re-adoption after a restart, and the event
+//! writer that group-commits every event to the store before anything is
+//! acknowledged. The HTTP, gRPC and seed-protocol front ends call into [`Manager`].
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cocos_proto::grpc::{client_stream_message, AgentEvent, AgentLog, ClientStreamMessage};
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::signal::Signal;
+use prost::Message;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::agent_channel::Session;
+use crate::config::{AccelKind, Config, TeeKind, TransportKind};
+use crate::expected::{Expected, Target};
+use crate::metrics::Metrics;
+use crate::qemu::{self, Accel, AgentTransport, Tee, VmSpec};
+use crate::release::{self, Release};
+use crate::store::{Append, Appended, Retention, Store};
+use crate::{procs, qmp};
+
+/// Longest kernel command line (x86 COMMAND_LINE_SIZE).
+pub const MAX_CMDLINE: usize = 2048;
+/// Virtio-serial port name the agent looks for.
+pub const SERIAL_PORT: &str = "cocos.events";
+const QMP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A launch request (from any front end).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Computation id; generated when absent.
+    #[serde(default)]
+    pub computation_id: Option<String>,
+    /// vCPUs (default: --vcpus).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Time to live ("30m"; default: --default-ttl).
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+/// A launched VM.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    /// Computation id.
+    pub computation_id: String,
+    /// What its attestation must show.
+    pub expected_measurement: Value,
+    /// QEMU's pid.
+    pub pid: u32,
+    /// The exact kernel command line.
+    pub cmdline: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Request to QEMU spawned, milliseconds.
+    pub launch_ms: f64,
+}
+
+/// Why a request failed; each maps to an HTTP status and a gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or out-of-range input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The computation id is in use.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such computation.
+    #[error("{0}")]
+    NotFound(String),
+    /// MANAGER_MAX_VMS reached.
+    #[error("{0}")]
+    Capacity(String),
+    /// The release's files do not verify.
+    #[error("{0}")]
+    Refused(String),
+    /// Launch or store failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What the store keeps about a VM (JSON), enough to re-adopt it after a restart.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VmRecord {
+    /// Computation id.
+    pub id: String,
+    /// QEMU -name.
+    pub name: String,
+    /// QEMU pid.
+    pub pid: u32,
+    /// Its start time (clock ticks since boot).
+    pub start_time: u64,
+    /// Per-VM directory.
+    pub dir: PathBuf,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// RAM, MiB.
+    pub memory_mib: u64,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// TEE.
+    pub tee: TeeKind,
+    /// vsock CID, if any.
+    pub cid: Option<u32>,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// TTL deadline, ms since the epoch.
+    pub deadline_ms: Option<u64>,
+    /// Expected measurement.
+    pub expected: Value,
+    /// Launch latency.
+    pub launch_ms: f64,
+}
+
+impl VmRecord {
+    fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+    fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+}
+
+/// One running VM.
+#[derive(Debug)]
+pub struct Vm {
+    /// Its record.
+    pub record: VmRecord,
+    stopping: AtomicBool,
+    stop_reason: Mutex<String>,
+    done_tx: watch::Sender<bool>,
+    attest_tx: mpsc::Sender<Vec<u8>>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Launching { cid: Option<u32> },
+    Running(Arc<Vm>),
+}
+
+struct WriteReq {
+    items: Vec<Append>,
+    reply: oneshot::Sender<Result<Vec<Appended>, String>>,
+}
+
+/// Group-commits events: one store transaction for everything queued meanwhile.
+#[derive(Debug, Clone)]
+pub struct EventWriter {
+    tx: std::sync::mpsc::Sender<WriteReq>,
+}
+
+impl std::fmt::Debug for WriteReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteReq")
+            .field("items", &self.items.len())
+            .finish()
+    }
+}
+
+impl EventWriter {
+    fn start(store: Arc<Store>, seq: watch::Sender<u64>, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
+        std::thread::spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                let mut n = batch.iter().map(|r| r.items.len()).sum::<usize>();
+                while n < 8192 {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            n += r.items.len();
+                            batch.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let all: Vec<Append> = batch.iter().flat_map(|r| r.items.iter().cloned()).collect();
+                match store.append(&all) {
+                    Ok(results) => {
+                        let stored = results
+                            .iter()
+                            .filter(|r| matches!(r, Appended::Stored(_)))
+                            .count();
+                        metrics.events.inc_by(stored as u64);
+                        if let Ok(l) = store.last_seq() {
+                            seq.send_replace(l);
+                        }
+                        let mut it = results.into_iter();
+                        for r in batch {
+                            let mine: Vec<Appended> = it.by_ref().take(r.items.len()).collect();
+                            let _ = r.reply.send(Ok(mine));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        for r in batch {
+                            let _ = r.reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Stores `items` (in one transaction with whatever else is queued).
+    pub async fn append(&self, items: Vec<Append>) -> Result<Vec<Appended>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteReq { items, reply })
+            .map_err(|_| "event writer stopped".to_owned())?;
+        rx.await.map_err(|_| "event writer stopped".to_owned())?
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn timestamp() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+/// A manager-originated event as stored.
+pub fn manager_event(id: &str, event_type: &str, status: &str, details: &Value) -> Vec<u8> {
+    ClientStreamMessage {
+        message: Some(client_stream_message::Message::AgentEvent(AgentEvent {
+            event_type: event_type.into(),
+            timestamp: Some(timestamp()),
+            computation_id: id.into(),
+            details: details.to_string().into_bytes(),
+            originator: "manager".into(),
+            status: status.into(),
+        })),
+        seq: 0,
+    }
+    .encode_to_vec()
+}
+
+/// An agent frame as stored: its message, tagged with the VM's computation id.
+pub fn agent_payload(id: &str, frame_id: u32, payload: Option<&[u8]>) -> Vec<u8> {
+    // AgentMessage's oneof (log = 1, event = 2) is ClientStreamMessage's, so the
+    // agent's bytes decode as one.
+    let decoded = payload.and_then(|p| ClientStreamMessage::decode(p).ok());
+    let msg = match decoded.and_then(|m| m.message) {
+        Some(client_stream_message::Message::AgentEvent(mut e)) => {
+            e.computation_id = id.into();
+            client_stream_message::Message::AgentEvent(e)
+        }
+        Some(client_stream_message::Message::AgentLog(mut l)) => {
+            l.computation_id = id.into();
+            client_stream_message::Message::AgentLog(l)
+        }
+        _ => client_stream_message::Message::AgentLog(AgentLog {
+            message: format!(
+                "agent frame {frame_id} is not an agent event or log; kept as this note"
+            ),
+            computation_id: id.into(),
+            level: "error".into(),
+            timestamp: Some(timestamp()),
+        }),
+    };
+    ClientStreamMessage {
+        message: Some(msg),
+        seq: 0,
+    }
+    .encode_to_vec()
+}
+
+/// Checks a computation id: 1–64 of [A-Za-z0-9._-], not starting with '.' or '-'.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !id.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "computation id {id:?}: use 1-64 characters from A-Z a-z 0-9 . _ - (not starting with . or -)"
+        ))
+    }
+}
+
+/// The manager.
+#[derive(Debug)]
+pub struct Manager {
+    cfg: Config,
+    release: Release,
+    firmware_sha256: [u8; 32],
+    expected: Expected,
+    store: Arc<Store>,
+    writer: EventWriter,
+    seq_rx: watch::Receiver<u64>,
+    vms: Mutex<BTreeMap<String, Slot>>,
+    vms_dir: PathBuf,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Manager {
+    /// Loads the release, verifies the firmware, prepares the measurement, opens the
+    /// store (state_dir/state.redb) and re-adopts or cleans up VMs a previous run left.
+    pub async fn start(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cfg.state_dir.join("vms"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.state_dir.display()))?;
+        let release = Release::load(&cfg.release)?;
+        let target = match cfg.measure_target() {
+            TeeKind::None => Target::None,
+            TeeKind::Snp => Target::Snp {
+                vcpu_type: cfg.snp_vcpu_type.clone(),
+                guest_features: cfg.snp_guest_features,
+            },
+            TeeKind::Tdx => Target::Tdx {
+                memory: cfg.memory_mib().map_err(anyhow::Error::msg)? << 20,
+            },
+        };
+        let (expected, firmware_sha256) = {
+            let (cfg, release, target) = (cfg.clone(), release.clone(), target.clone());
+            tokio::task::spawn_blocking(move || prepare(&cfg, &release, &target)).await??
+        };
+        let retention = if cfg.grpc_url.is_some() {
+            Retention::Confirmed
+        } else {
+            Retention::Ring
+        };
+        let store = Arc::new(Store::open(
+            &cfg.state_dir.join("state.redb"),
+            cfg.outbox_capacity,
+            retention,
+        )?);
+        let metrics = Arc::new(Metrics::default());
+        let (seq_tx, seq_rx) = watch::channel(store.last_seq()?);
+        let writer = EventWriter::start(store.clone(), seq_tx, metrics.clone());
+        let m = Arc::new(Self {
+            vms_dir: cfg.state_dir.join("vms"),
+            cfg,
+            release,
+            firmware_sha256,
+            expected,
+            store,
+            writer,
+            seq_rx,
+            vms: Mutex::new(BTreeMap::new()),
+            metrics,
+        });
+        m.recover().await;
+        tokio::spawn(m.clone().ttl_reaper());
+        Ok(m)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The release.
+    pub fn release(&self) -> &Release {
+        &self.release
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The last committed event sequence number; changes wake watchers.
+    pub fn seq(&self) -> watch::Receiver<u64> {
+        self.seq_rx.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Running VMs.
+    pub fn list(&self) -> Vec<Arc<Vm>> {
+        self.lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Running(v) => Some(v.clone()),
+                Slot::Launching { .. } => None,
+            })
+            .collect()
+    }
+
+    /// One running VM.
+    pub fn get(&self, id: &str) -> Result<Arc<Vm>, ApiError> {
+        match self.lock().get(id) {
+            Some(Slot::Running(v)) => Ok(v.clone()),
+            Some(Slot::Launching { .. }) => Err(ApiError::Conflict(format!(
+                "computation {id} is still launching"
+            ))),
+            None => Err(ApiError::NotFound(format!("no computation {id:?}"))),
+        }
+    }
+
+    /// Stores a manager event.
+    pub async fn emit(&self, id: &str, event_type: &str, status: &str, details: Value) {
+        let item = Append {
+            vm: id.into(),
+            frame_id: None,
+            payload: manager_event(id, event_type, status, &details),
+        };
+        if let Err(e) = self.writer.append(vec![item]).await {
+            tracing::error!(computation = id, "cannot store event {event_type}: {e}");
+        }
+    }
+
+    /// The event writer (for tests and benchmarks that feed events directly).
+    pub fn writer(&self) -> &EventWriter {
+        &self.writer
+    }
+
+    /// The final command line for computation `id`.
+    pub fn cmdline_for(&self, id: &str, cid: Option<u32>) -> Result<String, ApiError> {
+        let mut parts: Vec<String> = self
+            .release
+            .cmdline
+            .split_whitespace()
+            .filter(|w| !w.starts_with("cocos.id=") && !w.starts_with("cocos.events="))
+            .map(str::to_owned)
+            .collect();
+        parts.push(format!("cocos.id={id}"));
+        parts.push(match (self.cfg.transport, cid) {
+            (TransportKind::Vsock, _) => format!("cocos.events=vsock:2:{}", self.cfg.vsock_port),
+            (TransportKind::Serial, _) => format!("cocos.events=serial:{SERIAL_PORT}"),
+        });
+        let c = parts.join(" ");
+        if c.len() > MAX_CMDLINE {
+            return Err(ApiError::BadRequest(format!(
+                "kernel command line would be {} bytes; the limit is {MAX_CMDLINE}",
+                c.len()
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Launches one VM.
+    pub async fn run(self: &Arc<Self>, req: RunRequest) -> Result<RunResult, ApiError> {
+        let t0 = Instant::now();
+        let r = self.run_inner(req, t0).await;
+        match &r {
+            Ok(res) => {
+                self.metrics.launches.inc();
+                self.metrics.launch_seconds.observe(res.launch_ms / 1000.0);
+            }
+            Err(e) => {
+                self.metrics.launch_failures.inc();
+                tracing::warn!("run refused: {e}");
+            }
+        }
+        r
+    }
+
+    async fn run_inner(
+        self: &Arc<Self>,
+        req: RunRequest,
+        t0: Instant,
+    ) -> Result<RunResult, ApiError> {
+        let id = req
+            .computation_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        check_id(&id).map_err(ApiError::BadRequest)?;
+        let vcpus = req.vcpus.unwrap_or(self.cfg.vcpus);
+        if vcpus == 0 || vcpus > self.cfg.max_vcpus {
+            return Err(ApiError::BadRequest(format!(
+                "vcpus {vcpus}: must be between 1 and {}",
+                self.cfg.max_vcpus
+            )));
+        }
+        let ttl = match req.ttl.as_deref() {
+            Some(t) => Some(
+                crate::config::parse_duration(t)
+                    .map_err(|e| ApiError::BadRequest(format!("ttl {e}")))?,
+            ),
+            None => self.cfg.default_ttl,
+        };
+        // Reserve the id (and a CID) under the lock: no two launches get the same.
+        let cid = {
+            let mut vms = self.lock();
+            if vms.contains_key(&id) {
+                return Err(ApiError::Conflict(format!(
+                    "computation {id} already exists"
+                )));
+            }
+            if vms.len() >= self.cfg.max_vms {
+                return Err(ApiError::Capacity(format!(
+                    "{} VMs running, the limit (MANAGER_MAX_VMS) is {}",
+                    vms.len(),
+                    self.cfg.max_vms
+                )));
+            }
+            let cid = (self.cfg.transport == TransportKind::Vsock).then(|| {
+                let used: Vec<u32> = vms
+                    .values()
+                    .filter_map(|s| match s {
+                        Slot::Launching { cid } => *cid,
+                        Slot::Running(v) => v.record.cid,
+                    })
+                    .collect();
+                (3u32..).find(|c| !used.contains(c)).unwrap_or(3)
+            });
+            vms.insert(id.clone(), Slot::Launching { cid });
+            cid
+        };
+        let r = self.launch(&id, vcpus, ttl, cid, t0).await;
+        if r.is_err() {
+            self.lock().remove(&id);
+        }
+        r
+    }
+
+    async fn launch(
+        self: &Arc<Self>,
+        id: &str,
+        vcpus: u32,
+        ttl: Option<Duration>,
+        cid: Option<u32>,
+        t0: Instant,
+    ) -> Result<RunResult, ApiError> {
+        let cmdline = self.cmdline_for(id, cid)?;
+        // Verify from open descriptors and compute the measurement off the runtime.
+        let (files, expected) = {
+            let m = self.clone();
+            let cmdline = cmdline.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+                let refuse = |e: release::ReleaseError| ApiError::Refused(e.to_string());
+                let k = release::open_verified(&m.release.kernel.path, &m.release.kernel.sha256)
+                    .map_err(refuse)?;
+                let i = release::open_verified(&m.release.initrd.path, &m.release.initrd.sha256)
+                    .map_err(refuse)?;
+                let f = release::open_verified(&m.cfg.ovmf, &m.firmware_sha256).map_err(refuse)?;
+                let e = m
+                    .expected
+                    .compute(k.sha256, i.sha256, &cmdline, vcpus)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                Ok(([k, i, f], e))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+        };
+        let dir = self.vms_dir.join(id);
+        let internal = |what: &str, e: std::io::Error| {
+            ApiError::Internal(format!("{what} {}: {e}", dir.display()))
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| internal("cannot clear stale", e))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| internal("cannot create", e))?;
+        let private = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(dir.join(name))
+        };
+        private("console.log").map_err(|e| internal("console.log in", e))?;
+        let qemu_log = private("qemu.log").map_err(|e| internal("qemu.log in", e))?;
+        let name = format!("cocos-{id}");
+        let [k, i, f] = files;
+        let spec = VmSpec {
+            name: name.clone(),
+            accel: match self.cfg.accel {
+                AccelKind::Kvm => Accel::Kvm,
+                AccelKind::Tcg => Accel::Tcg,
+                AccelKind::Auto if Path::new("/dev/kvm").exists() => Accel::Kvm,
+                AccelKind::Auto => Accel::Tcg,
+            },
+            cpus: vcpus,
+            cpu_model: self.cfg.cpu.clone(),
+            memory_mib: self.cfg.memory_mib().map_err(ApiError::Internal)?,
+            firmware: PathBuf::from("/dev/fd/5"),
+            kernel: PathBuf::from("/dev/fd/3"),
+            initrd: Some(PathBuf::from("/dev/fd/4")),
+            cmdline: cmdline.clone(),
+            tee: self.tee(),
+            transport: match cid {
+                Some(cid) => AgentTransport::Vsock { cid },
+                None => AgentTransport::Serial {
+                    socket: dir.join("agent.sock"),
+                    name: SERIAL_PORT.into(),
+                },
+            },
+            console_log: dir.join("console.log"),
+            qmp_socket: dir.join("qmp.sock"),
+        };
+        if !self.cfg.skip_host_check {
+            let caps = qemu::detect_host(Path::new("/sys"), Path::new("/dev"));
+            if let Some(why) = caps.refuse(&spec.tee, spec.accel) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(ApiError::Refused(why));
+            }
+        }
+        let mut cmd = tokio::process::Command::new(&self.cfg.qemu_bin);
+        cmd.args(qemu::argv(&spec))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(qemu_log)
+            // Its own process group: a signal to the manager's group leaves VMs running.
+            .process_group(0)
+            .kill_on_drop(false);
+        cmd.fd_mappings(vec![
+            FdMapping {
+                parent_fd: k.file.into(),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: i.file.into(),
+                child_fd: 4,
+            },
+            FdMapping {
+                parent_fd: f.file.into(),
+                child_fd: 5,
+            },
+        ])
+        .map_err(|e| ApiError::Internal(format!("fd mapping: {e}")))?;
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(ApiError::Internal(format!(
+                    "cannot start {}: {e}",
+                    self.cfg.qemu_bin.display()
+                )));
+            }
+        };
+        drop(cmd); // closes our copies of the verified descriptors
+        let pid = child.id().unwrap_or(0);
+        let launch_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let start_time = procs::start_time(Path::new("/proc"), pid).unwrap_or(0);
+        let created_ms = now_ms();
+        let record = VmRecord {
+            id: id.into(),
+            name,
+            pid,
+            start_time,
+            dir,
+            vcpus,
+            memory_mib: spec.memory_mib,
+            cmdline: cmdline.clone(),
+            tee: self.cfg.tee,
+            cid,
+            created_ms,
+            deadline_ms: ttl.map(|t| created_ms.saturating_add(t.as_millis() as u64)),
+            expected: expected.clone(),
+            launch_ms,
+        };
+        let rec_json =
+            serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let Err(e) = self.store.put_vm(id, &rec_json) {
+            tracing::error!("{e}; the VM runs but will not be re-adopted after a restart");
+        }
+        self.emit(
+            id,
+            "vm-provision",
+            "ok",
+            json!({"pid": pid, "cmdline": cmdline, "vcpus": vcpus, "expected_measurement": expected,
+                   "release": {"name": self.release.name, "version": self.release.version},
+                   "launch_ms": launch_ms}),
+        )
+        .await;
+        self.spawn_supervisor(record, Some(child));
+        Ok(RunResult {
+            computation_id: id.into(),
+            expected_measurement: expected,
+            pid,
+            cmdline,
+            vcpus,
+            launch_ms,
+        })
+    }
+
+    fn tee(&self) -> Tee {
+        match self.cfg.tee {
+            TeeKind::None => Tee::None,
+            TeeKind::Snp => Tee::SevSnp {
+                cbitpos: self.cfg.cbitpos,
+                reduced_phys_bits: self.cfg.reduced_phys_bits,
+                host_data: self.cfg.host_data.clone(),
+            },
+            TeeKind::Tdx => Tee::Tdx {
+                quote_socket: self.cfg.tdx_quote_socket.clone(),
+            },
+        }
+    }
+
+    fn spawn_supervisor(self: &Arc<Self>, record: VmRecord, child: Option<tokio::process::Child>) {
+        let (done_tx, _) = watch::channel(false);
+        let (attest_tx, attest_rx) = mpsc::channel(16);
+        let vm = Arc::new(Vm {
+            record,
+            stopping: AtomicBool::new(false),
+            stop_reason: Mutex::new(String::new()),
+            done_tx,
+            attest_tx,
+        });
+        self.lock()
+            .insert(vm.record.id.clone(), Slot::Running(vm.clone()));
+        self.metrics.vms.set(self.list().len() as i64);
+        let m = self.clone();
+        tokio::spawn(async move {
+            let agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx));
+            let status = match child {
+                Some(mut c) => match c.wait().await {
+                    Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                        (Some(code), _) => json!({"exit_code": code}),
+                        (None, Some(sig)) => json!({"signal": sig}),
+                        _ => json!({}),
+                    },
+                    Err(e) => json!({"error": e.to_string()}),
+                },
+                None => {
+                    while procs::is_same(vm.record.pid, vm.record.start_time) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    json!({"note": "adopted process; exit status unknown"})
+                }
+            };
+            // Let the agent task read what QEMU's socket still holds, then stop it.
+            if tokio::time::timeout(Duration::from_secs(2), async {
+                while !agent.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .is_err()
+            {
+                agent.abort();
+            }
+            m.finish(&vm, status).await;
+        });
+    }
+
+    async fn finish(&self, vm: &Arc<Vm>, status: Value) {
+        let id = vm.record.id.as_str();
+        let requested = vm.stopping.load(Ordering::SeqCst);
+        let reason = vm.stop_reason.lock().map(|r| r.clone()).unwrap_or_default();
+        let clean = status.get("exit_code").and_then(Value::as_i64) == Some(0);
+        let mut details = json!({"status": status, "pid": vm.record.pid});
+        let st = if requested {
+            if let Some(o) = details.as_object_mut() {
+                o.insert("stopped_by".into(), Value::String(reason));
+            }
+            "stopped"
+        } else if clean {
+            "exited"
+        } else {
+            let tail = std::fs::read(vm.record.dir.join("qemu.log")).unwrap_or_default();
+            let tail =
+                String::from_utf8_lossy(tail.get(tail.len().saturating_sub(2000)..).unwrap_or(&[]))
+                    .into_owned();
+            if let Some(o) = details.as_object_mut() {
+                o.insert("qemu_stderr".into(), Value::String(tail));
+            }
+            "failed"
+        };
+        self.emit(id, "vm-exited", st, details).await;
+        if let Err(e) = std::fs::remove_dir_all(&vm.record.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", vm.record.dir.display());
+            }
+        }
+        if let Err(e) = self.store.delete_vm(id) {
+            tracing::error!("{e}");
+        }
+        self.lock().remove(id);
+        self.metrics.vms.set(self.list().len() as i64);
+        vm.done_tx.send_replace(true);
+        tracing::info!(computation = id, "VM {st}");
+    }
+
+    async fn agent_loop(self: Arc<Self>, vm: Arc<Vm>, mut attest_rx: mpsc::Receiver<Vec<u8>>) {
+        let id = vm.record.id.clone();
+        let hw = self.store.agent_hw(&id).unwrap_or(0);
+        let mut session = Session::new(&id, hw);
+        let mut done = vm.done_tx.subscribe();
+        let sock = vm.record.agent_socket();
+        let mut connected_before = false;
+        loop {
+            if *done.borrow() {
+                return;
+            }
+            let stream = match tokio::net::UnixStream::connect(&sock).await {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = done.changed() => return,
+                    }
+                    continue;
+                }
+            };
+            if let Ok(md) = std::fs::metadata(&sock) {
+                let mut p = md.permissions();
+                if p.mode() & 0o077 != 0 {
+                    p.set_mode(0o600);
+                    let _ = std::fs::set_permissions(&sock, p);
+                    let _ = std::fs::set_permissions(
+                        vm.record.qmp_socket(),
+                        std::fs::Permissions::from_mode(0o600),
+                    );
+                }
+            }
+            if connected_before {
+                tracing::debug!(computation = %id, "agent channel reconnected");
+            }
+            connected_before = true;
+            let (mut r, mut w) = stream.into_split();
+            if w.write_all(&session.reconnected()).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 256 * 1024];
+            let ended = loop {
+                tokio::select! {
+                    n = r.read(&mut buf) => {
+                        let n = match n { Ok(0) | Err(_) => break "eof", Ok(n) => n };
+                        let inc = match session.on_bytes(buf.get(..n).unwrap_or(&[])) {
+                            Ok(i) => i,
+                            Err(e) => { tracing::warn!("{e}; reconnecting"); break "framing"; }
+                        };
+                        if !inc.acks_now.is_empty() && w.write_all(&inc.acks_now).await.is_err() {
+                            break "eof";
+                        }
+                        if inc.new.is_empty() { continue; }
+                        let items: Vec<Append> = inc.new.iter().map(|d| Append {
+                            vm: id.clone(),
+                            frame_id: Some(d.frame_id),
+                            payload: agent_payload(&id, d.frame_id, d.message.as_ref().map(|m| m.encode_to_vec()).as_deref()),
+                        }).collect();
+                        let results = match self.writer.append(items).await {
+                            Ok(r) => r,
+                            Err(e) => { tracing::error!("{e}"); break "store"; }
+                        };
+                        let mut ids = Vec::new();
+                        let mut refused = false;
+                        for (d, res) in inc.new.iter().zip(results) {
+                            match res {
+                                Appended::Stored(_) | Appended::Duplicate if !refused => ids.push(d.frame_id),
+                                _ => refused = true,
+                            }
+                        }
+                        if w.write_all(&session.committed(&ids)).await.is_err() { break "eof"; }
+                        if refused {
+                            self.metrics.refused.inc();
+                            break "full";
+                        }
+                    }
+                    nonce = attest_rx.recv() => {
+                        let Some(nonce) = nonce else { continue };
+                        match session.request_attestation(&nonce) {
+                            Ok(b) => if w.write_all(&b).await.is_err() { break "eof"; },
+                            Err(e) => tracing::warn!("attestation request: {e}"),
+                        }
+                    }
+                    _ = done.changed() => return,
+                }
+            };
+            match ended {
+                "full" => {
+                    tracing::warn!(computation = %id, "outbox full: agent frames wait in the agent until the control plane confirms events");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                "eof" if procs::is_same(vm.record.pid, vm.record.start_time) => {
+                    self.emit(
+                        &id,
+                        "agent-disconnected",
+                        "warning",
+                        json!({"reason": "agent channel closed while QEMU runs"}),
+                    )
+                    .await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                "eof" => return,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Asks the VM's agent for an attestation report over this nonce; the answer
+    /// arrives as an "attestation" event.
+    pub async fn attest(&self, id: &str, nonce: Vec<u8>) -> Result<(), ApiError> {
+        if nonce.is_empty() || nonce.len() > 64 {
+            return Err(ApiError::BadRequest("nonce: 1 to 64 bytes".into()));
+        }
+        let vm = self.get(id)?;
+        vm.attest_tx
+            .send(nonce)
+            .await
+            .map_err(|_| ApiError::NotFound(format!("computation {id} is gone")))
+    }
+
+    /// Stops a VM: QMP system_powerdown, then SIGTERM, then SIGKILL, each after
+    /// --stop-timeout; returns when QEMU is gone and its files are removed.
+    pub async fn stop(&self, id: &str, reason: &str) -> Result<(), ApiError> {
+        let vm = self.get(id)?;
+        let mut done = vm.done_tx.subscribe();
+        if !vm.stopping.swap(true, Ordering::SeqCst) {
+            if let Ok(mut r) = vm.stop_reason.lock() {
+                *r = reason.into();
+            }
+            let t = self.cfg.stop_timeout;
+            let wait = |done: &mut watch::Receiver<bool>, t: Duration| {
+                let mut d = done.clone();
+                async move { tokio::time::timeout(t, d.wait_for(|x| *x)).await.is_ok() }
+            };
+            if let Err(e) = qmp::execute(
+                &vm.record.qmp_socket(),
+                "system_powerdown",
+                None,
+                QMP_TIMEOUT,
+            )
+            .await
+            {
+                tracing::debug!("{e}");
+            }
+            if !wait(&mut done, t).await {
+                tracing::info!(computation = id, "no power-down within {t:?}: SIGTERM");
+                procs::signal_if_same(vm.record.pid, vm.record.start_time, Signal::SIGTERM);
+                if !wait(&mut done, t).await {
+                    tracing::warn!(computation = id, "still running: SIGKILL");
+                    procs::signal_if_same(vm.record.pid, vm.record.start_time, Signal::SIGKILL);
+                }
+            }
+        }
+        tokio::time::timeout(
+            self.cfg.stop_timeout * 2 + Duration::from_secs(10),
+            done.wait_for(|x| *x),
+        )
+        .await
+        .map_err(|_| ApiError::Internal(format!("computation {id} did not stop")))?
+        .map_err(|_| ApiError::Internal(format!("computation {id}: supervisor gone")))?;
+        Ok(())
+    }
+
+    async fn ttl_reaper(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = now_ms();
+            for vm in self.list() {
+                if vm.record.deadline_ms.is_some_and(|d| d <= now)
+                    && !vm.stopping.load(Ordering::SeqCst)
+                {
+                    let m = self.clone();
+                    tokio::spawn(async move {
+                        m.emit(
+                            &vm.record.id,
+                            "ttl-expired",
+                            "ok",
+                            json!({"deadline_ms": vm.record.deadline_ms}),
+                        )
+                        .await;
+                        let _ = m.stop(&vm.record.id, "ttl").await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Re-adopts VMs from the store whose QEMU still runs (same pid, same start time,
+    /// QMP answering with the VM's name); cleans up the others.
+    async fn recover(self: &Arc<Self>) {
+        let records = match self.store.vms() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        };
+        for (id, bytes) in records {
+            let rec: VmRecord = match serde_json::from_slice(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(computation = %id, "unreadable VM record ({e}); forgetting it");
+                    let _ = self.store.delete_vm(&id);
+                    continue;
+                }
+            };
+            let alive = procs::is_same(rec.pid, rec.start_time);
+            let qmp_name = if alive {
+                qmp::execute(&rec.qmp_socket(), "query-name", None, QMP_TIMEOUT)
+                    .await
+                    .ok()
+                    .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+            } else {
+                None
+            };
+            if alive && qmp_name.as_deref() == Some(rec.name.as_str()) {
+                tracing::info!(computation = %id, pid = rec.pid, "re-adopted");
+                self.emit(&id, "vm-readopted", "ok", json!({"pid": rec.pid}))
+                    .await;
+                self.spawn_supervisor(rec, None);
+                continue;
+            }
+            let why = if alive {
+                format!("pid {} runs with the recorded start time but QMP does not identify it as {}; left running, not adopted", rec.pid, rec.name)
+            } else {
+                "QEMU exited while the manager was down".to_owned()
+            };
+            tracing::warn!(computation = %id, "{why}");
+            self.emit(
+                &id,
+                "vm-exited",
+                "lost",
+                json!({"reason": why, "pid": rec.pid}),
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&rec.dir);
+            let _ = self.store.delete_vm(&id);
+        }
+        self.metrics.vms.set(self.list().len() as i64);
+    }
+
+    /// CVMInfo / svmInfo for a computation.
+    pub fn info(&self, id: &str) -> Result<Value, ApiError> {
+        let vm = self.get(id)?;
+        let fw = self
+            .release
+            .firmware
+            .iter()
+            .find(|f| f.sha256 == self.firmware_sha256)
+            .map(|f| format!("{} sha256:{}", f.file, hex::encode(f.sha256)))
+            .unwrap_or_default();
+        Ok(json!({
+            "id": id,
+            "ovmf_version": fw,
+            "cpu_num": vm.record.vcpus,
+            "cpu_type": self.cfg.cpu,
+            "kernel_cmd": vm.record.cmdline,
+            "eos_version": format!("{} {} (kernel {})", self.release.name, self.release.version, self.release.kernel_release),
+        }))
+    }
+
+    /// The attestation policy for a computation: the reference values its report
+    /// must match, as JSON.
+    pub fn policy(&self, id: &str) -> Result<Value, ApiError> {
+        let vm = self.get(id)?;
+        Ok(json!({
+            "computation_id": id,
+            "release": {"name": self.release.name, "version": self.release.version},
+            "tee": self.cfg.tee,
+            "expected_measurement": vm.record.expected,
+        }))
+    }
+
+    /// A VM's summary for listings.
+    pub fn describe(vm: &Vm) -> Value {
+        let r = &vm.record;
+        json!({
+            "computation_id": r.id, "pid": r.pid, "vcpus": r.vcpus, "memory_mib": r.memory_mib,
+            "cmdline": r.cmdline, "tee": r.tee, "created_ms": r.created_ms, "deadline_ms": r.deadline_ms,
+            "expected_measurement": r.expected, "launch_ms": r.launch_ms,
+            "stopping": vm.stopping.load(Ordering::SeqCst),
+        })
+    }
+}
+
+/// Verifies the firmware against release.json and prepares the measurement.
+fn prepare(
+    cfg: &Config,
+    release: &Release,
+    target: &Target,
+) -> anyhow::Result<(Expected, [u8; 32])> {
+    let fw = release::open_hashed(&cfg.ovmf)?;
+    let want = cfg.measure_target();
+    let entry = release.firmware.iter().find(|f| {
+        f.sha256 == fw.sha256
+            && (want == TeeKind::None
+                || serde_json::to_value(want).ok() == Some(Value::String(f.tee.clone())))
+    });
+    let Some(entry) = entry else {
+        anyhow::bail!(
+            "{}: SHA-256 {} is not a firmware {} lists{}; launch with the firmware the release was measured with",
+            cfg.ovmf.display(),
+            hex::encode(fw.sha256),
+            release.manifest.display(),
+            if want == TeeKind::None { String::new() } else { format!(" for {want:?}") }
+        );
+    };
+    let k = release::open_verified(&release.kernel.path, &release.kernel.sha256)?;
+    let i = release::open_verified(&release.initrd.path, &release.initrd.sha256)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let (fw_bytes, k_bytes, i_bytes) = (read(&fw.path)?, read(&k.path)?, read(&i.path)?);
+    // What was read must be what was verified (the files may change in between).
+    for (bytes, sha, p) in [
+        (&fw_bytes, entry.sha256, &fw.path),
+        (&k_bytes, k.sha256, &k.path),
+        (&i_bytes, i.sha256, &i.path),
+    ] {
+        let got: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(bytes).into();
+        if got != sha {
+            anyhow::bail!("{}: changed while being read; try again", p.display());
+        }
+    }
+    let e = Expected::new(target, fw_bytes, k_bytes, &i_bytes)?;
+    Ok((e, entry.sha256))
+}

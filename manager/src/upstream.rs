@@ -1,0 +1,265 @@
+//! The seed protocol: the manager dials the Computations server (MANAGER_GRPC_URL),
+//! opens `ManagerService.Process`, streams every stored event up (each with its outbox
+//! sequence number in `ClientStreamMessage.seq`) and serves the server's requests
+//! (runReq / runReqChunks, stopComputation, svmInfoReq, attestationPolicyReq).
+//!
+//! Confirmation: an event leaves the outbox only when the server sends
+//! `EventAck{seq}` (cumulative). A successful stream write is not one: it only means
+//! the bytes reached a transport buffer. After a reconnect, everything after the last
+//! confirmation is sent again, so the server may see a sequence number twice and must
+//! treat events idempotently by `seq`. TLS when the URL is https (server CA from
+//! MANAGER_GRPC_SERVER_CA_CERTS), mTLS when a client certificate and key are given.
+//! Reconnects back off from 250 ms to 5 s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
+use cocos_proto::grpc::{
+    client_stream_message, server_stream_message, AttestationPolicy, ClientStreamMessage,
+    ComputationRunReq, RunResponse, StopComputationResponse, SvmInfo,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use crate::config::Config;
+use crate::runtime::{Manager, RunRequest};
+
+/// Builds the TLS settings from the configuration (None for plain http://).
+pub fn tls_config(cfg: &Config) -> anyhow::Result<Option<ClientTlsConfig>> {
+    let Some(url) = &cfg.grpc_url else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        if cfg.grpc_server_ca.is_some() || cfg.grpc_client_cert.is_some() {
+            anyhow::bail!("MANAGER_GRPC_URL {url} is not https:// but TLS files were given");
+        }
+        return Ok(None);
+    }
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let Some(ca) = &cfg.grpc_server_ca else {
+        anyhow::bail!("MANAGER_GRPC_URL is https:// : give the server's CA with --grpc-server-ca (MANAGER_GRPC_SERVER_CA_CERTS)");
+    };
+    let mut t = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(c), Some(k)) = (&cfg.grpc_client_cert, &cfg.grpc_client_key) {
+        t = t.identity(Identity::from_pem(read(c)?, read(k)?));
+    }
+    Ok(Some(t))
+}
+
+/// Runs the client until the process ends, reconnecting as needed.
+pub async fn run(mgr: Arc<Manager>, url: String, tls: Option<ClientTlsConfig>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match session(&mgr, &url, tls.clone()).await {
+            Ok(()) => {
+                tracing::info!("Computations server {url} closed the stream");
+                backoff = Duration::from_millis(250);
+            }
+            Err(e) => tracing::warn!("Computations server {url}: {e:#}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn msg(m: client_stream_message::Message) -> ClientStreamMessage {
+    ClientStreamMessage {
+        message: Some(m),
+        seq: 0,
+    }
+}
+
+async fn session(
+    mgr: &Arc<Manager>,
+    url: &str,
+    tls: Option<ClientTlsConfig>,
+) -> anyhow::Result<()> {
+    let mut ep = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if let Some(t) = tls {
+        ep = ep.tls_config(t)?;
+    }
+    let channel = ep.connect().await?;
+    let mut client = ManagerServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel::<ClientStreamMessage>(512);
+    let mut inbound = client.process(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!("connected to Computations server {url}");
+    let sender = tokio::spawn(send_events(mgr.clone(), tx.clone()));
+    let mut chunks: HashMap<String, Vec<u8>> = HashMap::new();
+    let result = loop {
+        let m = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        };
+        use server_stream_message::Message as S;
+        match m.message {
+            Some(S::EventAck(a)) => {
+                let store = mgr.store().clone();
+                let before = store.confirmed().unwrap_or(0);
+                match tokio::task::spawn_blocking(move || store.confirm(a.seq)).await {
+                    Ok(Ok(())) => {
+                        mgr.metrics.confirmed.inc_by(a.seq.saturating_sub(before));
+                    }
+                    Ok(Err(e)) => tracing::error!("{e}"),
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }
+            Some(S::RunReq(r)) => spawn_run(mgr, &tx, r),
+            Some(S::RunReqChunks(c)) => {
+                if c.data.len() > (1 << 20) || chunks.len() > 64 {
+                    tracing::warn!(
+                        "runReqChunks {}: too large or too many in flight; dropped",
+                        c.id
+                    );
+                    chunks.remove(&c.id);
+                    continue;
+                }
+                let buf = chunks.entry(c.id.clone()).or_default();
+                buf.extend_from_slice(&c.data);
+                if buf.len() > (16 << 20) {
+                    chunks.remove(&c.id);
+                    tracing::warn!("runReqChunks {}: over 16 MiB; dropped", c.id);
+                    continue;
+                }
+                if c.is_last {
+                    let data = chunks.remove(&c.id).unwrap_or_default();
+                    match ComputationRunReq::decode(data.as_slice()) {
+                        Ok(r) => spawn_run(mgr, &tx, r),
+                        Err(e) => {
+                            let _ = tx
+                                .send(msg(client_stream_message::Message::RunRes(RunResponse {
+                                    computation_id: c.id,
+                                    error: format!(
+                                        "runReqChunks do not decode as ComputationRunReq: {e}"
+                                    ),
+                                    ..RunResponse::default()
+                                })))
+                                .await;
+                        }
+                    }
+                }
+            }
+            Some(S::StopComputation(s)) => {
+                let (mgr, tx) = (mgr.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let message = match mgr.stop(&s.computation_id, "stopComputation").await {
+                        Ok(()) => String::new(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = tx
+                        .send(msg(client_stream_message::Message::StopComputationRes(
+                            StopComputationResponse {
+                                computation_id: s.computation_id,
+                                message,
+                            },
+                        )))
+                        .await;
+                });
+            }
+            Some(S::SvmInfoReq(r)) => {
+                let v = mgr.info(&r.id).unwrap_or_else(
+                    |e| serde_json::json!({"id": r.id, "kernel_cmd": e.to_string()}),
+                );
+                let (id, ovmf_version, cpu_num, cpu_type, kernel_cmd, eos_version) =
+                    crate::grpc::info_fields(&v);
+                let _ = tx
+                    .send(msg(client_stream_message::Message::SvmInfo(SvmInfo {
+                        id,
+                        ovmf_version,
+                        cpu_num,
+                        cpu_type,
+                        kernel_cmd,
+                        eos_version,
+                    })))
+                    .await;
+            }
+            Some(S::AttestationPolicyReq(r)) => {
+                let v = mgr.policy(&r.id).unwrap_or_else(
+                    |e| serde_json::json!({"computation_id": r.id, "error": e.to_string()}),
+                );
+                let _ = tx
+                    .send(msg(client_stream_message::Message::AttestationPolicy(
+                        AttestationPolicy {
+                            info: v.to_string().into_bytes(),
+                            id: r.id,
+                        },
+                    )))
+                    .await;
+            }
+            Some(S::TerminateReq(t)) => {
+                tracing::info!(
+                    "Computations server asked to end the session: {}",
+                    t.message
+                );
+                break Ok(());
+            }
+            None => {}
+        }
+    };
+    sender.abort();
+    result
+}
+
+fn spawn_run(mgr: &Arc<Manager>, tx: &mpsc::Sender<ClientStreamMessage>, r: ComputationRunReq) {
+    let (mgr, tx) = (mgr.clone(), tx.clone());
+    tokio::spawn(async move {
+        let req = RunRequest {
+            computation_id: (!r.id.is_empty()).then(|| r.id.clone()),
+            vcpus: (r.vcpus != 0).then_some(r.vcpus),
+            ttl: (!r.ttl.is_empty()).then(|| r.ttl.clone()),
+        };
+        let res = match mgr.run(req).await {
+            Ok(x) => RunResponse {
+                agent_port: String::new(),
+                computation_id: x.computation_id,
+                expected_measurement: x.expected_measurement.to_string(),
+                error: String::new(),
+            },
+            Err(e) => RunResponse {
+                computation_id: r.id,
+                error: e.to_string(),
+                ..RunResponse::default()
+            },
+        };
+        let _ = tx
+            .send(msg(client_stream_message::Message::RunRes(res)))
+            .await;
+    });
+}
+
+/// Sends every stored event after the last confirmation, then follows new ones.
+async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
+    let mut cursor = mgr.store().confirmed().unwrap_or(0);
+    let mut seq = mgr.seq();
+    loop {
+        let batch = {
+            let store = mgr.store().clone();
+            match tokio::task::spawn_blocking(move || store.events_after(cursor, 1000)).await {
+                Ok(Ok(b)) => b,
+                _ => return,
+            }
+        };
+        let n = batch.len();
+        for (s, bytes) in batch {
+            cursor = s;
+            let Ok(mut m) = ClientStreamMessage::decode(bytes.as_slice()) else {
+                continue;
+            };
+            m.seq = s;
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+        if n < 1000 && seq.wait_for(|s| *s > cursor).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! A QEMU stand-in for the manager's tests and benchmarks (it runs no guest). It takes
+//! the argv the manager builds, checks that the verified descriptors it was given
+//! (`/dev/fd/N` for -kernel, -initrd, -bios) are readable, serves QMP on the -qmp
+//! socket (qmp_capabilities, query-name, system_powerdown, quit) and plays the agent
+//! on the virtio-serial chardev socket with cocos-agent's own outbox: a boot event,
+//! then heartbeats `{"seq": n}` at FAKE_QEMU_RATE per second (default 5), up to
+//! FAKE_QEMU_EVENTS (default unlimited). FAKE_QEMU_IGNORE_POWERDOWN=1 makes it ignore
+//! system_powerdown (so the manager must signal it).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test tool
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use cocos_agent::channel::{serve, Outbox};
+
+fn opt(args: &[String], flag: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+fn kv(spec: &str, key: &str) -> Option<String> {
+    spec.split(',')
+        .find_map(|p| p.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}
+
+fn env_u64(k: &str) -> Option<u64> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = opt(&args, "-name").pop().unwrap_or_default();
+    for f in ["-kernel", "-initrd", "-bios"] {
+        for p in opt(&args, f) {
+            let mut b = Vec::new();
+            if let Err(e) = std::fs::File::open(&p).and_then(|mut x| x.read_to_end(&mut b)) {
+                eprintln!("fake-qemu: {f} {p}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let cmdline = opt(&args, "-append").pop().unwrap_or_default();
+    let id = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("cocos.id="))
+        .unwrap_or_default()
+        .to_owned();
+    let agent_sock = opt(&args, "-chardev")
+        .into_iter()
+        .find(|c| c.starts_with("socket,id=agent0"))
+        .and_then(|c| kv(&c, "path"));
+    let qmp_sock = opt(&args, "-qmp").pop().and_then(|q| {
+        q.strip_prefix("unix:")
+            .map(|s| s.split(',').next().unwrap_or("").to_owned())
+    });
+    if let Some(console) = opt(&args, "-chardev")
+        .into_iter()
+        .find(|c| c.starts_with("file,"))
+        .and_then(|c| kv(&c, "path"))
+    {
+        let _ = std::fs::write(console, format!("fake-qemu {name}: {cmdline}\n"));
+    }
+
+    let outbox = Outbox::new();
+    let rate = env_u64("FAKE_QEMU_RATE").unwrap_or(5).max(1);
+    let total = env_u64("FAKE_QEMU_EVENTS").unwrap_or(u64::MAX);
+    {
+        let outbox = outbox.clone();
+        let id = id.clone();
+        std::thread::spawn(move || {
+            outbox
+                .push(&cocos_agent::events::event(
+                    &id,
+                    "boot",
+                    "ok",
+                    &serde_json::json!({"fake": true}),
+                ))
+                .unwrap();
+            let start = Instant::now();
+            let mut n = 0u64;
+            while n < total {
+                n += 1;
+                outbox
+                    .push(&cocos_agent::events::event(
+                        &id,
+                        "heartbeat",
+                        "ok",
+                        &serde_json::json!({"seq": n}),
+                    ))
+                    .unwrap();
+                let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+        });
+    }
+    if let Some(p) = agent_sock {
+        let l = UnixListener::bind(&p).unwrap();
+        let outbox = outbox.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { continue };
+                let r = c.try_clone().unwrap();
+                let _ = serve(c, r, &outbox, |_, _| {});
+            }
+        });
+    }
+    let ignore_powerdown = std::env::var("FAKE_QEMU_IGNORE_POWERDOWN").is_ok_and(|v| v == "1");
+    let Some(q) = qmp_sock else {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    };
+    let l = UnixListener::bind(&q).unwrap();
+    for c in l.incoming() {
+        let Ok(c) = c else { continue };
+        let name = name.clone();
+        std::thread::spawn(move || qmp(c, &name, ignore_powerdown));
+    }
+}
+
+fn qmp(c: UnixStream, name: &str, ignore_powerdown: bool) {
+    let mut w = c.try_clone().unwrap();
+    let _ = w
+        .write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"major\": 0}}, \"capabilities\": []}}\n");
+    for line in BufReader::new(c).lines() {
+        let Ok(line) = line else { return };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let reply = match v["execute"].as_str().unwrap_or("") {
+            "qmp_capabilities" => serde_json::json!({"return": {}}),
+            "query-name" => serde_json::json!({"return": {"name": name}}),
+            "system_powerdown" => {
+                if !ignore_powerdown {
+                    std::thread::spawn(|| {
+                        std::thread::sleep(Duration::from_millis(100));
+                        std::process::exit(0);
+                    });
+                }
+                serde_json::json!({"return": {}})
+            }
+            "quit" => std::process::exit(0),
+            other => {
+                serde_json::json!({"error": {"class": "CommandNotFound", "desc": format!("{other}")}})
+            }
+        };
+        let _ = w.write_all(format!("{reply}\n").as_bytes());
+    }
+}

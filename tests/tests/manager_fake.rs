@@ -1,0 +1,375 @@
+//! cocos-manager against the QEMU stand-in (fast, no guest): the HTTP API's launch,
+//! listing, events and stop; refusals of bad input with nothing launched; a crash of
+//! the manager (SIGKILL) with re-adoption and no event lost or duplicated; a killed
+//! QEMU reported and cleaned up; TTL expiry; and a stop that needs SIGTERM.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test crate
+
+use std::path::Path;
+use std::time::Duration;
+
+use cocos_tests::{events, http, pids_of, pids_with, synthetic_release, wait_for, ManagerProc};
+use serde_json::Value;
+
+const FAKE: &str = env!("CARGO_BIN_EXE_fake-qemu");
+
+fn start(
+    state: &Path,
+    release: &Path,
+    fw: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ManagerProc {
+    let mut args = vec![
+        "--release",
+        release.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--qemu-bin",
+        FAKE,
+        "--ovmf",
+        fw.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--stop-timeout",
+        "1s",
+        "--max-vms",
+        "3",
+        "--max-vcpus",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    ManagerProc::start(&args, env, &state.join("manager.log"))
+}
+
+fn heartbeat_seqs(ev: &[Value], id: &str) -> Vec<u64> {
+    ev.iter()
+        .filter(|e| e["computation_id"] == id && e["event_type"] == "heartbeat")
+        .map(|e| e["details"]["seq"].as_u64().unwrap())
+        .collect()
+}
+
+fn count(ev: &[Value], id: &str, ty: &str) -> usize {
+    ev.iter()
+        .filter(|e| e["computation_id"] == id && e["event_type"] == ty)
+        .count()
+}
+
+#[test]
+fn launch_events_crash_readopt_and_stop() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (release, fw) = synthetic_release(
+        &d.path().join("rel"),
+        "console=ttyS0 cocos.events=serial:cocos.events",
+    );
+    let env = [("FAKE_QEMU_RATE", "50")];
+    let mut m = start(&state, &release, &fw, &[], &env);
+
+    let (st, body) = http(
+        &m.http,
+        "POST",
+        "/run",
+        r#"{"computation_id": "c1", "vcpus": 2}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["computation_id"], "c1");
+    assert_eq!(r["expected_measurement"]["tee"], "none");
+    assert!(
+        r["cmdline"]
+            .as_str()
+            .unwrap()
+            .ends_with("cocos.id=c1 cocos.events=serial:cocos.events"),
+        "{body}"
+    );
+    let pid = r["pid"].as_u64().unwrap() as u32;
+    let vm_dir = state.join("vms/c1");
+    for f in ["console.log", "qemu.log"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(vm_dir.join(f)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+
+    // Events arrive with the computation id; the first is the manager's vm-provision.
+    let ev = wait_for(Duration::from_secs(30), "heartbeats", || {
+        let ev = events(&m.http, 0);
+        (heartbeat_seqs(&ev, "c1").len() >= 20).then_some(ev)
+    });
+    assert_eq!(ev[0]["event_type"], "vm-provision");
+    assert_eq!(count(&ev, "c1", "boot"), 1);
+
+    // Crash the manager mid-stream; the VM keeps running and events keep coming.
+    m.kill9();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(pids_with(FAKE).contains(&pid), "QEMU survives the manager");
+    let m = start(&state, &release, &fw, &[], &env);
+    let ev = wait_for(
+        Duration::from_secs(30),
+        "re-adoption and more heartbeats",
+        || {
+            let ev = events(&m.http, 0);
+            (count(&ev, "c1", "vm-readopted") == 1 && heartbeat_seqs(&ev, "c1").len() >= 100)
+                .then_some(ev)
+        },
+    );
+    let hb = heartbeat_seqs(&ev, "c1");
+    assert_eq!(
+        hb,
+        (1..=hb.len() as u64).collect::<Vec<_>>(),
+        "heartbeats 1..n, none lost or duplicated"
+    );
+    assert_eq!(count(&ev, "c1", "boot"), 1, "boot not duplicated");
+    let seqs: Vec<u64> = ev.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "outbox sequence has no gaps"
+    );
+
+    // Listing and info.
+    let (st, body) = http(&m.http, "GET", "/computations", "");
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()[0]["computation_id"],
+        "c1"
+    );
+
+    // DELETE: QMP powerdown; QEMU gone, files gone, a vm-exited "stopped" event.
+    let (st, body) = http(&m.http, "DELETE", "/computations/c1", "");
+    assert_eq!(st, 200, "{body}");
+    assert!(!pids_with(FAKE).contains(&pid));
+    assert!(!vm_dir.exists(), "per-VM files removed");
+    let ev = events(&m.http, 0);
+    let exited: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["event_type"] == "vm-exited")
+        .collect();
+    assert_eq!(exited.len(), 1);
+    assert_eq!(exited[0]["status"], "stopped");
+    let (st, _) = http(&m.http, "GET", "/computations/c1", "");
+    assert_eq!(st, 404);
+
+    // A QEMU killed behind the manager's back: vm-exited "failed", cleaned up.
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "c2"}"#);
+    assert_eq!(st, 201, "{body}");
+    let pid2 = serde_json::from_str::<Value>(&body).unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid2.to_string()])
+        .status()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "vm-exited for c2", || {
+        let ev = events(&m.http, 0);
+        ev.iter()
+            .any(|e| {
+                e["computation_id"] == "c2"
+                    && e["event_type"] == "vm-exited"
+                    && e["status"] == "failed"
+            })
+            .then_some(())
+    });
+    assert!(!state.join("vms/c2").exists());
+
+    // TTL: stopped by the manager when it expires.
+    let (st, body) = http(
+        &m.http,
+        "POST",
+        "/run",
+        r#"{"computation_id": "c3", "ttl": "1s"}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    wait_for(Duration::from_secs(15), "TTL stop of c3", || {
+        let ev = events(&m.http, 0);
+        (count(&ev, "c3", "ttl-expired") == 1 && count(&ev, "c3", "vm-exited") == 1).then_some(())
+    });
+    assert_eq!(
+        pids_of(FAKE, state.to_str().unwrap()).len(),
+        0,
+        "no QEMU of this test left"
+    );
+
+    let (st, body) = http(&m.http, "GET", "/metrics", "");
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("cocos_manager_launches_total 2"),
+        "launches since the restart: {body}"
+    );
+    let (st, body) = http(&m.http, "GET", "/health", "");
+    assert_eq!(st, 200, "{body}");
+}
+
+#[test]
+fn stop_escalates_to_sigterm() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let m = start(
+        &state,
+        &release,
+        &fw,
+        &[],
+        &[("FAKE_QEMU_IGNORE_POWERDOWN", "1")],
+    );
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "s1"}"#);
+    assert_eq!(st, 201, "{body}");
+    let pid = serde_json::from_str::<Value>(&body).unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let t0 = std::time::Instant::now();
+    let (st, body) = http(&m.http, "DELETE", "/computations/s1", "");
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "waited for the power-down timeout"
+    );
+    assert!(!pids_with(FAKE).contains(&pid));
+    let ev = events(&m.http, 0);
+    let ex = ev.iter().find(|e| e["event_type"] == "vm-exited").unwrap();
+    assert_eq!(ex["status"], "stopped");
+    assert_eq!(ex["details"]["status"]["signal"], 15, "{ex}");
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_launches() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let m = start(&state, &release, &fw, &[], &[]);
+    // Only this test's QEMUs (their argv names this state directory).
+    let mine = || pids_of(FAKE, state.to_str().unwrap()).len();
+    for (body, code, what) in [
+        ("{", 400, "request body"),
+        ("[1,2]", 400, "request body"),
+        (
+            r#"{"computation_id": "x", "bogus": 1}"#,
+            400,
+            "unknown field",
+        ),
+        (r#"{"vcpus": 0}"#, 400, "vcpus 0"),
+        (r#"{"vcpus": 9}"#, 400, "vcpus 9"),
+        (r#"{"vcpus": -1}"#, 400, "request body"),
+        (r#"{"computation_id": "../etc"}"#, 400, "computation id"),
+        (r#"{"computation_id": "a b"}"#, 400, "computation id"),
+        (r#"{"computation_id": ""}"#, 400, "computation id"),
+        (r#"{"ttl": "5 parsecs"}"#, 400, "ttl"),
+    ] {
+        let (st, resp) = http(&m.http, "POST", "/run", body);
+        assert_eq!(st, code, "{body}: {resp}");
+        let err = serde_json::from_str::<Value>(&resp).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(err.contains(what), "{body}: {err}");
+    }
+    // Duplicate id.
+    assert_eq!(
+        http(&m.http, "POST", "/run", r#"{"computation_id": "dup"}"#).0,
+        201
+    );
+    let (st, resp) = http(&m.http, "POST", "/run", r#"{"computation_id": "dup"}"#);
+    assert_eq!(st, 409, "{resp}");
+    assert!(resp.contains("already exists"));
+    // MANAGER_MAX_VMS (3).
+    assert_eq!(
+        http(&m.http, "POST", "/run", r#"{"computation_id": "m2"}"#).0,
+        201
+    );
+    assert_eq!(
+        http(&m.http, "POST", "/run", r#"{"computation_id": "m3"}"#).0,
+        201
+    );
+    let (st, resp) = http(&m.http, "POST", "/run", r#"{"computation_id": "m4"}"#);
+    assert_eq!(st, 503, "{resp}");
+    assert!(resp.contains("MANAGER_MAX_VMS"), "{resp}");
+    for id in ["dup", "m2", "m3"] {
+        assert_eq!(
+            http(&m.http, "DELETE", &format!("/computations/{id}"), "").0,
+            200
+        );
+    }
+    assert_eq!(mine(), 0);
+    // A file changed after release: hash mismatch, refused, nothing launched.
+    let initrd = d.path().join("rel/initramfs.cpio.gz");
+    let orig = std::fs::read(&initrd).unwrap();
+    std::fs::write(&initrd, b"tampered").unwrap();
+    let (st, resp) = http(&m.http, "POST", "/run", r#"{"computation_id": "t1"}"#);
+    assert_eq!(st, 422, "{resp}");
+    assert!(resp.contains("does not match release.json"), "{resp}");
+    // A missing image.
+    std::fs::remove_file(&initrd).unwrap();
+    let (st, resp) = http(&m.http, "POST", "/run", r#"{"computation_id": "t2"}"#);
+    assert_eq!(st, 422, "{resp}");
+    assert!(resp.contains("initramfs.cpio.gz"), "{resp}");
+    std::fs::write(&initrd, orig).unwrap();
+    assert_eq!(mine(), 0, "nothing launched");
+    assert!(
+        std::fs::read_dir(state.join("vms"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no per-VM files left"
+    );
+    // Unknown computation.
+    assert_eq!(http(&m.http, "DELETE", "/computations/nope", "").0, 404);
+    drop(m);
+
+    // Start-up refusals exit 2 and say why: a release path escaping its directory, a
+    // firmware the release does not list, an oversized command line.
+    let refuse = |release: &Path, fw: &Path, want: &str| {
+        let out = std::process::Command::new(cocos_tests::manager_bin())
+            .args([
+                "--release",
+                release.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--ovmf",
+                fw.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+                "--grpc-listen",
+                "off",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want}: {err}");
+    };
+    let text = std::fs::read_to_string(&release).unwrap();
+    let esc = d.path().join("rel/escape.json");
+    std::fs::write(
+        &esc,
+        text.replace("\"initramfs.cpio.gz\"", "\"../rel/initramfs.cpio.gz\""),
+    )
+    .unwrap();
+    refuse(&esc, &fw, "release directory");
+    let other_fw = d.path().join("other.fd");
+    std::fs::write(&other_fw, b"not the firmware").unwrap();
+    refuse(&release, &other_fw, "is not a firmware");
+    let long = d.path().join("rel/long.json");
+    std::fs::write(
+        &long,
+        text.replace(
+            "\"console=ttyS0\"",
+            &format!("\"console=ttyS0 {}\"", "x".repeat(2100)),
+        ),
+    )
+    .unwrap();
+    let m = start(&state, &long, &fw, &[], &[]);
+    let (st, resp) = http(&m.http, "POST", "/run", "{}");
+    assert_eq!(st, 400, "{resp}");
+    assert!(resp.contains("limit is 2048"), "{resp}");
+}
