@@ -124,7 +124,8 @@ async fn health(State(m): State<Arc<Manager>>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "vms": m.list().len(),
-        "outbox": m.store().outbox_len().unwrap_or(0),
+        "outbox": m.outbox(),
+        "held": m.store().outbox_len().unwrap_or(0),
         "last_seq": *m.seq().borrow(),
         "release": {"name": m.release().name, "version": m.release().version},
     }))

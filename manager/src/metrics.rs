@@ -60,7 +60,11 @@ impl Default for Metrics {
             m.refused.clone(),
         );
         registry.register("vms", "VMs running", m.vms.clone());
-        registry.register("outbox_events", "Events in the outbox", m.outbox.clone());
+        registry.register(
+            "outbox_events",
+            "Events awaiting confirmation (with a control plane) or held for replay",
+            m.outbox.clone(),
+        );
         registry.register(
             "events_confirmed",
             "Events confirmed by the control plane",

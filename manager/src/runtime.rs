@@ -381,6 +381,15 @@ impl Manager {
         &self.store
     }
 
+    /// Events awaiting the control plane's confirmation (with one), else events held.
+    pub fn outbox(&self) -> u64 {
+        if self.cfg.grpc_url.is_some() {
+            self.store.unconfirmed().unwrap_or(0)
+        } else {
+            self.store.outbox_len().unwrap_or(0)
+        }
+    }
+
     /// The last committed event sequence number; changes wake watchers.
     pub fn seq(&self) -> watch::Receiver<u64> {
         self.seq_rx.clone()

@@ -5,10 +5,12 @@
 //! a crash at any point neither loses nor duplicates an event.
 //!
 //! Outbox policy. With a control plane (`confirmed` mode), an event stays until the
-//! control plane confirms it (`EventAck` on the seed stream); when the outbox holds
-//! `capacity` events, new agent frames are refused (not acknowledged, so the agent
-//! keeps and re-sends them) and manager events still go in. Without one (`ring` mode)
-//! the outbox is a replay log for WatchEvents: it keeps the newest `capacity` events.
+//! control plane confirms it (`EventAck` on the seed stream); when `capacity` events
+//! are unconfirmed, new agent frames are refused (not acknowledged, so the agent keeps
+//! and re-sends them) while the manager's own events still go in. Confirmed events
+//! stay as a replay window for WatchEvents (the newest [`REPLAY`]) and are then
+//! dropped. Without a control plane (`ring` mode) the store is only that replay log:
+//! it keeps the newest `capacity` events.
 
 use std::path::Path;
 
@@ -20,6 +22,8 @@ const AGENT_HW: TableDefinition<&str, u32> = TableDefinition::new("agent_hw");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const NEXT_SEQ: &str = "next_seq";
+/// Confirmed events kept for WatchEvents replay (confirmed mode).
+pub const REPLAY: u64 = 10_000;
 const CONFIRMED: &str = "confirmed";
 
 /// Store failures.
@@ -102,7 +106,16 @@ impl Store {
                 .map_err(e)?
                 .map(|v| v.value())
                 .unwrap_or(1);
-            let mut len = events.len().map_err(e)?;
+            let confirmed = meta
+                .get(CONFIRMED)
+                .map_err(e)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            // Confirmed mode counts what awaits confirmation; ring mode what is held.
+            let mut len = match self.retention {
+                Retention::Confirmed => next.saturating_sub(1).saturating_sub(confirmed),
+                Retention::Ring => events.len().map_err(e)?,
+            };
             let mut refused_vm: Vec<&str> = Vec::new();
             for it in items {
                 if let Some(fid) = it.frame_id {
@@ -132,9 +145,13 @@ impl Store {
                 len += 1;
             }
             meta.insert(NEXT_SEQ, next).map_err(e)?;
-            if self.retention == Retention::Ring && len > self.capacity {
-                let cut = next.saturating_sub(self.capacity);
-                events.retain_in(..cut, |_, _| false).map_err(e)?;
+            let last = next - 1;
+            let cut = match self.retention {
+                Retention::Ring => last.saturating_sub(self.capacity),
+                Retention::Confirmed => confirmed.min(last.saturating_sub(REPLAY)),
+            };
+            if cut > 0 {
+                events.retain_in(..=cut, |_, _| false).map_err(e)?;
             }
         }
         w.commit().map_err(e)?;
@@ -157,21 +174,31 @@ impl Store {
         Ok(out)
     }
 
-    /// The control plane confirmed every event up to `seq`: drop them.
+    /// The control plane confirmed every event up to `seq` (capped at the last
+    /// assigned): they no longer count against the capacity, and beyond the replay
+    /// window they are dropped.
     pub fn confirm(&self, seq: u64) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(e)?;
         {
             let mut events = w.open_table(EVENTS).map_err(e)?;
-            events.retain_in(..=seq, |_, _| false).map_err(e)?;
             let mut meta = w.open_table(META).map_err(e)?;
-            let prev = meta
-                .get(CONFIRMED)
-                .map_err(e)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            meta.insert(CONFIRMED, prev.max(seq)).map_err(e)?;
+            let get = |m: &redb::Table<&str, u64>, k: &str| -> Result<u64, StoreError> {
+                Ok(m.get(k).map_err(e)?.map(|v| v.value()).unwrap_or(0))
+            };
+            let last = get(&meta, NEXT_SEQ)?.max(1) - 1;
+            let now = get(&meta, CONFIRMED)?.max(seq.min(last));
+            meta.insert(CONFIRMED, now).map_err(e)?;
+            let cut = now.min(last.saturating_sub(REPLAY));
+            if cut > 0 {
+                events.retain_in(..=cut, |_, _| false).map_err(e)?;
+            }
         }
         w.commit().map_err(e)
+    }
+
+    /// Events not yet confirmed (confirmed mode).
+    pub fn unconfirmed(&self) -> Result<u64, StoreError> {
+        Ok(self.last_seq()?.saturating_sub(self.confirmed()?))
     }
 
     /// The highest confirmed sequence number.
@@ -282,8 +309,11 @@ mod tests {
         let ev = s.events_after(2, 10).unwrap();
         assert_eq!(ev.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 4]);
         s.confirm(3).unwrap();
-        assert_eq!(s.events_after(0, 10).unwrap().len(), 1);
+        assert_eq!(s.events_after(0, 10).unwrap().len(), 4, "kept for replay");
         assert_eq!(s.confirmed().unwrap(), 3);
+        assert_eq!(s.unconfirmed().unwrap(), 1);
+        s.confirm(99).unwrap();
+        assert_eq!(s.confirmed().unwrap(), 4, "capped at the last assigned");
     }
 
     #[test]
@@ -319,6 +349,24 @@ mod tests {
             s.append(&[item("a", Some(3))]).unwrap(),
             vec![Appended::Stored(4)]
         );
+    }
+
+    #[test]
+    fn confirmed_events_leave_after_the_replay_window() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s.redb"), 1_000_000, Retention::Confirmed).unwrap();
+        let batch: Vec<Append> = (1..=REPLAY as u32 + 500)
+            .map(|i| item("a", Some(i)))
+            .collect();
+        s.append(&batch).unwrap();
+        assert_eq!(
+            s.outbox_len().unwrap(),
+            REPLAY + 500,
+            "nothing confirmed, nothing dropped"
+        );
+        s.confirm(300).unwrap();
+        assert_eq!(s.outbox_len().unwrap(), REPLAY + 200);
+        assert_eq!(s.events_after(0, 1).unwrap()[0].0, 301);
     }
 
     #[test]
