@@ -840,7 +840,7 @@ impl Manager {
             if w.write_all(&session.reconnected()).await.is_err() {
                 continue;
             }
-            let mut buf = vec![0u8; 256 * 1024];
+            let mut buf = vec![0u8; 32 * 1024];
             let ended = loop {
                 tokio::select! {
                     n = r.read(&mut buf) => {

@@ -22,6 +22,8 @@ const AGENT_HW: TableDefinition<&str, u32> = TableDefinition::new("agent_hw");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const NEXT_SEQ: &str = "next_seq";
+/// redb's page cache (its default grows to 1 GiB).
+const CACHE_BYTES: usize = 4 << 20;
 /// Confirmed events kept for WatchEvents replay (confirmed mode).
 pub const REPLAY: u64 = 10_000;
 const CONFIRMED: &str = "confirmed";
@@ -77,7 +79,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, capacity: u64, retention: Retention) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|x| e(format!("{}: {x}", path.display())))?;
+        // A small page cache: the store is written sequentially and read near its end.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|x| e(format!("{}: {x}", path.display())))?;
         let w = db.begin_write().map_err(e)?;
         {
             w.open_table(EVENTS).map_err(e)?;

@@ -1,7 +1,8 @@
 //! Workspace-level end-to-end tests (real QEMU, real images), in `tests/tests/`, and
 //! what they share: starting the `cocos-manager` binary and reading its ready line, a
-//! minimal HTTP/1.1 client, and a synthetic release for launches under the QEMU
-//! stand-in (`src/bin/fake-qemu.rs`).
+//! minimal HTTP/1.1 client, a synthetic release for launches under the QEMU stand-in
+//! (`src/bin/fake-qemu.rs`), building the default HAL image, and a test Computations
+//! server ([`cp`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -17,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod cp;
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,29 +31,30 @@ pub fn root() -> PathBuf {
 /// The `cocos-manager` binary of this profile, built once per test process.
 pub fn manager_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let release = profile_dir.ends_with("release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut c = Command::new(cargo);
-        c.current_dir(root()).args([
-            "build",
-            "-q",
-            "--locked",
-            "-p",
-            "cocos-manager",
-            "--bin",
-            "cocos-manager",
-        ]);
-        if release {
-            c.arg("--release");
-        }
-        let st = c.status().unwrap();
-        assert!(st.success(), "building cocos-manager failed");
-        profile_dir.join("cocos-manager")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("cocos-manager", "cocos-manager"))
+        .clone()
+}
+
+/// The `cocos-measure` binary of this profile, built once per test process.
+pub fn measure_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("cocos-measure", "cocos-measure"))
+        .clone()
+}
+
+/// Builds (if needed) a binary of another workspace package in this test's profile.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.current_dir(root())
+        .args(["build", "-q", "--locked", "-p", package, "--bin", bin]);
+    if profile_dir.ends_with("release") {
+        c.arg("--release");
+    }
+    assert!(c.status().unwrap().success(), "building {bin} failed");
+    profile_dir.join(bin)
 }
 
 /// A running manager; killed (SIGKILL) on drop.
@@ -262,4 +266,45 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Builds the default HAL image (hal/cocos.toml) into `out`, with SNP digests computed
+/// on the AmdSev OVMF build (scripts/build-ovmf.sh), which can measure kernels
+/// (Debian's OVMF cannot). The spec is copied beside a fresh (empty) lock so the
+/// current kernel package is resolved: the committed hal/cocos.lock may name a version
+/// the mirror has dropped since. Returns the spec's command line.
+pub fn build_default_image(out: &Path) -> String {
+    let root = root();
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    let spec_dir = tempfile::Builder::new()
+        .prefix("hal-test-spec")
+        .tempdir_in(root.join("target"))
+        .unwrap();
+    let amdsev = root.join("target/ovmf/out/OVMF.amdsev.fd");
+    assert!(
+        amdsev.is_file(),
+        "{} missing: run scripts/build-ovmf.sh",
+        amdsev.display()
+    );
+    let text = std::fs::read_to_string(root.join("hal/cocos.toml")).unwrap();
+    let text = text.replacen(
+        "[measurements.snp]\nfirmware = \"/usr/share/ovmf/OVMF.fd\"",
+        &format!("[measurements.snp]\nfirmware = \"{}\"", amdsev.display()),
+        1,
+    );
+    assert!(
+        text.contains("OVMF.amdsev.fd"),
+        "hal/cocos.toml's [measurements.snp] changed shape"
+    );
+    let spec_path = spec_dir.path().join("cocos.toml");
+    std::fs::write(&spec_path, text).unwrap();
+    let spec = cocos_hal::spec::Spec::load(&spec_path).unwrap();
+    let opts = cocos_hal::build::BuildOptions {
+        out: out.to_path_buf(),
+        cache: root.join("target/hal-cache"),
+        locked: false,
+        source_date_epoch: None,
+    };
+    cocos_hal::build::build(&spec, &opts).unwrap_or_else(|e| panic!("cocos-hal build: {e}"));
+    spec.cmdline.clone()
 }

@@ -1,11 +1,15 @@
-//! End to end: `cocos-hal build` the default image (hal/cocos.toml: Debian's kernel,
-//! busybox, the static agent), boot it under QEMU (TCG) with Debian's OVMF and direct
-//! kernel boot, with a virtio-serial port on a Unix socket, and check that the agent's
-//! boot event arrives within a bounded time with the computation id from the command
-//! line, TEE "none" and the kernel release from release.json, and that an attestation
-//! request gets an "unavailable" answer (no TEE here). Frames are acknowledged
-//! as the manager would, so the agent's outbox drains. QEMU is killed when the test
-//! ends, pass or fail.
+//! End to end, with one real boot: `cocos-hal build` the default image (hal/cocos.toml:
+//! Debian's kernel, busybox, the static agent) and check its SNP digests against
+//! sev-snp-measure; start `cocos-manager` on it (real QEMU under TCG, Debian's OVMF,
+//! virtio-serial agent channel, expected measurements as TDX) dialing a test
+//! Computations server; POST /run; then check that
+//! - the run response's expected measurement equals `cocos-measure tdx` for exactly
+//!   that firmware, kernel, initrd, command line and memory;
+//! - the agent's boot event (computation id, TEE "none", the kernel release from
+//!   release.json) and heartbeats arrive through WatchEvents and through the seed
+//!   protocol, each tagged with the computation id;
+//! - an attestation request gets an "unavailable" answer (no TEE here);
+//! - DELETE stops it and no QEMU process or per-VM file remains.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,226 +18,211 @@
     clippy::indexing_slicing
 )] // test crate
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cocos_proto::frame::{self, ack, Decoder, Origin, Record};
-use cocos_proto::messages::{
-    agent_message, manager_message, AgentMessage, AttestationRequest, ManagerMessage,
-};
-use prost::Message;
+use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
+use cocos_proto::grpc::{client_stream_message, AgentEvent, WatchReq};
+use cocos_tests::cp::{CpServer, Seen};
+use cocos_tests::{build_default_image, http, pids_of, root, wait_for, ManagerProc};
+use serde_json::Value;
 
-/// Kills QEMU when the test ends, whatever happens.
-struct Qemu(Child);
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+fn event_of(m: &cocos_proto::grpc::ClientStreamMessage) -> Option<&AgentEvent> {
+    match &m.message {
+        Some(client_stream_message::Message::AgentEvent(e)) => Some(e),
+        _ => None,
     }
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 #[test]
-fn default_image_boots_and_reports_its_boot_event() {
+fn default_image_runs_under_the_manager() {
     let root = root();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    // The spec is copied beside a fresh (empty) lock so this test resolves the current
-    // kernel package: the committed hal/cocos.lock may name a version the mirror has
-    // dropped since. The copy lives inside the workspace so `agent = "build"` finds it.
-    std::fs::create_dir_all(root.join("target")).unwrap();
-    let spec_dir = tempfile::Builder::new()
-        .prefix("hal-boot-test")
-        .tempdir_in(root.join("target"))
-        .unwrap();
-    let spec_path = spec_dir.path().join("cocos.toml");
-    // SNP digests are checked on the AmdSev build (scripts/build-ovmf.sh), which can
-    // measure kernels; Debian's OVMF cannot.
-    let amdsev = root.join("target/ovmf/out/OVMF.amdsev.fd");
-    assert!(
-        amdsev.is_file(),
-        "{} missing: run scripts/build-ovmf.sh",
-        amdsev.display()
-    );
-    let text = std::fs::read_to_string(root.join("hal/cocos.toml")).unwrap();
-    let text = text.replacen(
-        "[measurements.snp]\nfirmware = \"/usr/share/ovmf/OVMF.fd\"",
-        &format!("[measurements.snp]\nfirmware = \"{}\"", amdsev.display()),
-        1,
-    );
-    assert!(
-        text.contains("OVMF.amdsev.fd"),
-        "hal/cocos.toml's [measurements.snp] changed shape"
-    );
-    std::fs::write(&spec_path, text).unwrap();
-    let spec = cocos_hal::spec::Spec::load(&spec_path).unwrap();
-    let opts = cocos_hal::build::BuildOptions {
-        out: out.clone(),
-        cache: root.join("target/hal-cache"),
-        locked: false,
-        source_date_epoch: None,
-    };
-    cocos_hal::build::build(&spec, &opts).unwrap_or_else(|e| panic!("cocos-hal build: {e}"));
-    let release: serde_json::Value =
+    let cmdline = build_default_image(&out);
+    let release: Value =
         serde_json::from_slice(&std::fs::read(out.join("release.json")).unwrap()).unwrap();
     let kernel_release = release["kernel"]["release"].as_str().unwrap().to_owned();
-    let initrd = release["artifacts"][1]["path"].as_str().unwrap().to_owned();
+    let initrd = out.join(release["artifacts"][1]["path"].as_str().unwrap());
     check_snp_digests(
         &root,
         &release,
-        &amdsev,
+        &root.join("target/ovmf/out/OVMF.amdsev.fd"),
         &out.join("vmlinuz"),
-        &out.join(&initrd),
-        spec.cmdline.as_str(),
+        &initrd,
+        &cmdline,
     );
 
-    let sock = work.path().join("events.sock");
-    let id = format!("boot-test-{}", std::process::id());
-    let log = std::fs::File::create(work.path().join("console.log")).unwrap();
-    let _qemu = Qemu(
-        Command::new("qemu-system-x86_64")
-            .args([
-                "-accel",
-                "tcg",
-                "-machine",
-                "q35",
-                "-m",
-                "1024",
-                "-nographic",
-                "-no-reboot",
-            ])
-            .args(["-bios", "/usr/share/ovmf/OVMF.fd"])
-            .arg("-kernel")
-            .arg(out.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(out.join(&initrd))
-            .args([
-                "-append",
-                &format!("console=ttyS0 cocos.id={id} cocos.events=serial:cocos.events"),
-            ])
-            .args(["-device", "virtio-serial-pci"])
-            .args([
-                "-chardev",
-                &format!("socket,id=ev,path={},server=on,wait=off", sock.display()),
-            ])
-            .args(["-device", "virtserialport,chardev=ev,name=cocos.events"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("qemu-system-x86_64 missing: run scripts/setup.sh"),
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (_cp, cp_addr) = CpServer::start("127.0.0.1:0".parse().unwrap(), seen.clone(), None);
+    let state = work.path().join("state");
+    let m = ManagerProc::start(
+        &[
+            "--release",
+            out.join("release.json").to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--ovmf",
+            "/usr/share/ovmf/OVMF.fd",
+            "--accel",
+            "tcg",
+            "--memory",
+            "1G",
+            "--measure-as",
+            "tdx",
+            "--stop-timeout",
+            "2s",
+            "--grpc-url",
+            &format!("http://{cp_addr}"),
+        ],
+        &[],
+        &work.path().join("manager.log"),
     );
-
+    let id = format!("e2e-{}", std::process::id());
+    let (st, body) = http(
+        &m.http,
+        "POST",
+        "/run",
+        &format!(r#"{{"computation_id": "{id}"}}"#),
+    );
+    assert_eq!(st, 201, "{body}");
+    let run: Value = serde_json::from_str(&body).unwrap();
     let start = Instant::now();
-    let limit = Duration::from_secs(120);
-    let mut conn = loop {
-        match UnixStream::connect(&sock) {
-            Ok(c) => break c,
-            Err(_) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("QEMU's event socket never appeared: {e}"),
-        }
-    };
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut dec = Decoder::new(Origin::Agent);
-    let mut buf = [0u8; 65536];
-    let boot = 'outer: loop {
-        assert!(
-            start.elapsed() < limit,
-            "no boot event within {limit:?}; console:\n{}",
-            std::fs::read_to_string(work.path().join("console.log")).unwrap_or_default()
-        );
-        match conn.read(&mut buf) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(100)),
-            Ok(n) => dec.push(&buf[..n]),
-            Err(_) => continue,
-        }
-        while let Some(rec) = dec.next_record().unwrap() {
-            if let Record::Frame { id: fid, payload } = rec {
-                conn.write_all(&ack(fid)).unwrap();
-                let msg = AgentMessage::decode(payload.as_slice()).unwrap();
-                if let Some(agent_message::Message::AgentEvent(e)) = msg.message {
-                    if e.event_type == "boot" {
-                        break 'outer e;
-                    }
+    eprintln!("launch took {} ms", run["launch_ms"]);
+
+    // The expected measurement is cocos-measure's for exactly this tuple.
+    let exp = &run["expected_measurement"];
+    let cmd = run["cmdline"].as_str().unwrap();
+    assert!(cmd.contains(&format!("cocos.id={id}")), "{cmd}");
+    let measure = Command::new(cocos_tests::measure_bin())
+        .args([
+            "tdx",
+            "--firmware",
+            "/usr/share/ovmf/OVMF.fd",
+            "--memory",
+            "1G",
+            "--json",
+        ])
+        .arg("--kernel")
+        .arg(out.join("vmlinuz"))
+        .arg("--initrd")
+        .arg(&initrd)
+        .args(["--append", cmd])
+        .output()
+        .unwrap();
+    assert!(
+        measure.status.success(),
+        "{}",
+        String::from_utf8_lossy(&measure.stderr)
+    );
+    let want: Value = serde_json::from_slice(&measure.stdout).unwrap();
+    for k in ["mrtd", "rtmr0", "rtmr1", "rtmr2"] {
+        assert_eq!(exp[k], want[k], "{k}");
+    }
+    assert_eq!(exp["tee"], "tdx");
+
+    // WatchEvents: boot and a heartbeat, tagged with the computation id.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (boot, kinds) = rt.block_on(async {
+        let mut c = ManagerServiceClient::connect(format!("http://{}", m.grpc))
+            .await
+            .unwrap();
+        let mut s = c
+            .watch_events(WatchReq {
+                from_seq: 0,
+                computation_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut boot = None;
+        let mut kinds = Vec::new();
+        let limit = Duration::from_secs(180);
+        while !(boot.is_some() && kinds.iter().any(|k| k == "heartbeat")) {
+            let w = tokio::time::timeout(limit.saturating_sub(start.elapsed()), s.message())
+                .await
+                .unwrap_or_else(|_| panic!("no boot + heartbeat within {limit:?}: {kinds:?}"))
+                .unwrap()
+                .unwrap();
+            let e = event_of(w.message.as_ref().unwrap()).cloned();
+            if let Some(e) = e {
+                assert_eq!(e.computation_id, id);
+                if e.event_type == "boot" {
+                    boot = Some(e.clone());
                 }
+                kinds.push(e.event_type);
             }
         }
-    };
-    eprintln!("boot event after {:?}", start.elapsed());
-    assert_eq!(boot.computation_id, id);
+        (boot.unwrap(), kinds)
+    });
+    eprintln!(
+        "boot and first heartbeat after {:?}: {kinds:?}",
+        start.elapsed()
+    );
+    assert_eq!(kinds[0], "vm-provision");
     assert_eq!(boot.originator, "agent");
-    let details: serde_json::Value = serde_json::from_slice(&boot.details).unwrap();
+    let details: Value = serde_json::from_slice(&boot.details).unwrap();
     assert_eq!(details["tee"], "none");
     assert_eq!(details["kernel"], kernel_release.as_str());
-    assert!(details["cmdline"]
-        .as_str()
-        .unwrap()
-        .contains(&format!("cocos.id={id}")));
     assert_eq!(details["transport"], "serial:cocos.events");
+    assert!(
+        details["cmdline"].as_str().unwrap().starts_with(cmd),
+        "{details}"
+    );
 
-    // An attestation request off-hardware gets a plain "unavailable" answer, no report.
-    let req = ManagerMessage {
-        message: Some(manager_message::Message::AttestationRequest(
-            AttestationRequest {
-                nonce: b"nonce".to_vec(),
-            },
-        )),
-    };
-    conn.write_all(&frame::encode(frame::MANAGER_ID_BIT | 1, &req.encode_to_vec()).unwrap())
-        .unwrap();
-    let mut acked = false;
-    let att = 'att: loop {
-        assert!(
-            start.elapsed() < limit,
-            "no attestation event within {limit:?}"
-        );
-        match conn.read(&mut buf) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(100)),
-            Ok(n) => dec.push(&buf[..n]),
-            Err(_) => continue,
-        }
-        while let Some(rec) = dec.next_record().unwrap() {
-            match rec {
-                Record::Ack(i) => acked |= i == frame::MANAGER_ID_BIT | 1,
-                Record::Frame { id: fid, payload } => {
-                    conn.write_all(&ack(fid)).unwrap();
-                    if let Some(agent_message::Message::AgentEvent(e)) =
-                        AgentMessage::decode(payload.as_slice()).unwrap().message
-                    {
-                        if e.event_type == "attestation" {
-                            break 'att e;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    while !acked && start.elapsed() < limit {
-        if let Ok(n) = conn.read(&mut buf) {
-            dec.push(&buf[..n]);
-        }
-        while let Some(rec) = dec.next_record().unwrap() {
-            match rec {
-                Record::Ack(i) => acked |= i == frame::MANAGER_ID_BIT | 1,
-                Record::Frame { id: fid, .. } => conn.write_all(&ack(fid)).unwrap(),
-            }
-        }
-    }
-    assert!(acked, "the agent did not acknowledge the request frame");
-    assert_eq!(att.status, "unavailable");
-    let d: serde_json::Value = serde_json::from_slice(&att.details).unwrap();
-    assert_eq!(d["tee"], "none");
-    assert!(d.get("report").is_none());
+    // The same events reached the Computations server, confirmed by seq.
+    wait_for(
+        Duration::from_secs(30),
+        "boot and heartbeat upstream",
+        || {
+            let s = seen.lock().unwrap();
+            let ev: Vec<&AgentEvent> = s
+                .all
+                .iter()
+                .filter_map(event_of)
+                .filter(|e| e.computation_id == id)
+                .collect();
+            (ev.iter().any(|e| e.event_type == "boot")
+                && ev.iter().any(|e| e.event_type == "heartbeat"))
+            .then_some(())
+        },
+    );
+
+    // Attestation off-hardware: a plain "unavailable" answer, no report.
+    let (st, body) = http(
+        &m.http,
+        "POST",
+        &format!("/computations/{id}/attestation"),
+        r#"{"nonce": "6e6f6e6365"}"#,
+    );
+    assert_eq!(st, 202, "{body}");
+    let att = wait_for(Duration::from_secs(60), "the attestation event", || {
+        cocos_tests::events(&m.http, 0)
+            .into_iter()
+            .find(|e| e["computation_id"] == id.as_str() && e["event_type"] == "attestation")
+    });
+    assert_eq!(att["status"], "unavailable");
+    assert_eq!(att["details"]["tee"], "none");
+    assert!(att["details"].get("report").is_none());
+
+    // DELETE: stopped, no QEMU, no per-VM files.
+    let (st, body) = http(&m.http, "DELETE", &format!("/computations/{id}"), "");
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        pids_of("qemu-system-x86_64", state.to_str().unwrap()).is_empty(),
+        "QEMU left running"
+    );
+    assert!(
+        std::fs::read_dir(state.join("vms"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "per-VM files left"
+    );
 }
 
 /// release.json's SNP digests must equal sev-snp-measure 0.0.13's and cocos-measure's

@@ -17,138 +17,20 @@
 )] // test crate
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
-use cocos_proto::grpc::manager_service_server::{ManagerService, ManagerServiceServer};
 use cocos_proto::grpc::{
-    client_stream_message, server_stream_message, AttestationPolicyReq, AttestationPolicyRes,
-    ClientStreamMessage, ComputationRunReq, CreateReq, CreateRes, CvmInfoReq, CvmInfoRes, EventAck,
-    RemoveReq, ServerStreamMessage, StopComputation, SvmInfoReq, WatchEvent, WatchReq,
+    client_stream_message, server_stream_message, AttestationPolicyReq, ClientStreamMessage,
+    ComputationRunReq, ServerStreamMessage, StopComputation, SvmInfoReq, WatchEvent, WatchReq,
 };
+use cocos_tests::cp::{CpServer, Seen};
 use cocos_tests::{synthetic_release, wait_for, ManagerProc};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 const FAKE: &str = env!("CARGO_BIN_EXE_fake-qemu");
-
-type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// What the test Computations server saw, across restarts.
-#[derive(Default)]
-struct Seen {
-    /// Every message, in arrival order.
-    all: Vec<ClientStreamMessage>,
-    /// The downstream of the current stream.
-    down: Option<mpsc::Sender<ServerStreamMessage>>,
-    streams: usize,
-}
-
-#[derive(Clone)]
-struct Cp(Arc<Mutex<Seen>>);
-
-#[tonic::async_trait]
-impl ManagerService for Cp {
-    type ProcessStream = Boxed<ServerStreamMessage>;
-    type WatchEventsStream = Boxed<WatchEvent>;
-
-    async fn process(
-        &self,
-        req: Request<Streaming<ClientStreamMessage>>,
-    ) -> Result<Response<Self::ProcessStream>, Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(4096);
-        {
-            let mut s = self.0.lock().unwrap();
-            s.down = Some(tx.clone());
-            s.streams += 1;
-        }
-        let seen = self.0.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = inbound.message().await {
-                let seq = m.seq;
-                seen.lock().unwrap().all.push(m);
-                if seq > 0 {
-                    let ack = ServerStreamMessage {
-                        message: Some(server_stream_message::Message::EventAck(EventAck { seq })),
-                    };
-                    if tx.send(ack).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
-    }
-    async fn create_vm(&self, _: Request<CreateReq>) -> Result<Response<CreateRes>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    async fn remove_vm(&self, _: Request<RemoveReq>) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    async fn cvm_info(&self, _: Request<CvmInfoReq>) -> Result<Response<CvmInfoRes>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    async fn attestation_policy(
-        &self,
-        _: Request<AttestationPolicyReq>,
-    ) -> Result<Response<AttestationPolicyRes>, Status> {
-        Err(Status::unimplemented(""))
-    }
-    async fn watch_events(
-        &self,
-        _: Request<WatchReq>,
-    ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        Err(Status::unimplemented(""))
-    }
-}
-
-/// The server on its own runtime; dropping it kills every connection at once (a crash).
-struct CpServer {
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl CpServer {
-    fn start(
-        addr: SocketAddr,
-        seen: Arc<Mutex<Seen>>,
-        tls: Option<ServerTlsConfig>,
-    ) -> (Self, SocketAddr) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let l = rt.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
-        let bound = l.local_addr().unwrap();
-        rt.spawn(async move {
-            let mut b = Server::builder();
-            if let Some(t) = tls {
-                b = b.tls_config(t).unwrap();
-            }
-            b.add_service(ManagerServiceServer::new(Cp(seen)))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
-                .await
-                .unwrap();
-        });
-        (Self { rt: Some(rt) }, bound)
-    }
-}
-
-impl Drop for CpServer {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
-    }
-}
 
 fn send(seen: &Arc<Mutex<Seen>>, m: server_stream_message::Message) {
     let tx = wait_for(
