@@ -7,6 +7,7 @@
 //!    agent sends EVENTS heartbeats as fast as acks allow), and whether every one was
 //!    stored exactly once (per-VM heartbeat sequence 1..EVENTS);
 //! 3. the manager's RSS idle and with 100 VMs.
+//!
 //! Prints a JSON summary on stdout.
 
 #![allow(
