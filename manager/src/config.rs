@@ -96,7 +96,7 @@ pub struct Config {
     /// Largest vCPU count a run may ask for.
     #[arg(long, env = "MANAGER_QEMU_SMP_MAXCPUS", default_value_t = 64)]
     pub max_vcpus: u32,
-    /// QEMU CPU model.
+    /// QEMU CPU model (SEV-SNP guests use --snp-vcpu-type).
     #[arg(long, env = "MANAGER_QEMU_CPU", default_value = "max")]
     pub cpu: String,
     /// Acceleration.
@@ -216,6 +216,15 @@ impl Config {
             return Err("--max-vms must be at least 1".into());
         }
         cocos_measure::bzimage::parse_memory(&self.memory).map_err(|e| format!("--memory: {e}"))?;
+        if self.tee == TeeKind::Snp
+            && self.cpu != "max"
+            && !self.cpu.eq_ignore_ascii_case(&self.snp_vcpu_type)
+        {
+            return Err(format!(
+                "--cpu {} differs from --snp-vcpu-type {}: an SNP guest runs the vCPU type its measurement assumes (set --snp-vcpu-type)",
+                self.cpu, self.snp_vcpu_type
+            ));
+        }
         if self.tee != TeeKind::None && self.measure_as.is_some_and(|m| m != self.tee) {
             return Err(
                 "--measure-as differs from --tee: a TEE launch reports its own measurement".into(),

@@ -598,7 +598,7 @@ impl Manager {
                 AccelKind::Auto => Accel::Tcg,
             },
             cpus: vcpus,
-            cpu_model: self.cfg.cpu.clone(),
+            cpu_model: self.cpu_model(),
             memory_mib: self.cfg.memory_mib().map_err(ApiError::Internal)?,
             firmware: PathBuf::from("/dev/fd/5"),
             kernel: PathBuf::from("/dev/fd/3"),
@@ -699,6 +699,15 @@ impl Manager {
             vcpus,
             launch_ms,
         })
+    }
+
+    /// QEMU's -cpu: an SNP guest runs the vCPU type its measurement assumes.
+    fn cpu_model(&self) -> String {
+        if self.cfg.tee == TeeKind::Snp {
+            self.cfg.snp_vcpu_type.clone()
+        } else {
+            self.cfg.cpu.clone()
+        }
     }
 
     fn tee(&self) -> Tee {
@@ -813,6 +822,7 @@ impl Manager {
             }
             let stream = match tokio::net::UnixStream::connect(&sock).await {
                 Ok(s) => s,
+                Err(_) if !procs::is_same(vm.record.pid, vm.record.start_time) => return,
                 Err(_) => {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -1055,7 +1065,7 @@ impl Manager {
             "id": id,
             "ovmf_version": fw,
             "cpu_num": vm.record.vcpus,
-            "cpu_type": self.cfg.cpu,
+            "cpu_type": self.cpu_model(),
             "kernel_cmd": vm.record.cmdline,
             "eos_version": format!("{} {} (kernel {})", self.release.name, self.release.version, self.release.kernel_release),
         }))
