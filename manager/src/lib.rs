@@ -20,3 +20,4 @@ pub mod release;
 pub mod runtime;
 pub mod store;
 pub mod upstream;
+pub mod vsock;

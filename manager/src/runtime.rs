@@ -27,6 +27,10 @@ use crate::release::{self, Release};
 use crate::store::{Append, Appended, Retention, Store};
 use crate::{procs, qmp};
 
+/// An agent connection (Unix socket or vsock).
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
 /// Longest kernel command line (x86 COMMAND_LINE_SIZE).
 pub const MAX_CMDLINE: usize = 2048;
 /// Virtio-serial port name the agent looks for.
@@ -307,6 +311,7 @@ pub struct Manager {
     seq_rx: watch::Receiver<u64>,
     vms: Mutex<BTreeMap<String, Slot>>,
     vms_dir: PathBuf,
+    vsock: Arc<crate::vsock::Router>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -349,7 +354,15 @@ impl Manager {
         let metrics = Arc::new(Metrics::default());
         let (seq_tx, seq_rx) = watch::channel(store.last_seq()?);
         let writer = EventWriter::start(store.clone(), seq_tx, metrics.clone());
+        let vsock = Arc::new(crate::vsock::Router::default());
+        if cfg.transport == TransportKind::Vsock {
+            let l = crate::vsock::bind(cfg.vsock_port).map_err(|e| {
+                anyhow::anyhow!("vsock port {}: {e} (the vsock transport needs the host's vhost_vsock module; use --transport serial)", cfg.vsock_port)
+            })?;
+            tokio::spawn(crate::vsock::serve(l, vsock.clone()));
+        }
         let m = Arc::new(Self {
+            vsock,
             vms_dir: cfg.state_dir.join("vms"),
             cfg,
             release,
@@ -737,9 +750,10 @@ impl Manager {
         self.lock()
             .insert(vm.record.id.clone(), Slot::Running(vm.clone()));
         self.metrics.vms.set(self.list().len() as i64);
+        let vsock_rx = vm.record.cid.map(|cid| self.vsock.register(cid));
         let m = self.clone();
         tokio::spawn(async move {
-            let agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx));
+            let agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx, vsock_rx));
             let status = match child {
                 Some(mut c) => match c.wait().await {
                     Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
@@ -756,6 +770,10 @@ impl Manager {
                     json!({"note": "adopted process; exit status unknown"})
                 }
             };
+            // No more vsock connections for this VM (this also ends its wait for one).
+            if let Some(cid) = vm.record.cid {
+                m.vsock.unregister(cid);
+            }
             // Let the agent task read what QEMU's socket still holds, then stop it.
             if tokio::time::timeout(Duration::from_secs(2), async {
                 while !agent.is_finished() {
@@ -800,6 +818,9 @@ impl Manager {
                 tracing::warn!("cannot remove {}: {e}", vm.record.dir.display());
             }
         }
+        if let Some(cid) = vm.record.cid {
+            self.vsock.unregister(cid);
+        }
         if let Err(e) = self.store.delete_vm(id) {
             tracing::error!("{e}");
         }
@@ -809,44 +830,55 @@ impl Manager {
         tracing::info!(computation = id, "VM {st}");
     }
 
-    async fn agent_loop(self: Arc<Self>, vm: Arc<Vm>, mut attest_rx: mpsc::Receiver<Vec<u8>>) {
+    /// Waits for the VM's next agent connection: dial QEMU's virtio-serial socket, or
+    /// take the next vsock connection the listener routed here. None once QEMU is gone.
+    async fn next_connection(
+        vm: &Vm,
+        vsock_rx: &mut Option<mpsc::Receiver<tokio_vsock::VsockStream>>,
+        done: &mut watch::Receiver<bool>,
+    ) -> Option<Box<dyn Conn>> {
+        loop {
+            if *done.borrow() {
+                return None;
+            }
+            if let Some(rx) = vsock_rx.as_mut() {
+                tokio::select! {
+                    s = rx.recv() => return s.map(|s| Box::new(s) as Box<dyn Conn>),
+                    _ = done.changed() => return None,
+                }
+            }
+            let sock = vm.record.agent_socket();
+            match tokio::net::UnixStream::connect(&sock).await {
+                Ok(s) => {
+                    // QEMU creates its sockets with the umask's mode: make them private.
+                    for p in [sock, vm.record.qmp_socket()] {
+                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+                    }
+                    return Some(Box::new(s));
+                }
+                Err(_) if !procs::is_same(vm.record.pid, vm.record.start_time) => return None,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = done.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn agent_loop(
+        self: Arc<Self>,
+        vm: Arc<Vm>,
+        mut attest_rx: mpsc::Receiver<Vec<u8>>,
+        mut vsock_rx: Option<mpsc::Receiver<tokio_vsock::VsockStream>>,
+    ) {
         let id = vm.record.id.clone();
         let hw = self.store.agent_hw(&id).unwrap_or(0);
         let mut session = Session::new(&id, hw);
         let mut done = vm.done_tx.subscribe();
-        let sock = vm.record.agent_socket();
-        let mut connected_before = false;
-        loop {
-            if *done.borrow() {
-                return;
-            }
-            let stream = match tokio::net::UnixStream::connect(&sock).await {
-                Ok(s) => s,
-                Err(_) if !procs::is_same(vm.record.pid, vm.record.start_time) => return,
-                Err(_) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = done.changed() => return,
-                    }
-                    continue;
-                }
-            };
-            if let Ok(md) = std::fs::metadata(&sock) {
-                let mut p = md.permissions();
-                if p.mode() & 0o077 != 0 {
-                    p.set_mode(0o600);
-                    let _ = std::fs::set_permissions(&sock, p);
-                    let _ = std::fs::set_permissions(
-                        vm.record.qmp_socket(),
-                        std::fs::Permissions::from_mode(0o600),
-                    );
-                }
-            }
-            if connected_before {
-                tracing::debug!(computation = %id, "agent channel reconnected");
-            }
-            connected_before = true;
-            let (mut r, mut w) = stream.into_split();
+        while let Some(conn) = Self::next_connection(&vm, &mut vsock_rx, &mut done).await {
+            let (mut r, mut w) = tokio::io::split(conn);
             if w.write_all(&session.reconnected()).await.is_err() {
                 continue;
             }

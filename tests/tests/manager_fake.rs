@@ -373,3 +373,66 @@ fn bad_input_is_refused_and_nothing_launches() {
     assert_eq!(st, 400, "{resp}");
     assert!(resp.contains("limit is 2048"), "{resp}");
 }
+
+#[test]
+fn vsock_launches_get_distinct_cids() {
+    // No vhost-vsock here, so no agent can connect: this checks what the manager
+    // launches (argv, command line, CIDs) and that the listener binds.
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (release, fw) =
+        synthetic_release(&d.path().join("rel"), "console=ttyS0 cocos.events=serial:x");
+    let m = start(
+        &state,
+        &release,
+        &fw,
+        &["--transport", "vsock", "--vsock-port", "49152"],
+        &[],
+    );
+    let mut cids = Vec::new();
+    for i in 0..3 {
+        let (st, body) = http(
+            &m.http,
+            "POST",
+            "/run",
+            &format!(r#"{{"computation_id": "v{i}"}}"#),
+        );
+        assert_eq!(st, 201, "{body}");
+        let r: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            r["cmdline"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("cocos.id=v{i} cocos.events=vsock:2:49152")),
+            "{body}"
+        );
+        let argv = std::fs::read(format!("/proc/{}/cmdline", r["pid"])).unwrap();
+        let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+        let cid: u32 = argv
+            .split("guest-cid=")
+            .nth(1)
+            .and_then(|x| x.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(!argv.contains("virtserialport"), "{argv}");
+        cids.push(cid);
+    }
+    assert_eq!(cids, vec![3, 4, 5]);
+    assert_eq!(http(&m.http, "DELETE", "/computations/v1", "").0, 200);
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "v3"}"#);
+    assert_eq!(st, 201, "{body}");
+    let pid = serde_json::from_str::<Value>(&body).unwrap()["pid"].clone();
+    let argv = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(
+        argv.contains("guest-cid=4"),
+        "a freed CID is reused: {argv}"
+    );
+    for id in ["v0", "v2", "v3"] {
+        assert_eq!(
+            http(&m.http, "DELETE", &format!("/computations/{id}"), "").0,
+            200
+        );
+    }
+}
