@@ -137,6 +137,12 @@ pub struct Config {
     /// Vsock port the agent dials on the host (vsock transport).
     #[arg(long, env = "MANAGER_AGENT_VSOCK_PORT", default_value_t = 9997)]
     pub vsock_port: u32,
+    /// Guest port to forward from the host (e.g. 7002 for cocos' Go agent); none by default.
+    #[arg(long, env = "MANAGER_QEMU_GUEST_FWD_AGENT")]
+    pub agent_guest_port: Option<u16>,
+    /// Host ports (on 127.0.0.1) forwards are allocated from.
+    #[arg(long, env = "MANAGER_QEMU_HOST_FWD_RANGE", default_value = "6100-6200", value_parser = parse_range)]
+    pub host_fwd_range: (u16, u16),
     /// Most VMs at once.
     #[arg(long, env = "MANAGER_MAX_VMS", default_value_t = 10)]
     pub max_vms: usize,
@@ -164,6 +170,20 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
         None => s.parse(),
     };
     r.map_err(|_| format!("{s:?} is not a number (decimal or 0x-hex)"))
+}
+
+/// Parses a port range "LOW-HIGH".
+pub fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?}: expected a port range like 6100-6200");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// Parses durations like 500ms, 30s, 10m, 2h, 1d (a bare number is seconds).
@@ -259,6 +279,14 @@ mod tests {
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         for bad in ["", "s", "5x", "-1s", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("6100-6200").unwrap(), (6100, 6200));
+        for bad in ["", "6100", "6200-6100", "0-5", "a-b", "1-70000"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
         }
     }
 

@@ -86,7 +86,10 @@ impl ManagerService for Service {
         };
         let res = self.0.run(run).await?;
         Ok(Response::new(CreateRes {
-            forwarded_port: String::new(),
+            forwarded_port: res
+                .forwarded_port
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             cvm_id: res.computation_id,
             expected_measurement: res.expected_measurement.to_string(),
         }))

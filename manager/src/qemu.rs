@@ -83,6 +83,9 @@ pub struct VmSpec {
     pub tee: Tee,
     /// Agent channel.
     pub transport: AgentTransport,
+    /// Forward 127.0.0.1:host → guest port (user-mode network), for an agent that
+    /// serves on the network (cocos' Go agent listens on 7002).
+    pub forward: Option<(u16, u16)>,
     /// Serial console log file.
     pub console_log: PathBuf,
     /// QMP socket.
@@ -175,6 +178,14 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
             ]);
         }
     }
+    if let Some((host, guest)) = s.forward {
+        push(&[
+            "-netdev",
+            &format!("user,id=vmnic,hostfwd=tcp:127.0.0.1:{host}-:{guest}"),
+            "-device",
+            "virtio-net-pci,netdev=vmnic,romfile=",
+        ]);
+    }
     push(&[
         "-chardev",
         &format!("file,id=console0,path={}", p(&s.console_log)),
@@ -249,6 +260,7 @@ mod tests {
             cmdline: "console=ttyS0 cocos.id=c1 cocos.events=serial:cocos.events".into(),
             tee,
             transport,
+            forward: None,
             console_log: "/run/m/c1/console.log".into(),
             qmp_socket: "/run/m/c1/qmp.sock".into(),
         }
@@ -262,6 +274,20 @@ mod tests {
     }
 
     const TAIL: &str = "-chardev file,id=console0,path=/run/m/c1/console.log -serial chardev:console0 -qmp unix:/run/m/c1/qmp.sock,server=on,wait=off";
+
+    #[test]
+    fn port_forward_binds_loopback_only() {
+        let mut s = base(Tee::None, Accel::Tcg, serial());
+        s.forward = Some((6100, 7002));
+        let a = argv(&s).join(" ");
+        assert!(
+            a.contains("-netdev user,id=vmnic,hostfwd=tcp:127.0.0.1:6100-:7002 -device virtio-net-pci,netdev=vmnic,romfile= -chardev file,id=console0"),
+            "{a}"
+        );
+        assert!(!argv(&base(Tee::None, Accel::Tcg, serial()))
+            .join(" ")
+            .contains("-netdev"));
+    }
 
     #[test]
     fn plain_tcg_with_virtio_serial() {

@@ -67,6 +67,8 @@ pub struct RunResult {
     pub vcpus: u32,
     /// Request to QEMU spawned, milliseconds.
     pub launch_ms: f64,
+    /// Host port (127.0.0.1) forwarded to the guest's agent port, if forwarding is on.
+    pub forwarded_port: Option<u16>,
 }
 
 /// Why a request failed; each maps to an HTTP status and a gRPC code.
@@ -115,6 +117,9 @@ pub struct VmRecord {
     pub tee: TeeKind,
     /// vsock CID, if any.
     pub cid: Option<u32>,
+    /// Forwarded host port, if any.
+    #[serde(default)]
+    pub forwarded_port: Option<u16>,
     /// Created, ms since the epoch.
     pub created_ms: u64,
     /// TTL deadline, ms since the epoch.
@@ -147,7 +152,7 @@ pub struct Vm {
 
 #[derive(Debug)]
 enum Slot {
-    Launching { cid: Option<u32> },
+    Launching { cid: Option<u32>, port: Option<u16> },
     Running(Arc<Vm>),
 }
 
@@ -535,16 +540,42 @@ impl Manager {
                 let used: Vec<u32> = vms
                     .values()
                     .filter_map(|s| match s {
-                        Slot::Launching { cid } => *cid,
+                        Slot::Launching { cid, .. } => *cid,
                         Slot::Running(v) => v.record.cid,
                     })
                     .collect();
                 (3u32..).find(|c| !used.contains(c)).unwrap_or(3)
             });
-            vms.insert(id.clone(), Slot::Launching { cid });
-            cid
+            let port = match self.cfg.agent_guest_port {
+                None => None,
+                Some(_) => {
+                    let used: Vec<u16> = vms
+                        .values()
+                        .filter_map(|s| match s {
+                            Slot::Launching { port, .. } => *port,
+                            Slot::Running(v) => v.record.forwarded_port,
+                        })
+                        .collect();
+                    let (lo, hi) = self.cfg.host_fwd_range;
+                    // Skip ports another VM holds or another process listens on.
+                    let free = (lo..=hi).find(|p| {
+                        !used.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                    });
+                    match free {
+                        Some(p) => Some(p),
+                        None => {
+                            return Err(ApiError::Capacity(format!(
+                                "no free host port in MANAGER_QEMU_HOST_FWD_RANGE {lo}-{hi}"
+                            )))
+                        }
+                    }
+                }
+            };
+            vms.insert(id.clone(), Slot::Launching { cid, port });
+            (cid, port)
         };
-        let r = self.launch(&id, vcpus, ttl, cid, t0).await;
+        let (cid, port) = cid;
+        let r = self.launch(&id, vcpus, ttl, cid, port, t0).await;
         if r.is_err() {
             self.lock().remove(&id);
         }
@@ -557,6 +588,7 @@ impl Manager {
         vcpus: u32,
         ttl: Option<Duration>,
         cid: Option<u32>,
+        port: Option<u16>,
         t0: Instant,
     ) -> Result<RunResult, ApiError> {
         let cmdline = self.cmdline_for(id, cid)?;
@@ -625,6 +657,7 @@ impl Manager {
                     name: SERIAL_PORT.into(),
                 },
             },
+            forward: port.zip(self.cfg.agent_guest_port),
             console_log: dir.join("console.log"),
             qmp_socket: dir.join("qmp.sock"),
         };
@@ -684,6 +717,7 @@ impl Manager {
             cmdline: cmdline.clone(),
             tee: self.cfg.tee,
             cid,
+            forwarded_port: port,
             created_ms,
             deadline_ms: ttl.map(|t| created_ms.saturating_add(t.as_millis() as u64)),
             expected: expected.clone(),
@@ -711,6 +745,7 @@ impl Manager {
             cmdline,
             vcpus,
             launch_ms,
+            forwarded_port: port,
         })
     }
 
@@ -1122,6 +1157,7 @@ impl Manager {
             "computation_id": r.id, "pid": r.pid, "vcpus": r.vcpus, "memory_mib": r.memory_mib,
             "cmdline": r.cmdline, "tee": r.tee, "created_ms": r.created_ms, "deadline_ms": r.deadline_ms,
             "expected_measurement": r.expected, "launch_ms": r.launch_ms,
+            "forwarded_port": r.forwarded_port,
             "stopping": vm.stopping.load(Ordering::SeqCst),
         })
     }

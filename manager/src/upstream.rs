@@ -218,7 +218,7 @@ fn spawn_run(mgr: &Arc<Manager>, tx: &mpsc::Sender<ClientStreamMessage>, r: Comp
         };
         let res = match mgr.run(req).await {
             Ok(x) => RunResponse {
-                agent_port: String::new(),
+                agent_port: x.forwarded_port.map(|p| p.to_string()).unwrap_or_default(),
                 computation_id: x.computation_id,
                 expected_measurement: x.expected_measurement.to_string(),
                 error: String::new(),

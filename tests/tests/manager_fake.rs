@@ -436,3 +436,61 @@ fn vsock_launches_get_distinct_cids() {
         );
     }
 }
+
+#[test]
+fn port_forwards_bind_loopback_and_skip_taken_ports() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    // A range of three ports whose first is taken by someone else.
+    let (taken, lo) = loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && (1..=2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break (l, p);
+        }
+    };
+    let range = format!("{lo}-{}", lo + 2);
+    let m = start(
+        &state,
+        &release,
+        &fw,
+        &["--agent-guest-port", "7002", "--host-fwd-range", &range],
+        &[],
+    );
+    let mut ports = Vec::new();
+    for i in 0..2 {
+        let (st, body) = http(
+            &m.http,
+            "POST",
+            "/run",
+            &format!(r#"{{"computation_id": "p{i}"}}"#),
+        );
+        assert_eq!(st, 201, "{body}");
+        let r: Value = serde_json::from_str(&body).unwrap();
+        let port = r["forwarded_port"].as_u64().unwrap();
+        let argv =
+            String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/cmdline", r["pid"])).unwrap())
+                .replace('\0', " ");
+        assert!(
+            argv.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:7002")),
+            "{argv}"
+        );
+        ports.push(port as u16);
+    }
+    assert_eq!(
+        ports,
+        vec![lo + 1, lo + 2],
+        "the taken port is skipped, no port twice"
+    );
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "p2"}"#);
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("no free host port"), "{body}");
+    drop(taken);
+    for id in ["p0", "p1"] {
+        assert_eq!(
+            http(&m.http, "DELETE", &format!("/computations/{id}"), "").0,
+            200
+        );
+    }
+}
