@@ -109,9 +109,10 @@ pub fn manifest(
     modules: &[Module],
     compression: Compression,
     mtime: u32,
-    kernel: &[u8],
+    kernel: (&str, &[u8]),
     initrd: (&str, &[u8]),
 ) -> Result<Value, BuildError> {
+    let (kernel_name, kernel) = kernel;
     let (initrd_name, initrd_bytes) = initrd;
     Ok(json!({
         "name": spec.name,
@@ -121,8 +122,8 @@ pub fn manifest(
         "initramfs": {"compression": compression, "mtime": mtime},
         "modules": modules.iter().map(|m| &m.name).collect::<Vec<_>>(),
         "artifacts": [
-            {"path": "vmlinuz", "size": kernel.len(), "sha256": sha256_hex(kernel)},
-            {"path": initrd_name, "size": initrd_bytes.len(), "sha256": sha256_hex(initrd_bytes)},
+            {"kind": "kernel", "path": kernel_name, "size": kernel.len(), "sha256": sha256_hex(kernel)},
+            {"kind": "initrd", "path": initrd_name, "size": initrd_bytes.len(), "sha256": sha256_hex(initrd_bytes)},
         ],
         "measurements": {"snp": snp(spec, kernel, initrd_bytes)?, "tdx": tdx(spec, kernel, initrd_bytes)?},
     }))

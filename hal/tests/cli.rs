@@ -96,3 +96,80 @@ fn bad_input() {
         );
     }
 }
+
+/// `cocos-hal release`: release.json for files built elsewhere (buildroot's bzImage and
+/// rootfs.cpio.gz), with kinds, names, hashes and the kernel release from the header.
+#[test]
+fn release_for_external_files() {
+    let kernel = std::fs::read_dir("/boot")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("vmlinuz-")
+        })
+        .expect("a Debian kernel in /boot: run scripts/setup.sh");
+    let d = tempfile::tempdir().unwrap();
+    let bz = d.path().join("bzImage");
+    std::fs::copy(&kernel, &bz).unwrap();
+    let initrd = image(d.path(), "rootfs.cpio.gz", b"hi", Compression::Gzip);
+    let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cocos.toml");
+    let out = d.path().join("release.json");
+    let o = run(&[
+        "release",
+        "--spec",
+        s(&spec),
+        "--kernel",
+        s(&bz),
+        "--initrd",
+        s(&initrd),
+        "--out",
+        s(&out),
+        "--built-by",
+        "buildroot",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["artifacts"][0]["kind"], "kernel");
+    assert_eq!(v["artifacts"][0]["path"], "bzImage");
+    assert_eq!(v["artifacts"][1]["kind"], "initrd");
+    assert_eq!(v["artifacts"][1]["path"], "rootfs.cpio.gz");
+    assert_eq!(v["initramfs"]["compression"], "gzip");
+    assert_eq!(v["kernel"]["source"]["built_by"], "buildroot");
+    let release = kernel
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    assert_eq!(v["kernel"]["release"], release.as_str());
+    assert!(
+        v["measurements"]["tdx"]["launches"][0]["mrtd"].is_string(),
+        "{}",
+        v["measurements"]
+    );
+    // Files outside release.json's directory are refused.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "release",
+        "--spec",
+        s(&spec),
+        "--kernel",
+        s(&bz),
+        "--initrd",
+        s(&initrd),
+        "--out",
+        s(&elsewhere.path().join("r.json")),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("must be in"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -157,18 +157,23 @@ impl Release {
                 path: abs,
                 sha256: sha,
             };
-            let slot = if rel == "vmlinuz" {
-                &mut kernel
-            } else {
-                &mut initrd
+            // "kind" (cocos-hal writes it); older manifests: "vmlinuz" is the kernel.
+            let is_kernel = match a.get("kind").and_then(Value::as_str) {
+                Some("kernel") => true,
+                Some("initrd") => false,
+                Some(k) => return Err(invalid(format!("artifact {rel:?}: unknown kind {k:?}"))),
+                None => rel == "vmlinuz",
             };
+            let slot = if is_kernel { &mut kernel } else { &mut initrd };
             if slot.replace(art).is_some() {
                 return Err(invalid(
-                    "expected exactly two artifacts, \"vmlinuz\" and one initramfs".into(),
+                    "expected exactly two artifacts, a kernel and an initramfs".into(),
                 ));
             }
         }
-        let kernel = kernel.ok_or_else(|| invalid("no \"vmlinuz\" artifact".into()))?;
+        let kernel = kernel.ok_or_else(|| {
+            invalid("no kernel artifact (kind \"kernel\", or path \"vmlinuz\")".into())
+        })?;
         let initrd = initrd.ok_or_else(|| invalid("no initramfs artifact".into()))?;
         let mut firmware = Vec::new();
         for tee in ["snp", "tdx"] {

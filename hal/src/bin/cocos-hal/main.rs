@@ -1,5 +1,6 @@
 //! `cocos-hal`: the command line over the `cocos_hal` library: `build` (kernel +
-//! initramfs + release.json from a spec), `lock` (pin the spec's kernel package), and
+//! initramfs + release.json from a spec), `release` (release.json for a kernel and
+//! initramfs built elsewhere), `lock` (pin the spec's kernel package), and
 //! `inspect` (list an initramfs or diff two). Errors are one line on stderr with exit
 //! code 2; `inspect A B` exits 1 when the images differ, like diff(1).
 
@@ -54,6 +55,26 @@ enum Cmd {
         /// Download cache for kernel packages
         #[arg(long, default_value = "target/hal-cache")]
         cache: PathBuf,
+    },
+    /// Write release.json for a kernel and initramfs built elsewhere (e.g. by buildroot:
+    /// board/cocos/post-image.sh), with the spec's command line and measurement matrix;
+    /// both files must be in the directory of --out
+    Release {
+        /// The image spec (command line, measurements)
+        #[arg(long, default_value = "hal/cocos.toml")]
+        spec: PathBuf,
+        /// The bzImage
+        #[arg(long)]
+        kernel: PathBuf,
+        /// The initramfs (gzip, zstd, xz or uncompressed newc cpio)
+        #[arg(long)]
+        initrd: PathBuf,
+        /// Where to write release.json
+        #[arg(long)]
+        out: PathBuf,
+        /// What built the files (recorded as the kernel's source)
+        #[arg(long, default_value = "external")]
+        built_by: String,
     },
     /// List an initramfs (path, type, mode, size, SHA-256), or diff two field by field
     Inspect {
@@ -145,6 +166,74 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 }
                 writeln!(out, "{}/release.json", r.out.display())?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Release {
+            spec,
+            kernel,
+            initrd,
+            out: dest,
+            built_by,
+        } => {
+            let spec = Spec::load(&spec)?;
+            let dir = dest
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("{}", dir.display()))?;
+            let name_in_dir = |p: &Path| -> Result<String> {
+                let c = p
+                    .canonicalize()
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                if c.parent() != Some(dir.as_path()) {
+                    anyhow::bail!(
+                        "{} must be in {} (release.json names files beside it)",
+                        p.display(),
+                        dir.display()
+                    );
+                }
+                Ok(c.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned())
+            };
+            let (kname, iname) = (name_in_dir(&kernel)?, name_in_dir(&initrd)?);
+            let kbytes = std::fs::read(&kernel)
+                .with_context(|| format!("cannot read {}", kernel.display()))?;
+            let ibytes = std::fs::read(&initrd)
+                .with_context(|| format!("cannot read {}", initrd.display()))?;
+            let release = kernel::kernel_release(&kbytes).with_context(|| {
+                format!("{}: not a bzImage with a version string", kernel.display())
+            })?;
+            let compression = cocos_hal::compress::detect(&ibytes);
+            let mtime = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let k = kernel::ResolvedKernel {
+                image: kernel.clone(),
+                modules_dir: None,
+                release,
+                source: serde_json::json!({"built_by": built_by}),
+            };
+            let v = cocos_hal::release::manifest(
+                &spec,
+                &k,
+                &[],
+                compression,
+                mtime,
+                (&kname, &kbytes),
+                (&iname, &ibytes),
+            )?;
+            let text = serde_json::to_string_pretty(&v)? + "\n";
+            let tmp = dest.with_extension("json.tmp");
+            std::fs::write(&tmp, &text)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &dest)
+                .with_context(|| format!("cannot write {}", dest.display()))?;
+            writeln!(out, "{}", dest.display())?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Lock { spec, cache } => {
