@@ -12,7 +12,8 @@ SUDO=()
 if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 
 PKGS=(ovmf qemu-system-x86 busybox-static linux-image-amd64 python3 python3-venv
-      hyperfine shellcheck openssl cpio libssl-dev pkg-config kmod git curl)
+      hyperfine shellcheck openssl cpio libssl-dev pkg-config kmod git curl
+      make gcc flex bison xz-utils)
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
