@@ -193,11 +193,22 @@ fn fragment_survives_kconfig() {
     if !src.join("Kconfig").is_file() {
         std::fs::create_dir_all(&cache).unwrap();
         let dl = tempfile::tempdir_in(&cache).unwrap();
-        sh(Command::new("apt-get").current_dir(dl.path()).args([
-            "download",
-            "-q",
-            &format!("linux-source-{series}"),
-        ]));
+        let pkg = format!("linux-source-{series}");
+        let fetch = || {
+            Command::new("apt-get")
+                .current_dir(dl.path())
+                .args(["download", "-q", &pkg])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Stale package lists name versions the mirror has dropped: refresh once.
+        if !fetch() {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+            assert!(
+                fetch(),
+                "apt-get download {pkg} failed (Debian mirror unreachable?)"
+            );
+        }
         let deb = std::fs::read_dir(dl.path())
             .unwrap()
             .flatten()
