@@ -181,24 +181,14 @@ impl Expected {
                     &opts,
                 )
                 .map_err(err)?;
-                let reg = |i: usize| m.rtmr.get(i).copied().flatten().map(hex::encode);
-                let unavailable: serde_json::Map<String, Value> = m
-                    .unavailable
-                    .iter()
-                    .map(|(i, why)| (format!("rtmr{i}"), Value::String(why.clone())))
-                    .collect();
-                Ok(json!({
-                    "tee": "tdx",
-                    "mrtd": hex::encode(m.mrtd),
-                    "rtmr0": reg(0),
-                    "rtmr1": reg(1),
-                    "rtmr2": reg(2),
-                    "unavailable": unavailable,
-                    "notes": m.notes,
-                    "memory": memory,
-                    "vcpus": vcpus,
-                    "cmdline": cmdline,
-                }))
+                let mut v = m.registers_json();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("tee".into(), json!("tdx"));
+                    o.insert("memory".into(), json!(memory));
+                    o.insert("vcpus".into(), json!(vcpus));
+                    o.insert("cmdline".into(), json!(cmdline));
+                }
+                Ok(v)
             }
         }
     }

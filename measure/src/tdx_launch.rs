@@ -298,6 +298,27 @@ pub struct TdxMeasurement {
     pub notes: Vec<String>,
 }
 
+impl TdxMeasurement {
+    /// The registers as JSON: `mrtd`, `rtmr0`–`rtmr2` (hex, or null when not
+    /// computed), `unavailable` (register → why) and `notes`.
+    pub fn registers_json(&self) -> serde_json::Value {
+        let reg = |i: usize| self.rtmr.get(i).copied().flatten().map(hex::encode);
+        let unavailable: serde_json::Map<String, serde_json::Value> = self
+            .unavailable
+            .iter()
+            .map(|(i, why)| (format!("rtmr{i}"), serde_json::Value::String(why.clone())))
+            .collect();
+        serde_json::json!({
+            "mrtd": hex::encode(self.mrtd),
+            "rtmr0": reg(0),
+            "rtmr1": reg(1),
+            "rtmr2": reg(2),
+            "unavailable": unavailable,
+            "notes": self.notes,
+        })
+    }
+}
+
 /// Computes MRTD and whichever RTMRs the inputs allow.
 pub fn measure(
     fw: &TdxFirmware,

@@ -73,7 +73,7 @@ pub struct ManagerProc {
 impl ManagerProc {
     /// Starts the manager with `args` (plus `--http/--grpc-listen 127.0.0.1:0`), waits
     /// for its ready line.
-    pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], log: &Path) -> Self {
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -205,6 +205,36 @@ fn sha256_hex(b: &[u8]) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// The manager's arguments for launching `release` with `qemu` (the QEMU stand-in):
+/// state in `state`, firmware `fw`, TCG, 1 s stop timeout, plus `extra`.
+pub fn manager_args(
+    release: &Path,
+    state: &Path,
+    fw: &Path,
+    qemu: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--release",
+        release.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--qemu-bin",
+        qemu,
+        "--ovmf",
+        fw.to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--stop-timeout",
+        "1s",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    a.extend(extra.iter().map(|s| (*s).to_owned()));
+    a
 }
 
 /// Writes a release (random kernel/initrd/firmware bytes; measure target none) into

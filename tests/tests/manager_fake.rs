@@ -13,7 +13,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cocos_tests::{events, http, pids_of, pids_with, synthetic_release, wait_for, ManagerProc};
+use cocos_tests::{
+    events, http, manager_args, pids_of, pids_with, synthetic_release, wait_for, ManagerProc,
+};
 use serde_json::Value;
 
 const FAKE: &str = env!("CARGO_BIN_EXE_fake-qemu");
@@ -25,26 +27,16 @@ fn start(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> ManagerProc {
-    let mut args = vec![
-        "--release",
-        release.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--qemu-bin",
-        FAKE,
-        "--ovmf",
-        fw.to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--stop-timeout",
-        "1s",
-        "--max-vms",
-        "3",
-        "--max-vcpus",
-        "8",
-    ];
-    args.extend_from_slice(extra);
+    let mut more = vec!["--max-vms", "3", "--max-vcpus", "8"];
+    more.extend_from_slice(extra);
+    let args = manager_args(release, state, fw, FAKE, &more);
     ManagerProc::start(&args, env, &state.join("manager.log"))
+}
+
+/// A process's argv, space-separated.
+fn argv_of(pid: &Value) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ")
 }
 
 fn heartbeat_seqs(ev: &[Value], id: &str) -> Vec<u64> {
@@ -406,8 +398,7 @@ fn vsock_launches_get_distinct_cids() {
                 .ends_with(&format!("cocos.id=v{i} cocos.events=vsock:2:49152")),
             "{body}"
         );
-        let argv = std::fs::read(format!("/proc/{}/cmdline", r["pid"])).unwrap();
-        let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+        let argv = argv_of(&r["pid"]);
         let cid: u32 = argv
             .split("guest-cid=")
             .nth(1)
@@ -423,8 +414,7 @@ fn vsock_launches_get_distinct_cids() {
     let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "v3"}"#);
     assert_eq!(st, 201, "{body}");
     let pid = serde_json::from_str::<Value>(&body).unwrap()["pid"].clone();
-    let argv = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
-        .replace('\0', " ");
+    let argv = argv_of(&pid);
     assert!(
         argv.contains("guest-cid=4"),
         "a freed CID is reused: {argv}"
@@ -469,9 +459,7 @@ fn port_forwards_bind_loopback_and_skip_taken_ports() {
         assert_eq!(st, 201, "{body}");
         let r: Value = serde_json::from_str(&body).unwrap();
         let port = r["forwarded_port"].as_u64().unwrap();
-        let argv =
-            String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/cmdline", r["pid"])).unwrap())
-                .replace('\0', " ");
+        let argv = argv_of(&r["pid"]);
         assert!(
             argv.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:7002")),
             "{argv}"

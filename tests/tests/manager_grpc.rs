@@ -13,7 +13,7 @@
 
 use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
 use cocos_proto::grpc::{AttestationPolicyReq, CreateReq, CreateRes, CvmInfoReq, RemoveReq};
-use cocos_tests::{pids_of, synthetic_release, ManagerProc};
+use cocos_tests::{manager_args, pids_of, synthetic_release, ManagerProc};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::Code;
 
@@ -34,26 +34,9 @@ fn cocos_unary_api_and_malformed_requests() {
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state");
     let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
-    let m = ManagerProc::start(
-        &[
-            "--release",
-            release.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--qemu-bin",
-            FAKE,
-            "--ovmf",
-            fw.to_str().unwrap(),
-            "--accel",
-            "tcg",
-            "--stop-timeout",
-            "1s",
-            "--max-vcpus",
-            "4",
-        ],
-        &[],
-        &state.join("manager.log"),
-    );
+    let args = manager_args(&release, &state, &fw, FAKE, &["--max-vcpus", "4"]);
+    let m = ManagerProc::start(&args, &[], &state.join("manager.log"));
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

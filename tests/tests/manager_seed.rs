@@ -27,7 +27,7 @@ use cocos_proto::grpc::{
     ComputationRunReq, ServerStreamMessage, StopComputation, SvmInfoReq, WatchEvent, WatchReq,
 };
 use cocos_tests::cp::{CpServer, Seen};
-use cocos_tests::{synthetic_release, wait_for, ManagerProc};
+use cocos_tests::{manager_args, synthetic_release, wait_for, ManagerProc};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 const FAKE: &str = env!("CARGO_BIN_EXE_fake-qemu");
@@ -86,23 +86,9 @@ fn heartbeats(events: &BTreeMap<u64, ClientStreamMessage>, id: &str) -> Vec<u64>
 
 fn manager(state: &Path, url: &str, extra: &[&str]) -> ManagerProc {
     let (release, fw) = synthetic_release(&state.join("rel"), "console=ttyS0");
-    let mut args = vec![
-        "--release",
-        release.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--qemu-bin",
-        FAKE,
-        "--ovmf",
-        fw.to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--stop-timeout",
-        "1s",
-        "--grpc-url",
-        url,
-    ];
-    args.extend_from_slice(extra);
+    let mut more = vec!["--grpc-url", url];
+    more.extend_from_slice(extra);
+    let args = manager_args(&release, state, &fw, FAKE, &more);
     ManagerProc::start(
         &args,
         &[("FAKE_QEMU_RATE", "100")],

@@ -291,19 +291,8 @@ fn to_json(
     initrd: Option<&TdxInitrd>,
     fw_size: usize,
 ) -> Value {
-    let reg = |i: usize| m.rtmr.get(i).copied().flatten().map(hex::encode);
-    let unavailable: serde_json::Map<String, Value> = m
-        .unavailable
-        .iter()
-        .map(|(i, why)| (format!("rtmr{i}"), Value::String(why.clone())))
-        .collect();
-    json!({
-        "mrtd": hex::encode(m.mrtd),
-        "rtmr0": reg(0),
-        "rtmr1": reg(1),
-        "rtmr2": reg(2),
-        "unavailable": unavailable,
-        "notes": m.notes,
+    let mut v = m.registers_json();
+    let rest = json!({
         "events": m.events.iter().map(|e| json!({
             "rtmr": e.rtmr,
             "event_type": e.event_type.name(),
@@ -329,5 +318,9 @@ fn to_json(
             "initrd_option": opts.initrd_option,
             "stub_measures": opts.stub_measures,
         },
-    })
+    });
+    if let (Some(o), Value::Object(r)) = (v.as_object_mut(), rest) {
+        o.extend(r);
+    }
+    v
 }
