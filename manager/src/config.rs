@@ -29,6 +29,16 @@ pub enum TransportKind {
     Vsock,
 }
 
+/// When an event sent to the control plane counts as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfirmMode {
+    /// When the server confirms it with EventAck (at-least-once; the server dedupes by seq).
+    Ack,
+    /// When it was handed to the gRPC stream (for Computations servers that predate
+    /// EventAck; events in flight when the connection breaks are lost).
+    Sent,
+}
+
 /// Acceleration choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AccelKind {
@@ -64,6 +74,9 @@ pub struct Config {
     /// Seed protocol: the Computations server to dial (ManagerService.Process), e.g. https://cp:7001.
     #[arg(long, env = "MANAGER_GRPC_URL")]
     pub grpc_url: Option<String>,
+    /// When an event counts as delivered to the Computations server.
+    #[arg(long, env = "MANAGER_GRPC_CONFIRM", value_enum, default_value_t = ConfirmMode::Ack)]
+    pub grpc_confirm: ConfirmMode,
     /// CA certificate(s) (PEM) that signed the Computations server's certificate (TLS).
     #[arg(long, env = "MANAGER_GRPC_SERVER_CA_CERTS")]
     pub grpc_server_ca: Option<PathBuf>,

@@ -7,7 +7,9 @@
 //! `EventAck{seq}` (cumulative). A successful stream write is not one: it only means
 //! the bytes reached a transport buffer. After a reconnect, everything after the last
 //! confirmation is sent again, so the server may see a sequence number twice and must
-//! treat events idempotently by `seq`. TLS when the URL is https (server CA from
+//! treat events idempotently by `seq`. For servers that predate EventAck,
+//! `--grpc-confirm sent` counts an event delivered once it is handed to the stream
+//! (at-most-once: what is in flight when the connection breaks is lost). TLS when the URL is https (server CA from
 //! MANAGER_GRPC_SERVER_CA_CERTS), mTLS when a client certificate and key are given.
 //! Reconnects back off from 250 ms to 5 s.
 
@@ -25,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::config::Config;
+use crate::config::{Config, ConfirmMode};
 use crate::runtime::{Manager, RunRequest};
 
 /// Builds the TLS settings from the configuration (None for plain http://).
@@ -249,13 +251,21 @@ async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
         };
         let n = batch.len();
         for (s, bytes) in batch {
-            cursor = s;
             let Ok(mut m) = ClientStreamMessage::decode(bytes.as_slice()) else {
+                cursor = s;
                 continue;
             };
             m.seq = s;
             if tx.send(m).await.is_err() {
                 return;
+            }
+            cursor = s;
+        }
+        if n > 0 && mgr.config().grpc_confirm == ConfirmMode::Sent {
+            let store = mgr.store().clone();
+            let before = store.confirmed().unwrap_or(0);
+            if let Ok(Ok(())) = tokio::task::spawn_blocking(move || store.confirm(cursor)).await {
+                mgr.metrics.confirmed.inc_by(cursor.saturating_sub(before));
             }
         }
         if n < 1000 && seq.wait_for(|s| *s > cursor).await.is_err() {

@@ -37,6 +37,8 @@ pub struct Seen {
     pub down: Option<mpsc::Sender<ServerStreamMessage>>,
     /// Process streams opened so far.
     pub streams: usize,
+    /// Behave like a server that predates EventAck (never confirm).
+    pub legacy: bool,
 }
 
 /// The service.
@@ -64,7 +66,7 @@ impl ManagerService for Cp {
             while let Ok(Some(m)) = inbound.message().await {
                 let seq = m.seq;
                 seen.lock().unwrap().all.push(m);
-                if seq > 0 {
+                if seq > 0 && !seen.lock().unwrap().legacy {
                     let ack = ServerStreamMessage {
                         message: Some(server_stream_message::Message::EventAck(EventAck { seq })),
                     };

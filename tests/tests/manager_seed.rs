@@ -319,3 +319,40 @@ fn seed_protocol_over_mtls() {
         (heartbeats(&by_seq(&seen), "tls-1").len() >= 5).then_some(())
     });
 }
+
+#[test]
+fn legacy_server_without_event_ack() {
+    // A Computations server that never sends EventAck: with the default confirmation
+    // the outbox keeps everything; with --grpc-confirm sent it drains.
+    for (mode, drains) in [("ack", false), ("sent", true)] {
+        let d = tempfile::tempdir().unwrap();
+        let seen = Arc::new(Mutex::new(Seen {
+            legacy: true,
+            ..Seen::default()
+        }));
+        let (_server, addr) = CpServer::start("127.0.0.1:0".parse().unwrap(), seen.clone(), None);
+        let m = manager(
+            d.path(),
+            &format!("http://{addr}"),
+            &["--grpc-confirm", mode],
+        );
+        let (st, body) =
+            cocos_tests::http(&m.http, "POST", "/run", r#"{"computation_id": "old-1"}"#);
+        assert_eq!(st, 201, "{body}");
+        wait_for(
+            Duration::from_secs(30),
+            "heartbeats at the legacy server",
+            || (heartbeats(&by_seq(&seen), "old-1").len() >= 30).then_some(()),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, body) = cocos_tests::http(&m.http, "GET", "/health", "");
+        let outbox = serde_json::from_str::<serde_json::Value>(&body).unwrap()["outbox"]
+            .as_u64()
+            .unwrap();
+        if drains {
+            assert!(outbox < 20, "{mode}: outbox {outbox}");
+        } else {
+            assert!(outbox >= 30, "{mode}: outbox {outbox} (nothing confirmed)");
+        }
+    }
+}
