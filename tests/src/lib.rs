@@ -68,6 +68,9 @@ pub struct ManagerProc {
     pub grpc: String,
     /// Its stderr log file.
     pub log: PathBuf,
+    /// Its --state-dir: QEMUs (or stand-ins) naming it are killed on drop, since VMs
+    /// outlive their manager by design.
+    pub state: Option<PathBuf>,
 }
 
 impl ManagerProc {
@@ -100,8 +103,13 @@ impl ManagerProc {
                 std::fs::read_to_string(log).unwrap_or_default()
             )
         });
+        let state = args
+            .windows(2)
+            .find(|w| w[0].as_ref() == "--state-dir")
+            .map(|w| PathBuf::from(w[1].as_ref()));
         Self {
             child,
+            state,
             http: v["http"].as_str().unwrap_or_default().to_owned(),
             grpc: v["grpc"].as_str().unwrap_or_default().to_owned(),
             log: log.to_path_buf(),
@@ -118,6 +126,14 @@ impl ManagerProc {
 impl Drop for ManagerProc {
     fn drop(&mut self) {
         self.kill9();
+        // Whatever VMs the test left running under this state directory.
+        if let Some(state) = self.state.as_ref().and_then(|s| s.to_str()) {
+            for pid in pids_with(state) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
     }
 }
 
