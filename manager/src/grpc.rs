@@ -79,11 +79,7 @@ impl ManagerService for Service {
 
     async fn create_vm(&self, req: Request<CreateReq>) -> Result<Response<CreateRes>, Status> {
         let r = req.into_inner();
-        let run = RunRequest {
-            computation_id: (!r.computation_id.is_empty()).then_some(r.computation_id),
-            vcpus: (r.vcpus != 0).then_some(r.vcpus),
-            ttl: (!r.ttl.is_empty()).then_some(r.ttl),
-        };
+        let run = RunRequest::from_proto(&r.computation_id, r.vcpus, &r.ttl);
         let res = self.0.run(run).await?;
         Ok(Response::new(CreateRes {
             forwarded_port: res

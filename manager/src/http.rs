@@ -124,7 +124,7 @@ async fn health(State(m): State<Arc<Manager>>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "vms": m.list().len(),
-        "outbox": m.outbox(),
+        "outbox": m.store().outbox().unwrap_or(0),
         "held": m.store().outbox_len().unwrap_or(0),
         "last_seq": *m.seq().borrow(),
         "release": {"name": m.release().name, "version": m.release().version},
@@ -132,9 +132,7 @@ async fn health(State(m): State<Arc<Manager>>) -> Json<Value> {
 }
 
 async fn metrics(State(m): State<Arc<Manager>>) -> Response {
-    m.metrics
-        .outbox
-        .set(m.store().outbox_len().unwrap_or(0) as i64);
+    m.metrics.outbox.set(m.store().outbox().unwrap_or(0) as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -124,10 +124,7 @@ impl Release {
             path: pstr.clone(),
             why,
         };
-        let text = std::fs::read(path).map_err(|source| ReleaseError::Io {
-            path: pstr.clone(),
-            source,
-        })?;
+        let text = std::fs::read(path).map_err(|source| io_err(path, source))?;
         let json: Value =
             serde_json::from_slice(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
         let dir = path
@@ -222,25 +219,44 @@ pub struct Verified {
     pub size: u64,
 }
 
-/// Opens `path`, hashes it, and returns the open file.
-pub fn open_hashed(path: &Path) -> Result<Verified, ReleaseError> {
-    let io = |source| ReleaseError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+fn open_regular(path: &Path) -> Result<File, ReleaseError> {
+    let file = File::open(path).map_err(|source| io_err(path, source))?;
+    let meta = file.metadata().map_err(|source| io_err(path, source))?;
     if !meta.is_file() {
         return Err(ReleaseError::Invalid {
             path: path.display().to_string(),
             why: "not a regular file".into(),
         });
     }
+    Ok(file)
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> ReleaseError {
+    ReleaseError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn check(path: &Path, actual: &[u8; 32], expected: &[u8; 32]) -> Result<(), ReleaseError> {
+    if actual != expected {
+        return Err(ReleaseError::Mismatch {
+            path: path.display().to_string(),
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        });
+    }
+    Ok(())
+}
+
+/// Opens `path`, hashes it, and returns the open file.
+pub fn open_hashed(path: &Path) -> Result<Verified, ReleaseError> {
+    let mut file = open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(io)?;
+        let n = file.read(&mut buf).map_err(|e| io_err(path, e))?;
         if n == 0 {
             break;
         }
@@ -258,14 +274,25 @@ pub fn open_hashed(path: &Path) -> Result<Verified, ReleaseError> {
 /// Opens and hashes `path`, refusing it unless its SHA-256 is `expected`.
 pub fn open_verified(path: &Path, expected: &[u8; 32]) -> Result<Verified, ReleaseError> {
     let v = open_hashed(path)?;
-    if &v.sha256 != expected {
-        return Err(ReleaseError::Mismatch {
-            path: path.display().to_string(),
-            expected: hex::encode(expected),
-            actual: hex::encode(v.sha256),
-        });
-    }
+    check(path, &v.sha256, expected)?;
     Ok(v)
+}
+
+/// Reads `path` into memory once and hashes what was read.
+pub fn read_hashed(path: &Path) -> Result<(Vec<u8>, [u8; 32]), ReleaseError> {
+    let mut data = Vec::new();
+    open_regular(path)?
+        .read_to_end(&mut data)
+        .map_err(|e| io_err(path, e))?;
+    let sha = Sha256::digest(&data).into();
+    Ok((data, sha))
+}
+
+/// Reads `path` into memory, refusing it unless its SHA-256 is `expected`.
+pub fn read_verified(path: &Path, expected: &[u8; 32]) -> Result<Vec<u8>, ReleaseError> {
+    let (data, sha) = read_hashed(path)?;
+    check(path, &sha, expected)?;
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -52,6 +52,17 @@ pub struct RunRequest {
     pub ttl: Option<String>,
 }
 
+impl RunRequest {
+    /// From protobuf fields, where "" and 0 mean "not given".
+    pub fn from_proto(computation_id: &str, vcpus: u32, ttl: &str) -> Self {
+        Self {
+            computation_id: (!computation_id.is_empty()).then(|| computation_id.to_owned()),
+            vcpus: (vcpus != 0).then_some(vcpus),
+            ttl: (!ttl.is_empty()).then(|| ttl.to_owned()),
+        }
+    }
+}
+
 /// A launched VM.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunResult {
@@ -154,6 +165,16 @@ pub struct Vm {
 enum Slot {
     Launching { cid: Option<u32>, port: Option<u16> },
     Running(Arc<Vm>),
+}
+
+impl Slot {
+    /// The vsock CID and forwarded port this slot holds.
+    fn held(&self) -> (Option<u32>, Option<u16>) {
+        match self {
+            Slot::Launching { cid, port } => (*cid, *port),
+            Slot::Running(v) => (v.record.cid, v.record.forwarded_port),
+        }
+    }
 }
 
 struct WriteReq {
@@ -399,15 +420,6 @@ impl Manager {
         &self.store
     }
 
-    /// Events awaiting the control plane's confirmation (with one), else events held.
-    pub fn outbox(&self) -> u64 {
-        if self.cfg.grpc_url.is_some() {
-            self.store.unconfirmed().unwrap_or(0)
-        } else {
-            self.store.outbox_len().unwrap_or(0)
-        }
-    }
-
     /// The last committed event sequence number; changes wake watchers.
     pub fn seq(&self) -> watch::Receiver<u64> {
         self.seq_rx.clone()
@@ -457,7 +469,7 @@ impl Manager {
     }
 
     /// The final command line for computation `id`.
-    pub fn cmdline_for(&self, id: &str, cid: Option<u32>) -> Result<String, ApiError> {
+    pub fn cmdline_for(&self, id: &str) -> Result<String, ApiError> {
         let mut parts: Vec<String> = self
             .release
             .cmdline
@@ -466,9 +478,9 @@ impl Manager {
             .map(str::to_owned)
             .collect();
         parts.push(format!("cocos.id={id}"));
-        parts.push(match (self.cfg.transport, cid) {
-            (TransportKind::Vsock, _) => format!("cocos.events=vsock:2:{}", self.cfg.vsock_port),
-            (TransportKind::Serial, _) => format!("cocos.events=serial:{SERIAL_PORT}"),
+        parts.push(match self.cfg.transport {
+            TransportKind::Vsock => format!("cocos.events=vsock:2:{}", self.cfg.vsock_port),
+            TransportKind::Serial => format!("cocos.events=serial:{SERIAL_PORT}"),
         });
         let c = parts.join(" ");
         if c.len() > MAX_CMDLINE {
@@ -521,8 +533,8 @@ impl Manager {
             ),
             None => self.cfg.default_ttl,
         };
-        // Reserve the id (and a CID) under the lock: no two launches get the same.
-        let cid = {
+        // Reserve the id, a CID and a port under the lock: no two launches get the same.
+        let (cid, port) = {
             let mut vms = self.lock();
             if vms.contains_key(&id) {
                 return Err(ApiError::Conflict(format!(
@@ -536,45 +548,31 @@ impl Manager {
                     self.cfg.max_vms
                 )));
             }
+            let held: Vec<(Option<u32>, Option<u16>)> = vms.values().map(Slot::held).collect();
             let cid = (self.cfg.transport == TransportKind::Vsock).then(|| {
-                let used: Vec<u32> = vms
-                    .values()
-                    .filter_map(|s| match s {
-                        Slot::Launching { cid, .. } => *cid,
-                        Slot::Running(v) => v.record.cid,
-                    })
-                    .collect();
-                (3u32..).find(|c| !used.contains(c)).unwrap_or(3)
+                (3u32..)
+                    .find(|c| !held.iter().any(|h| h.0 == Some(*c)))
+                    .unwrap_or(3)
             });
             let port = match self.cfg.agent_guest_port {
                 None => None,
                 Some(_) => {
-                    let used: Vec<u16> = vms
-                        .values()
-                        .filter_map(|s| match s {
-                            Slot::Launching { port, .. } => *port,
-                            Slot::Running(v) => v.record.forwarded_port,
-                        })
-                        .collect();
                     let (lo, hi) = self.cfg.host_fwd_range;
                     // Skip ports another VM holds or another process listens on.
                     let free = (lo..=hi).find(|p| {
-                        !used.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
+                        !held.iter().any(|h| h.1 == Some(*p))
+                            && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()
                     });
-                    match free {
-                        Some(p) => Some(p),
-                        None => {
-                            return Err(ApiError::Capacity(format!(
-                                "no free host port in MANAGER_QEMU_HOST_FWD_RANGE {lo}-{hi}"
-                            )))
-                        }
-                    }
+                    Some(free.ok_or_else(|| {
+                        ApiError::Capacity(format!(
+                            "no free host port in MANAGER_QEMU_HOST_FWD_RANGE {lo}-{hi}"
+                        ))
+                    })?)
                 }
             };
             vms.insert(id.clone(), Slot::Launching { cid, port });
             (cid, port)
         };
-        let (cid, port) = cid;
         let r = self.launch(&id, vcpus, ttl, cid, port, t0).await;
         if r.is_err() {
             self.lock().remove(&id);
@@ -591,7 +589,7 @@ impl Manager {
         port: Option<u16>,
         t0: Instant,
     ) -> Result<RunResult, ApiError> {
-        let cmdline = self.cmdline_for(id, cid)?;
+        let cmdline = self.cmdline_for(id)?;
         // Verify from open descriptors and compute the measurement off the runtime.
         let (files, expected) = {
             let m = self.clone();
@@ -788,7 +786,7 @@ impl Manager {
         let vsock_rx = vm.record.cid.map(|cid| self.vsock.register(cid));
         let m = self.clone();
         tokio::spawn(async move {
-            let agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx, vsock_rx));
+            let mut agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx, vsock_rx));
             let status = match child {
                 Some(mut c) => match c.wait().await {
                     Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
@@ -810,13 +808,9 @@ impl Manager {
                 m.vsock.unregister(cid);
             }
             // Let the agent task read what QEMU's socket still holds, then stop it.
-            if tokio::time::timeout(Duration::from_secs(2), async {
-                while !agent.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await
-            .is_err()
+            if tokio::time::timeout(Duration::from_secs(2), &mut agent)
+                .await
+                .is_err()
             {
                 agent.abort();
             }
@@ -852,9 +846,6 @@ impl Manager {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("cannot remove {}: {e}", vm.record.dir.display());
             }
-        }
-        if let Some(cid) = vm.record.cid {
-            self.vsock.unregister(cid);
         }
         if let Err(e) = self.store.delete_vm(id) {
             tracing::error!("{e}");
@@ -1163,43 +1154,29 @@ impl Manager {
     }
 }
 
-/// Verifies the firmware against release.json and prepares the measurement.
+/// Verifies the firmware against release.json and prepares the measurement. Each
+/// file is read once; what was hashed is what is measured.
 fn prepare(
     cfg: &Config,
     release: &Release,
     target: &Target,
 ) -> anyhow::Result<(Expected, [u8; 32])> {
-    let fw = release::open_hashed(&cfg.ovmf)?;
-    let want = cfg.measure_target();
-    let entry = release.firmware.iter().find(|f| {
-        f.sha256 == fw.sha256
-            && (want == TeeKind::None
-                || serde_json::to_value(want).ok() == Some(Value::String(f.tee.clone())))
-    });
+    let (fw_bytes, fw_sha) = release::read_hashed(&cfg.ovmf)?;
+    let entry = release
+        .firmware
+        .iter()
+        .find(|f| f.sha256 == fw_sha && (*target == Target::None || f.tee == target.name()));
     let Some(entry) = entry else {
         anyhow::bail!(
             "{}: SHA-256 {} is not a firmware {} lists{}; launch with the firmware the release was measured with",
             cfg.ovmf.display(),
-            hex::encode(fw.sha256),
+            hex::encode(fw_sha),
             release.manifest.display(),
-            if want == TeeKind::None { String::new() } else { format!(" for {want:?}") }
+            if *target == Target::None { String::new() } else { format!(" for {}", target.name()) }
         );
     };
-    let k = release::open_verified(&release.kernel.path, &release.kernel.sha256)?;
-    let i = release::open_verified(&release.initrd.path, &release.initrd.sha256)?;
-    let read = |p: &Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
-    let (fw_bytes, k_bytes, i_bytes) = (read(&fw.path)?, read(&k.path)?, read(&i.path)?);
-    // What was read must be what was verified (the files may change in between).
-    for (bytes, sha, p) in [
-        (&fw_bytes, entry.sha256, &fw.path),
-        (&k_bytes, k.sha256, &k.path),
-        (&i_bytes, i.sha256, &i.path),
-    ] {
-        let got: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(bytes).into();
-        if got != sha {
-            anyhow::bail!("{}: changed while being read; try again", p.display());
-        }
-    }
+    let k_bytes = release::read_verified(&release.kernel.path, &release.kernel.sha256)?;
+    let i_bytes = release::read_verified(&release.initrd.path, &release.initrd.sha256)?;
     let e = Expected::new(target, fw_bytes, k_bytes, &i_bytes)?;
     Ok((e, entry.sha256))
 }

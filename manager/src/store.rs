@@ -28,6 +28,11 @@ const CACHE_BYTES: usize = 4 << 20;
 pub const REPLAY: u64 = 10_000;
 const CONFIRMED: &str = "confirmed";
 
+/// A counter in the meta table (0 when absent).
+fn counter(t: &impl ReadableTable<&'static str, u64>, k: &str) -> Result<u64, StoreError> {
+    Ok(t.get(k).map_err(e)?.map(|v| v.value()).unwrap_or(0))
+}
+
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 #[error("state store: {0}")]
@@ -107,16 +112,8 @@ impl Store {
             let mut events = w.open_table(EVENTS).map_err(e)?;
             let mut hw = w.open_table(AGENT_HW).map_err(e)?;
             let mut meta = w.open_table(META).map_err(e)?;
-            let mut next = meta
-                .get(NEXT_SEQ)
-                .map_err(e)?
-                .map(|v| v.value())
-                .unwrap_or(1);
-            let confirmed = meta
-                .get(CONFIRMED)
-                .map_err(e)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let mut next = counter(&meta, NEXT_SEQ)?.max(1);
+            let confirmed = counter(&meta, CONFIRMED)?;
             // Confirmed mode counts what awaits confirmation; ring mode what is held.
             let mut len = match self.retention {
                 Retention::Confirmed => next.saturating_sub(1).saturating_sub(confirmed),
@@ -188,11 +185,8 @@ impl Store {
         {
             let mut events = w.open_table(EVENTS).map_err(e)?;
             let mut meta = w.open_table(META).map_err(e)?;
-            let get = |m: &redb::Table<&str, u64>, k: &str| -> Result<u64, StoreError> {
-                Ok(m.get(k).map_err(e)?.map(|v| v.value()).unwrap_or(0))
-            };
-            let last = get(&meta, NEXT_SEQ)?.max(1) - 1;
-            let now = get(&meta, CONFIRMED)?.max(seq.min(last));
+            let last = counter(&meta, NEXT_SEQ)?.max(1) - 1;
+            let now = counter(&meta, CONFIRMED)?.max(seq.min(last));
             meta.insert(CONFIRMED, now).map_err(e)?;
             let cut = now.min(last.saturating_sub(REPLAY));
             if cut > 0 {
@@ -207,6 +201,15 @@ impl Store {
         Ok(self.last_seq()?.saturating_sub(self.confirmed()?))
     }
 
+    /// The outbox as its policy counts it: events awaiting confirmation (confirmed
+    /// mode) or events held (ring mode).
+    pub fn outbox(&self) -> Result<u64, StoreError> {
+        match self.retention {
+            Retention::Confirmed => self.unconfirmed(),
+            Retention::Ring => self.outbox_len(),
+        }
+    }
+
     /// The highest confirmed sequence number.
     pub fn confirmed(&self) -> Result<u64, StoreError> {
         self.meta(CONFIRMED)
@@ -219,8 +222,7 @@ impl Store {
 
     fn meta(&self, k: &str) -> Result<u64, StoreError> {
         let r = self.db.begin_read().map_err(e)?;
-        let t = r.open_table(META).map_err(e)?;
-        Ok(t.get(k).map_err(e)?.map(|v| v.value()).unwrap_or(0))
+        counter(&r.open_table(META).map_err(e)?, k)
     }
 
     /// Events held.

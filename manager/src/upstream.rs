@@ -103,17 +103,7 @@ async fn session(
         };
         use server_stream_message::Message as S;
         match m.message {
-            Some(S::EventAck(a)) => {
-                let store = mgr.store().clone();
-                let before = store.confirmed().unwrap_or(0);
-                match tokio::task::spawn_blocking(move || store.confirm(a.seq)).await {
-                    Ok(Ok(())) => {
-                        mgr.metrics.confirmed.inc_by(a.seq.saturating_sub(before));
-                    }
-                    Ok(Err(e)) => tracing::error!("{e}"),
-                    Err(e) => tracing::error!("{e}"),
-                }
-            }
+            Some(S::EventAck(a)) => confirm(mgr, a.seq).await,
             Some(S::RunReq(r)) => spawn_run(mgr, &tx, r),
             Some(S::RunReqChunks(c)) => {
                 if c.data.len() > (1 << 20) || chunks.len() > 64 {
@@ -213,11 +203,7 @@ async fn session(
 fn spawn_run(mgr: &Arc<Manager>, tx: &mpsc::Sender<ClientStreamMessage>, r: ComputationRunReq) {
     let (mgr, tx) = (mgr.clone(), tx.clone());
     tokio::spawn(async move {
-        let req = RunRequest {
-            computation_id: (!r.id.is_empty()).then(|| r.id.clone()),
-            vcpus: (r.vcpus != 0).then_some(r.vcpus),
-            ttl: (!r.ttl.is_empty()).then(|| r.ttl.clone()),
-        };
+        let req = RunRequest::from_proto(&r.id, r.vcpus, &r.ttl);
         let res = match mgr.run(req).await {
             Ok(x) => RunResponse {
                 agent_port: x.forwarded_port.map(|p| p.to_string()).unwrap_or_default(),
@@ -237,39 +223,33 @@ fn spawn_run(mgr: &Arc<Manager>, tx: &mpsc::Sender<ClientStreamMessage>, r: Comp
     });
 }
 
-/// Sends every stored event after the last confirmation, then follows new ones.
+/// Records that every event up to `seq` is delivered.
+async fn confirm(mgr: &Manager, seq: u64) {
+    let store = mgr.store().clone();
+    let before = store.confirmed().unwrap_or(0);
+    match tokio::task::spawn_blocking(move || store.confirm(seq)).await {
+        Ok(Ok(())) => {
+            mgr.metrics.confirmed.inc_by(seq.saturating_sub(before));
+        }
+        Ok(Err(e)) => tracing::error!("{e}"),
+        Err(e) => tracing::error!("{e}"),
+    }
+}
+
+/// Sends every stored event after the last confirmation, then follows new ones. In
+/// `sent` mode, events count as delivered at the end of each burst (or every 1,000).
 async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
-    let mut cursor = mgr.store().confirmed().unwrap_or(0);
-    let mut seq = mgr.seq();
-    loop {
-        let batch = {
-            let store = mgr.store().clone();
-            match tokio::task::spawn_blocking(move || store.events_after(cursor, 1000)).await {
-                Ok(Ok(b)) => b,
-                _ => return,
-            }
-        };
-        let n = batch.len();
-        for (s, bytes) in batch {
-            let Ok(mut m) = ClientStreamMessage::decode(bytes.as_slice()) else {
-                cursor = s;
-                continue;
-            };
-            m.seq = s;
-            if tx.send(m).await.is_err() {
-                return;
-            }
-            cursor = s;
-        }
-        if n > 0 && mgr.config().grpc_confirm == ConfirmMode::Sent {
-            let store = mgr.store().clone();
-            let before = store.confirmed().unwrap_or(0);
-            if let Ok(Ok(())) = tokio::task::spawn_blocking(move || store.confirm(cursor)).await {
-                mgr.metrics.confirmed.inc_by(cursor.saturating_sub(before));
-            }
-        }
-        if n < 1000 && seq.wait_for(|s| *s > cursor).await.is_err() {
+    let sent_mode = mgr.config().grpc_confirm == ConfirmMode::Sent;
+    let mut confirmed = mgr.store().confirmed().unwrap_or(0);
+    let mut rx = crate::events::watch(&mgr, confirmed, None, true);
+    while let Some((s, mut m)) = rx.recv().await {
+        m.seq = s;
+        if tx.send(m).await.is_err() {
             return;
+        }
+        if sent_mode && (rx.is_empty() || s - confirmed >= 1000) {
+            confirm(&mgr, s).await;
+            confirmed = s;
         }
     }
 }
