@@ -206,23 +206,6 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(b)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// The manager's arguments for launching `release` with `qemu` (the QEMU stand-in):
 /// state in `state`, firmware `fw`, TCG, 1 s stop timeout, plus `extra`.
 pub fn manager_args(
@@ -270,10 +253,10 @@ pub fn synthetic_release(dir: &Path, cmdline: &str) -> (PathBuf, PathBuf) {
     let rel = serde_json::json!({
         "name": "synthetic", "version": "0", "cmdline": cmdline, "kernel": {"release": "0.0.0"},
         "artifacts": [
-            {"path": "vmlinuz", "sha256": sha256_hex(&k)},
-            {"path": "initramfs.cpio.gz", "sha256": sha256_hex(&i)},
+            {"path": "vmlinuz", "sha256": cocos_hal::build::sha256_hex(&k)},
+            {"path": "initramfs.cpio.gz", "sha256": cocos_hal::build::sha256_hex(&i)},
         ],
-        "measurements": {"snp": {"firmware": {"file": "OVMF.fd", "sha256": sha256_hex(&f)}}, "tdx": null},
+        "measurements": {"snp": {"firmware": {"file": "OVMF.fd", "sha256": cocos_hal::build::sha256_hex(&f)}}, "tdx": null},
     });
     let p = dir.join("release.json");
     std::fs::write(&p, serde_json::to_string_pretty(&rel).unwrap()).unwrap();
