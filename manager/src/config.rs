@@ -93,6 +93,10 @@ pub struct Config {
         default_value = "qemu-system-x86_64"
     )]
     pub qemu_bin: PathBuf,
+    /// QEMU version for TDX measurements (which kernel bytes OVMF hashes depends on
+    /// it); default: what `--qemu-bin --version` prints at start.
+    #[arg(long, env = "MANAGER_QEMU_VERSION", value_name = "X.Y", value_parser = parse_qemu_version)]
+    pub qemu_version: Option<cocos_measure::tdx_rules::QemuVersion>,
     /// OVMF image QEMU boots (-bios); its SHA-256 must be one release.json lists.
     #[arg(
         long,
@@ -235,6 +239,27 @@ impl Config {
         self.measure_as.unwrap_or(self.tee)
     }
 
+    /// The QEMU version TDX measurements assume: `--qemu-version`, else what the QEMU
+    /// binary says of itself; `None` (with the reason) if it cannot be asked.
+    pub fn qemu_version_or_probe(&self) -> Result<cocos_measure::tdx_rules::QemuVersion, String> {
+        if let Some(v) = self.qemu_version {
+            return Ok(v);
+        }
+        let out = std::process::Command::new(&self.qemu_bin)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("{} --version: {e}", self.qemu_bin.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        cocos_measure::tdx_rules::QemuVersion::parse(&text).ok_or_else(|| {
+            format!(
+                "{} --version printed {:?}, not a QEMU version; set --qemu-version",
+                self.qemu_bin.display(),
+                text.lines().next().unwrap_or("")
+            )
+        })
+    }
+
     /// Checks settings that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         listen_addr(&self.http)?;
@@ -272,6 +297,11 @@ impl Config {
             .map_err(|e| format!("--memory: {e}"))?;
         Ok(b.div_ceil(1 << 20))
     }
+}
+
+fn parse_qemu_version(s: &str) -> Result<cocos_measure::tdx_rules::QemuVersion, String> {
+    cocos_measure::tdx_rules::QemuVersion::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a QEMU version: write MAJOR.MINOR, e.g. 10.1"))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! ([`Expected::compute`]), which takes well under a millisecond.
 
 use cocos_measure::rtmr::Platform;
-use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxOptions};
+use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
+use cocos_measure::tdx_rules::{QemuVersion, Stated};
 use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
 use serde_json::{json, Value};
 
@@ -25,6 +26,9 @@ pub enum Target {
     Tdx {
         /// Guest RAM in bytes.
         memory: u64,
+        /// The QEMU that runs the guests (decides which kernel bytes OVMF measures);
+        /// `None`: unknown, the measurement says what it assumed.
+        qemu: Option<QemuVersion>,
     },
 }
 
@@ -60,7 +64,7 @@ enum State {
         fw: Box<TdxFirmware>,
         kernel: Box<TdxKernel>,
         initrd: TdxInitrd,
-        memory: u64,
+        launch: TdxLaunch,
     },
 }
 
@@ -107,15 +111,24 @@ impl Expected {
                     guest_features: *guest_features,
                 }
             }
-            Target::Tdx { memory } => {
+            Target::Tdx { memory, qemu } => {
                 let fw = TdxFirmware::new(Firmware::parse(firmware).map_err(err)?).map_err(err)?;
-                // Compute (and cache) MRTD now rather than on the first launch.
+                // Compute (and cache) MRTD and read the firmware's drivers now rather
+                // than on the first launch.
                 fw.mrtd(false).map_err(err)?;
+                fw.behaviour();
                 State::Tdx {
                     fw: Box::new(fw),
                     kernel: Box::new(TdxKernel::new(kernel).map_err(err)?),
                     initrd: TdxInitrd::from_bytes(initrd),
-                    memory: *memory,
+                    launch: TdxLaunch {
+                        memory: *memory,
+                        stated: Stated {
+                            qemu: *qemu,
+                            ..Stated::default()
+                        },
+                        ..TdxLaunch::default()
+                    },
                 }
             }
         };
@@ -166,25 +179,22 @@ impl Expected {
                 fw,
                 kernel,
                 initrd,
-                memory,
+                launch,
             } => {
-                let opts = TdxOptions {
-                    memory: *memory,
-                    ..TdxOptions::default()
-                };
-                let m = tdx_launch::measure(
+                let m = tdx_launch::measure_launch(
                     fw,
                     Some(kernel),
                     Some(initrd),
                     cmdline,
                     &Platform::default(),
-                    &opts,
+                    launch,
                 )
                 .map_err(err)?;
                 let mut v = m.registers_json();
                 if let Some(o) = v.as_object_mut() {
                     o.insert("tee".into(), json!("tdx"));
-                    o.insert("memory".into(), json!(memory));
+                    o.insert("memory".into(), json!(launch.memory));
+                    o.insert("qemu_version".into(), json!(launch.stated.qemu));
                     o.insert("vcpus".into(), json!(vcpus));
                     o.insert("cmdline".into(), json!(cmdline));
                 }

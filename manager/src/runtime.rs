@@ -361,6 +361,13 @@ impl Manager {
             },
             TeeKind::Tdx => Target::Tdx {
                 memory: cfg.memory_mib().map_err(anyhow::Error::msg)? << 20,
+                qemu: match cfg.qemu_version_or_probe() {
+                    Ok(v) => Some(v),
+                    Err(why) => {
+                        tracing::warn!("TDX measurements assume a QEMU version: {why}");
+                        None
+                    }
+                },
             },
         };
         let (expected, firmware_sha256) = {

@@ -10,7 +10,9 @@ mod error;
 
 pub mod bzimage;
 pub mod cpu;
+pub mod edk2;
 pub mod efivar;
+pub mod fv;
 pub mod hashes;
 pub mod inputs;
 pub mod inspect;
@@ -23,6 +25,7 @@ pub mod tdhob;
 pub mod tdvf;
 pub mod tdx;
 pub mod tdx_launch;
+pub mod tdx_rules;
 pub mod vmsa;
 
 pub use error::{FirmwareError, MeasureError};

@@ -6,7 +6,7 @@
 //! AcpiPlatformLib, X86QemuLoadImageLib) with the PCR→RTMR map PCR1,7→RTMR0,
 //! PCR2–6→RTMR1, PCR8–15→RTMR2:
 //!
-//! * RTMR0: TD HOB (SEC), CFV (SEC), optional "QEMU FW CFG" items (edk2 ≥ stable202411),
+//! * RTMR0: TD HOB (SEC), CFV (SEC), optional "QEMU FW CFG" items (edk2 ≥ stable202505),
 //!   SecureBoot/PK/KEK/db/dbx (+dbt if present) as `UEFI_VARIABLE_DATA`, the PCR7
 //!   separator, the ACPI table-loader script and then each blob in the order the
 //!   script ALLOCATEs it, and at ReadyToBoot BootOrder and each Boot#### it lists
@@ -182,7 +182,7 @@ pub struct Platform {
     pub acpi: Option<AcpiBlobs>,
     /// EFI variables dumped from a guest (BootOrder, Boot####, secure-boot keys).
     pub efivars: Option<EfiVars>,
-    /// fw_cfg items OVMF ≥ edk2-stable202411 measures at start ("QEMU FW CFG"), as
+    /// fw_cfg items OVMF ≥ edk2-stable202505 measures at start ("QEMU FW CFG"), as
     /// (name, raw bytes), in the order given.
     pub fw_cfg: Vec<(String, Vec<u8>)>,
 }
@@ -389,22 +389,34 @@ pub enum InitrdOption {
     Prepend,
 }
 
-/// The kernel's LoadOptions as OVMF builds them from fw_cfg: UTF-16LE with a NUL, or
-/// nothing when there is neither a command line nor an initrd.
-pub fn load_options(cmdline: &str, has_initrd: bool, placement: InitrdOption) -> Option<Vec<u8>> {
-    let s = match (cmdline.is_empty(), has_initrd, placement) {
-        (true, false, _) => return None,
-        (_, false, _) => cmdline.to_owned(),
-        (_, true, InitrdOption::Append) => format!("{cmdline} initrd=initrd"),
-        (true, true, InitrdOption::Prepend) => "initrd=initrd ".to_owned(),
-        (false, true, InitrdOption::Prepend) => format!("initrd=initrd {cmdline}"),
+/// The kernel's LoadOptions as OVMF builds them from fw_cfg, or `None` (LoadOptions
+/// NULL) when there is neither a command line nor an initrd.
+///
+/// Follows edk2 `OvmfPkg/Library/X86QemuLoadImageLib/X86QemuLoadImageLib.c`,
+/// `QemuLoadKernelImage`: the fw_cfg command line (NUL dropped), then " initrd=initrd"
+/// only if `InitrdSize > 0`, formatted with `UnicodeSPrintAsciiFormat ("%a%a%a", …)`
+/// plus a CHAR16 NUL. `%a` copies each *byte* of its ASCII argument into one CHAR16
+/// (`MdePkg/Library/BasePrintLib/PrintLibInternal.c`, `BasePrintLibSPrintMarker`:
+/// `ArgumentMask = 0xff`, one byte per argument character), so a UTF-8 command line
+/// is widened byte by byte — "é" (C3 A9) becomes `C3 00 A9 00` — not converted to UTF-16.
+pub fn load_options(cmdline: &[u8], initrd_size: u64, placement: InitrdOption) -> Option<Vec<u8>> {
+    let with_initrd = initrd_size > 0;
+    let text: Vec<u8> = match (with_initrd, placement) {
+        (false, _) => cmdline.to_vec(),
+        (true, InitrdOption::Append) => [cmdline, b" initrd=initrd"].concat(),
+        (true, InitrdOption::Prepend) => [b"initrd=initrd ", cmdline].concat(),
     };
-    let mut v = efivar::utf16le(&s);
+    if text.is_empty() {
+        return None;
+    }
+    let mut v: Vec<u8> = text.iter().flat_map(|&b| [b, 0]).collect();
     v.extend_from_slice(&[0, 0]);
     Some(v)
 }
 
-/// RTMR2 events the Linux EFI stub logs (when it measures into TDX registers).
+/// RTMR2 events the Linux EFI stub logs (when it measures into TDX registers): the
+/// LoadOptions if there are any, then the initrd if one was loaded (edk2 installs the
+/// initrd's LoadFile2 only for a non-empty initrd, see [`load_options`]).
 pub fn rtmr2_events(load_options: Option<&[u8]>, initrd: Option<Digest384>) -> Vec<Event> {
     let mut ev = Vec::new();
     if let Some(o) = load_options {
@@ -412,7 +424,7 @@ pub fn rtmr2_events(load_options: Option<&[u8]>, initrd: Option<Digest384>) -> V
             2,
             EventType::EvEventTag,
             sha384(o),
-            "LOADED_IMAGE::LoadOptions (kernel command line, UTF-16)",
+            "LOADED_IMAGE::LoadOptions (kernel command line, each byte widened to a CHAR16)",
         ));
     }
     if let Some(d) = initrd {
@@ -469,18 +481,26 @@ mod tests {
 
     #[test]
     fn load_options_placement() {
-        let a = load_options("console=ttyS0", true, InitrdOption::Append).unwrap();
-        assert_eq!(a, efivar::utf16le("console=ttyS0 initrd=initrd\0"));
-        let p = load_options("console=ttyS0", true, InitrdOption::Prepend).unwrap();
-        assert_eq!(p, efivar::utf16le("initrd=initrd console=ttyS0\0"));
-        assert_eq!(load_options("", false, InitrdOption::Append), None);
+        let wide = |s: &str| efivar::utf16le(s);
+        let a = load_options(b"console=ttyS0", 7, InitrdOption::Append).unwrap();
+        assert_eq!(a, wide("console=ttyS0 initrd=initrd\0"));
+        let p = load_options(b"console=ttyS0", 7, InitrdOption::Prepend).unwrap();
+        assert_eq!(p, wide("initrd=initrd console=ttyS0\0"));
+        assert_eq!(load_options(b"", 0, InitrdOption::Append), None);
         assert_eq!(
-            load_options("", true, InitrdOption::Append).unwrap(),
-            efivar::utf16le(" initrd=initrd\0")
+            load_options(b"", 1, InitrdOption::Append).unwrap(),
+            wide(" initrd=initrd\0")
         );
+        // A zero-byte initrd: no " initrd=initrd" (InitrdSize == 0).
         assert_eq!(
-            load_options("é", false, InitrdOption::Append).unwrap(),
-            vec![0xe9, 0, 0, 0]
+            load_options(b"quiet", 0, InitrdOption::Append).unwrap(),
+            wide("quiet\0")
+        );
+        assert_eq!(load_options(b"", 0, InitrdOption::Prepend), None);
+        // Each byte becomes one CHAR16: "é" is C3 A9 in UTF-8.
+        assert_eq!(
+            load_options("é".as_bytes(), 0, InitrdOption::Append).unwrap(),
+            vec![0xc3, 0, 0xa9, 0, 0, 0]
         );
     }
 
@@ -589,7 +609,7 @@ mod tests {
 
     #[test]
     fn rtmr2_events_in_stub_order() {
-        let o = load_options("x", true, InitrdOption::Append).unwrap();
+        let o = load_options(b"x", 1, InitrdOption::Append).unwrap();
         let ev = rtmr2_events(Some(&o), Some(sha384(b"initrd")));
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0].digest, sha384(&o));

@@ -4,24 +4,28 @@
 //! command line and memory size (cheap: the kernel's Authenticode digest is cached per
 //! distinct patched header).
 //!
-//! Choices where implementations differ, all selectable in [`TdxOptions`]:
-//! * QEMU ≤ 10.1 patches the bzImage setup header (initrd address depends on memory
-//!   and initrd size); QEMU ≥ 10.2 does not for confidential guests.
-//! * edk2 before stable202508 appends " initrd=initrd" to the kernel's LoadOptions;
-//!   later versions prepend "initrd=initrd ".
-//! * The Linux EFI stub measures LoadOptions and initrd into RTMR2 only from Linux 6.9
-//!   (CC measurement protocol); `auto` decides from the kernel's version string.
-//! * Authenticode as edk2 computes it (no padding of the hashed data to 8 bytes).
+//! Choices where QEMU and edk2 versions differ, all in [`TdxOptions`], which
+//! [`TdxLaunch::options`] derives from the stated QEMU version and what the firmware
+//! shows ([`crate::tdx_rules`]):
+//! * which kernel bytes OVMF hashes (QEMU's patched setup header or the file as is);
+//! * where edk2 puts "initrd=initrd" in the kernel's LoadOptions;
+//! * whether the firmware extends RTMRs at all (only with TdTcg2Dxe: else all zero);
+//! * whether the Linux EFI stub measures LoadOptions and initrd into RTMR2 (from Linux
+//!   6.9, CC measurement protocol); `auto` decides from the kernel's version string.
+//!
+//! Authenticode is computed as edk2 does (no padding of the hashed data to 8 bytes).
 
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use crate::bzimage::{apply_qemu_load, header_window, KernelSetup, LinuxLoad, SetupHeader};
+use crate::edk2::{self, Edk2Behaviour};
 use crate::ovmf::{Firmware, Parsed};
 use crate::rtmr::{self, Digest384, Event, EventType, InitrdOption, Platform};
 use crate::tdhob::TdHob;
 use crate::tdvf::{TdvfSection, TdvfSectionKind};
+use crate::tdx_rules::{self, Rule, Stated};
 use crate::{tdx, FirmwareError, MeasureError};
 
 /// Whether the kernel's EFI stub measures into RTMR2.
@@ -50,6 +54,8 @@ pub struct TdxOptions {
     pub initrd_option: InitrdOption,
     /// Whether the EFI stub measures into RTMR2.
     pub stub_measures: StubMeasures,
+    /// Whether the firmware extends RTMRs at all (false: RTMR0–2 stay zero).
+    pub extends_rtmrs: bool,
 }
 
 impl Default for TdxOptions {
@@ -60,7 +66,51 @@ impl Default for TdxOptions {
             kernel_setup: KernelSetup::Patched,
             initrd_option: InitrdOption::Append,
             stub_measures: StubMeasures::Auto,
+            extends_rtmrs: true,
         }
+    }
+}
+
+/// A launch as the user describes it: the settings that are always explicit, and what
+/// they state about QEMU and the firmware (the rest is derived).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TdxLaunch {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// Two-pass MRTD.
+    pub two_pass: bool,
+    /// Whether the EFI stub measures into RTMR2.
+    pub stub_measures: StubMeasures,
+    /// QEMU version and overrides.
+    pub stated: Stated,
+}
+
+impl Default for TdxLaunch {
+    fn default() -> Self {
+        Self {
+            memory: 2 << 30,
+            two_pass: false,
+            stub_measures: StubMeasures::Auto,
+            stated: Stated::default(),
+        }
+    }
+}
+
+impl TdxLaunch {
+    /// The options for this launch on this firmware, and the rule behind each choice.
+    pub fn options(&self, fw: &TdxFirmware) -> (TdxOptions, Vec<Rule>) {
+        let c = tdx_rules::choose(&self.stated, fw.behaviour());
+        (
+            TdxOptions {
+                memory: self.memory,
+                two_pass: self.two_pass,
+                kernel_setup: c.kernel_setup,
+                initrd_option: c.initrd_option,
+                stub_measures: self.stub_measures,
+                extends_rtmrs: c.extends_rtmrs,
+            },
+            c.rules,
+        )
     }
 }
 
@@ -70,6 +120,7 @@ pub struct TdxFirmware {
     fw: Firmware,
     sections: Vec<TdvfSection>,
     mrtd: [OnceLock<Digest384>; 2],
+    behaviour: OnceLock<Edk2Behaviour>,
 }
 
 impl TdxFirmware {
@@ -80,7 +131,7 @@ impl TdxFirmware {
             Parsed::Invalid(e) => return Err(e.clone().into()),
             Parsed::Absent => {
                 return Err(FirmwareError::TdxMetadata(
-                    "no TDX_METADATA_OFFSET entry: not a TDX (TDVF) firmware; use an OVMF with TDX support such as Debian's /usr/share/ovmf/OVMF.fd or an IntelTdxX64 build".into(),
+                    "no TDX_METADATA_OFFSET entry: not a TDX (TDVF) firmware; use one built from OvmfPkg/IntelTdx/IntelTdxX64.dsc (scripts/build-ovmf.sh), whose RTMRs measure the kernel, initrd and command line".into(),
                 )
                 .into())
             }
@@ -89,7 +140,13 @@ impl TdxFirmware {
             fw,
             sections,
             mrtd: [OnceLock::new(), OnceLock::new()],
+            behaviour: OnceLock::new(),
         })
+    }
+
+    /// What the firmware's modules show about its edk2 behaviours (read once).
+    pub fn behaviour(&self) -> &Edk2Behaviour {
+        self.behaviour.get_or_init(|| edk2::analyse(self.fw.data()))
     }
 
     /// The parsed firmware.
@@ -296,11 +353,16 @@ pub struct TdxMeasurement {
     pub unavailable: Vec<(u8, String)>,
     /// Remarks a verifier should read.
     pub notes: Vec<String>,
+    /// Whether the firmware extends RTMRs (false: RTMR0–2 are zero, see `notes`).
+    pub extends_rtmrs: bool,
+    /// The rule behind each choice of QEMU/edk2 behaviour (empty when the options were
+    /// given directly to [`measure`]).
+    pub rules: Vec<Rule>,
 }
 
 impl TdxMeasurement {
     /// The registers as JSON: `mrtd`, `rtmr0`–`rtmr2` (hex, or null when not
-    /// computed), `unavailable` (register → why) and `notes`.
+    /// computed), `rtmrs_extended`, `unavailable` (register → why), `notes` and `rules`.
     pub fn registers_json(&self) -> serde_json::Value {
         let reg = |i: usize| self.rtmr.get(i).copied().flatten().map(hex::encode);
         let unavailable: serde_json::Map<String, serde_json::Value> = self
@@ -313,10 +375,27 @@ impl TdxMeasurement {
             "rtmr0": reg(0),
             "rtmr1": reg(1),
             "rtmr2": reg(2),
+            "rtmrs_extended": self.extends_rtmrs,
             "unavailable": unavailable,
             "notes": self.notes,
+            "rules": self.rules,
         })
     }
+}
+
+/// [`TdxLaunch::options`], then [`measure`]; the result carries the rules.
+pub fn measure_launch(
+    fw: &TdxFirmware,
+    kernel: Option<&TdxKernel>,
+    initrd: Option<&TdxInitrd>,
+    cmdline: &str,
+    platform: &Platform,
+    launch: &TdxLaunch,
+) -> Result<TdxMeasurement, MeasureError> {
+    let (opts, rules) = launch.options(fw);
+    let mut m = measure(fw, kernel, initrd, cmdline, platform, &opts)?;
+    m.rules = rules;
+    Ok(m)
 }
 
 /// Computes MRTD and whichever RTMRs the inputs allow.
@@ -357,13 +436,18 @@ pub fn measure(
         unavailable.push((1, why.into()));
         unavailable.push((2, why.into()));
         let events: Vec<Event> = pre.into_iter().chain(boot_vars).collect();
-        return Ok(TdxMeasurement {
-            mrtd,
-            rtmr: [r0(&events), None, None],
-            events,
-            unavailable,
-            notes,
-        });
+        return Ok(not_extended(
+            TdxMeasurement {
+                mrtd,
+                rtmr: [r0(&events), None, None],
+                events,
+                unavailable,
+                notes,
+                extends_rtmrs: true,
+                rules: Vec::new(),
+            },
+            opts,
+        ));
     };
 
     let load = LinuxLoad {
@@ -386,8 +470,10 @@ pub fn measure(
         },
     };
     let rtmr2 = if stub {
-        let opts_bytes = rtmr::load_options(cmdline, initrd.is_some(), opts.initrd_option);
-        rtmr::rtmr2_events(opts_bytes.as_deref(), initrd.map(|i| i.sha384))
+        let initrd_size = initrd.map_or(0, |i| i.size);
+        let opts_bytes = rtmr::load_options(cmdline.as_bytes(), initrd_size, opts.initrd_option);
+        let loaded = initrd.filter(|i| i.size > 0).map(|i| i.sha384);
+        rtmr::rtmr2_events(opts_bytes.as_deref(), loaded)
     } else {
         notes.push(format!(
             "the kernel ({}) predates Linux 6.9, whose EFI stub measures into TDX RTMRs: its stub logs the command line and initrd only through TCG2, which TDVF lacks, so RTMR2 stays zero and nothing in the launch measurement covers them",
@@ -395,9 +481,6 @@ pub fn measure(
         ));
         Vec::new()
     };
-    if opts.kernel_setup == KernelSetup::Patched {
-        notes.push("RTMR1 assumes QEMU patches the bzImage setup header (QEMU up to 10.1); for QEMU 10.2+ use --kernel-setup unmodified".into());
-    }
 
     // Boot order: RTMR0 pre-boot, kernel load, ReadyToBoot (boot variables, "Calling",
     // separator), the stub's RTMR2 events, ExitBootServices.
@@ -414,11 +497,30 @@ pub fn measure(
         Some(rtmr::replay(&events, 1)),
         Some(rtmr::replay(&events, 2)),
     ];
-    Ok(TdxMeasurement {
-        mrtd,
-        rtmr,
-        events,
-        unavailable,
-        notes,
-    })
+    Ok(not_extended(
+        TdxMeasurement {
+            mrtd,
+            rtmr,
+            events,
+            unavailable,
+            notes,
+            extends_rtmrs: true,
+            rules: Vec::new(),
+        },
+        opts,
+    ))
+}
+
+/// For a firmware that extends no RTMR: RTMR0–2 are zero and no event is logged,
+/// whatever the inputs (which were still checked as QEMU would).
+fn not_extended(mut m: TdxMeasurement, opts: &TdxOptions) -> TdxMeasurement {
+    if opts.extends_rtmrs {
+        return m;
+    }
+    m.extends_rtmrs = false;
+    m.rtmr = [Some([0; 48]); 3];
+    m.events.clear();
+    m.unavailable.clear();
+    m.notes = vec!["RTMRs not extended by this firmware (no TdTcg2Dxe driver): a TD on it reports RTMR0-2 as zero, and nothing in its launch measurement covers the kernel, initrd or command line; use a firmware built from OvmfPkg/IntelTdx/IntelTdxX64.dsc (scripts/build-ovmf.sh) or an OvmfPkgX64 build with CC_MEASUREMENT_ENABLE (edk2 >= stable202408 by default)".into()];
+    m
 }

@@ -759,7 +759,7 @@ fn tdx_firmware_without_tdx_metadata() {
     expect_error(
         &dir,
         &["tdx", "--firmware", s(&fw)],
-        &["not a TDX", "OVMF.fd"],
+        &["not a TDX", "IntelTdxX64.dsc"],
     );
 }
 
@@ -1027,6 +1027,33 @@ fn tdx_bad_fw_cfg_items() {
 
 #[test]
 fn tdx_without_platform_inputs_explains_rtmr0() {
+    // The IntelTdx build extends RTMRs, so RTMR0 needs the host's ACPI blobs.
+    let fw = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
+    assert!(
+        fw.is_file(),
+        "{} missing: run scripts/build-ovmf.sh",
+        fw.display()
+    );
+    let kernel = common::debian_kernel();
+    let dir = TempDir::new().unwrap();
+    let out = run(
+        &dir,
+        &tdx_args(s(&fw), s(&kernel), &["--append", "console=ttyS0"]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stdout.contains("RTMR0: not computed"), "{stdout}");
+    assert!(
+        stderr.contains("/sys/firmware/qemu_fw_cfg/by_name/etc/acpi/tables/raw"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("etc/table-loader/raw"), "{stderr}");
+}
+
+#[test]
+fn tdx_on_firmware_that_measures_nothing_gives_zero_rtmrs_with_the_reason() {
+    // Debian 12's OVMF.fd (edk2 2022.11, OvmfPkgX64) has no TdTcg2Dxe.
     let fw = system_fw(OVMF_FD).unwrap();
     let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
@@ -1038,10 +1065,108 @@ fn tdx_without_platform_inputs_explains_rtmr0() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     assert!(stdout.contains("MRTD:  4c7206f0"), "{stdout}");
-    assert!(stdout.contains("RTMR0: not computed"), "{stdout}");
+    for r in 0..3 {
+        assert!(
+            stdout.contains(&format!("RTMR{r}: {}", "0".repeat(96))),
+            "{stdout}"
+        );
+    }
     assert!(
-        stderr.contains("/sys/firmware/qemu_fw_cfg/by_name/etc/acpi/tables/raw"),
+        stderr.contains("RTMRs not extended by this firmware"),
         "{stderr}"
     );
-    assert!(stderr.contains("etc/table-loader/raw"), "{stderr}");
+    let out = run(
+        &dir,
+        &tdx_args(s(&fw), s(&kernel), &["--append", "console=ttyS0", "--json"]),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rtmrs_extended"], false);
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(0));
+    assert!(v["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("RTMRs not extended by this firmware"));
+    assert_eq!(v["inputs"]["firmware"]["edk2"]["extends_rtmrs"], false);
+    // Forcing it says so in the rules.
+    let out = run(
+        &dir,
+        &tdx_args(
+            s(&fw),
+            s(&kernel),
+            &["--append", "x", "--firmware-measures", "yes", "--json"],
+        ),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rtmrs_extended"], true);
+    assert!(v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["setting"] == "extends_rtmrs" && r["source"] == "flag"));
+}
+
+#[test]
+fn tdx_new_flags_refuse_bad_values() {
+    let fw = system_fw(OVMF_FD).unwrap();
+    let dir = TempDir::new().unwrap();
+    for (flag, bad, needle) in [
+        ("--qemu-version", "ten", "not a QEMU version"),
+        ("--qemu-version", "10", "not a QEMU version"),
+        ("--qemu-version", "10.1.2.3", "not a QEMU version"),
+        ("--edk2-version", "2025", "not an edk2 release"),
+        ("--edk2-version", "2025.13", "not an edk2 release"),
+        ("--kernel-setup", "maybe", "maybe"),
+        ("--initrd-option", "middle", "middle"),
+        ("--firmware-measures", "perhaps", "perhaps"),
+    ] {
+        expect_error(&dir, &["tdx", "--firmware", s(&fw), flag, bad], &[needle]);
+    }
+}
+
+#[test]
+fn append_value_that_looks_like_an_option_is_refused() {
+    // sev-snp-measure's argparse refuses `--append --json`; we used to measure "--json".
+    let dir = TempDir::new().unwrap();
+    let fw = system_fw(OVMF_FD).unwrap();
+    let kernel = common::debian_kernel();
+    for bad in ["--json", "-v", "--", "-x"] {
+        expect_error(
+            &dir,
+            &[
+                "--mode",
+                "sev",
+                "--ovmf",
+                s(&fw),
+                "--kernel",
+                s(&kernel),
+                "--append",
+                bad,
+            ],
+            &["--append=", "looks like an option"],
+        );
+        expect_error(
+            &dir,
+            &tdx_args(s(&fw), s(&kernel), &["--append", bad]),
+            &["--append="],
+        );
+    }
+    // What argparse takes as a value we take too: `=` form, negative numbers, spaces.
+    let fw = common::workspace().join("target/ovmf/out/OVMF.amdsev.fd");
+    for good in [
+        vec!["--append=--json"],
+        vec!["--append", "-5"],
+        vec!["--append", "-.5"],
+        vec!["--append", "-x console=ttyS0"],
+        vec!["--append", "-"],
+    ] {
+        let mut args = vec!["--mode", "sev", "--ovmf", s(&fw), "--kernel", s(&kernel)];
+        args.extend(good.iter().copied());
+        let out = run(&dir, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{good:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -8,8 +8,11 @@
 //! * RTMR1: Authenticode per the PE/COFF specification (hand-parsed here, not through
 //!   the `authenticode`/`object` crates) of Debian's kernel with QEMU's setup-header
 //!   patches (Linux boot protocol fields), for random memory, initrd sizes and `vga=`.
-//! * RTMR2: the EFI stub's LoadOptions and initrd events for random command lines
-//!   (non-ASCII included), both "initrd=initrd" placements, and the pre-6.9 case.
+//! * RTMR2: edk2's LoadOptions (each byte widened to a CHAR16, " initrd=initrd" only
+//!   for a non-empty initrd) and the Linux ≥ 6.9 EFI stub's events, on the HAL's pinned
+//!   Debian 13 kernel, for random command lines (non-ASCII included), absent, empty and
+//!   non-empty initrds, both "initrd=initrd" placements, and the pre-6.9 case; the
+//!   sources each rule follows are cited at the test.
 
 #![allow(
     clippy::unwrap_used,
@@ -329,36 +332,103 @@ fn rtmr1_matches_spec_authenticode_of_the_patched_debian_kernel() {
 }
 
 // ---- RTMR2 ----
+//
+// Written from the sources, not from the library:
+// * edk2 `OvmfPkg/Library/X86QemuLoadImageLib/X86QemuLoadImageLib.c`,
+//   `QemuLoadKernelImage`: LoadOptionsSize = (CommandLineSize - 1) * 2, plus
+//   `sizeof (L" initrd=initrd") - 2` only `if (InitrdSize > 0)`, plus 2 for the NUL;
+//   NULL when that is 0; filled by `UnicodeSPrintAsciiFormat ("%a%a%a", …)`.
+//   stable202508 (commit a2ac0fea49) moves the option to the front: "initrd=initrd ".
+// * edk2 `MdePkg/Library/BasePrintLib/PrintLibInternal.c`, `BasePrintLibSPrintMarker`:
+//   for `%a`, `ArgumentMask = 0xff` and one byte per argument character, so each byte
+//   of the (UTF-8) command line becomes one CHAR16 with a zero high byte.
+// * edk2 `OvmfPkg/QemuKernelLoaderFsDxe/QemuKernelLoaderFsDxe.c`,
+//   `QemuKernelFetchBlob`: a blob of size 0 is not created, so no initrd LoadFile2.
+// * Linux `drivers/firmware/efi/libstub/efi-stub-helper.c`: `efi_convert_cmdline`
+//   measures `load_options_size` bytes at `load_options` (the NUL included) as the
+//   EV_EVENT_TAG "LOADED_IMAGE::LoadOptions" when there are any; `efi_load_initrd`
+//   measures the initrd ("Linux initrd") only when one was loaded with size > 0; both
+//   to PCR 9, which the CC protocol maps to RTMR2 (6.9+, commit ac93cbfc2a2c).
+
+/// The LoadOptions bytes edk2 hands the kernel, per the sources above.
+fn edk2_load_options(cmdline: &[u8], initrd_size: u64, prepend: bool) -> Option<Vec<u8>> {
+    let mut ascii = Vec::new();
+    if initrd_size > 0 && prepend {
+        ascii.extend_from_slice(b"initrd=initrd ");
+    }
+    ascii.extend_from_slice(cmdline);
+    if initrd_size > 0 && !prepend {
+        ascii.extend_from_slice(b" initrd=initrd");
+    }
+    if ascii.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for b in ascii {
+        out.push(b);
+        out.push(0);
+    }
+    out.extend_from_slice(&[0, 0]);
+    Some(out)
+}
 
 #[test]
-fn rtmr2_matches_the_stub_events_for_random_cmdlines() {
-    let seed = common::seed("rtmr2_matches_the_stub_events_for_random_cmdlines");
+fn load_options_widen_bytes_and_skip_an_empty_initrd() {
+    // "é" is C3 A9 in UTF-8: two CHAR16s C3 00 A9 00, not UTF-16 E9 00.
+    assert_eq!(
+        edk2_load_options("é".as_bytes(), 0, false).unwrap(),
+        [0xc3, 0, 0xa9, 0, 0, 0]
+    );
+    assert_eq!(edk2_load_options(b"", 0, false), None);
+    assert_eq!(edk2_load_options(b"q", 0, true).unwrap(), [b'q', 0, 0, 0]);
+    let lib = |c: &[u8], n, o| cocos_measure::rtmr::load_options(c, n, o);
+    for (c, n) in [("é", 0), ("é", 5), ("", 5), ("", 0), ("a 日本", 1)] {
+        for (o, prepend) in [(InitrdOption::Append, false), (InitrdOption::Prepend, true)] {
+            assert_eq!(
+                lib(c.as_bytes(), n, o),
+                edk2_load_options(c.as_bytes(), n, prepend)
+            );
+        }
+    }
+}
+
+#[test]
+fn rtmr2_matches_edk2_and_the_stub_on_a_6_12_kernel_for_random_cmdlines() {
+    let seed = common::seed("rtmr2_matches_edk2_and_the_stub_on_a_6_12_kernel_for_random_cmdlines");
     let mut rng = StdRng::seed_from_u64(seed);
-    let (fw, kbytes) = debian();
-    let kernel = TdxKernel::new(kbytes).unwrap();
-    // Debian 12's 6.1 stub does not measure into TDX registers.
-    let auto = measure(
+    let (fw, old_kernel) = debian();
+    let kernel = TdxKernel::from_file(&common::stub_measuring_kernel()).unwrap();
+    assert_eq!(kernel.stub_measures_tdx(), Some(true));
+    // Debian 12's 6.1 stub does not measure into TDX registers: RTMR2 stays zero.
+    let old = TdxKernel::new(old_kernel).unwrap();
+    let m = measure(
         &fw,
-        Some(&kernel),
+        Some(&old),
         None,
         "quiet",
         &Platform::default(),
         &TdxOptions::default(),
     )
     .unwrap();
-    assert_eq!(kernel.stub_measures_tdx(), Some(false));
-    assert_eq!(auto.rtmr[2], Some([0; 48]));
-    assert!(auto.notes.iter().any(|n| n.contains("6.9")));
+    assert_eq!(old.stub_measures_tdx(), Some(false));
+    assert_eq!(m.rtmr[2], Some([0; 48]));
+    assert!(m.notes.iter().any(|n| n.contains("6.9")));
     for case in 0..100 {
         let cmdline = common::random_cmdline(&mut rng);
-        let initrd = rng.gen_bool(0.7).then(|| {
-            let data: Vec<u8> = (0..rng.gen_range(0..5000)).map(|_| rng.gen()).collect();
-            TdxInitrd::from_bytes(&data)
-        });
-        for placement in [InitrdOption::Append, InitrdOption::Prepend] {
+        // Absent, zero-byte and non-empty initrds.
+        let initrd = match rng.gen_range(0..10) {
+            0..=2 => None,
+            3 => Some(TdxInitrd::from_bytes(&[])),
+            _ => {
+                let data: Vec<u8> = (0..rng.gen_range(1..5000)).map(|_| rng.gen()).collect();
+                Some(TdxInitrd::from_bytes(&data))
+            }
+        };
+        for (placement, prepend) in [(InitrdOption::Append, false), (InitrdOption::Prepend, true)] {
             let opts = TdxOptions {
                 initrd_option: placement,
-                stub_measures: StubMeasures::Yes,
+                stub_measures: StubMeasures::Auto,
+                kernel_setup: KernelSetup::Unmodified,
                 ..TdxOptions::default()
             };
             let m = measure(
@@ -370,24 +440,18 @@ fn rtmr2_matches_the_stub_events_for_random_cmdlines() {
                 &opts,
             )
             .unwrap();
-            let text = match (initrd.is_some(), placement) {
-                (false, _) => cmdline.clone(),
-                (true, InitrdOption::Append) => format!("{cmdline} initrd=initrd"),
-                (true, InitrdOption::Prepend) => format!("initrd=initrd {cmdline}"),
-            };
+            let size = initrd.map_or(0, |i| i.size);
             let mut events = Vec::new();
-            if !text.is_empty() {
-                let mut u: Vec<u8> = text.encode_utf16().flat_map(|c| c.to_le_bytes()).collect();
-                u.extend([0, 0]);
-                events.push(sha384(&u));
+            if let Some(o) = edk2_load_options(cmdline.as_bytes(), size, prepend) {
+                events.push(sha384(&o));
             }
-            if let Some(i) = &initrd {
+            if let Some(i) = initrd.filter(|i| i.size > 0) {
                 events.push(i.sha384);
             }
             assert_eq!(
                 m.rtmr[2],
                 Some(chain(&events)),
-                "seed {seed} case {case}: {cmdline:?} {placement:?}"
+                "seed {seed} case {case}: {cmdline:?} initrd {size} bytes {placement:?}"
             );
         }
     }

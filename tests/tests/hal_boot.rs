@@ -92,8 +92,21 @@ fn default_image_runs_under_the_manager() {
     let start = Instant::now();
     eprintln!("launch took {} ms", run["launch_ms"]);
 
-    // The expected measurement is cocos-measure's for exactly this tuple.
+    // The expected measurement is cocos-measure's for exactly this tuple and the QEMU
+    // the manager runs (it asks `qemu-system-x86_64 --version` at start).
     let exp = &run["expected_measurement"];
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let qemu = String::from_utf8_lossy(&qemu.stdout);
+    let qemu = qemu
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap();
     let cmd = run["cmdline"].as_str().unwrap();
     assert!(cmd.contains(&format!("cocos.id={id}")), "{cmd}");
     let measure = Command::new(cocos_tests::measure_bin())
@@ -103,6 +116,8 @@ fn default_image_runs_under_the_manager() {
             "/usr/share/ovmf/OVMF.fd",
             "--memory",
             "1G",
+            "--qemu-version",
+            qemu,
             "--json",
         ])
         .arg("--kernel")
@@ -118,10 +133,18 @@ fn default_image_runs_under_the_manager() {
         String::from_utf8_lossy(&measure.stderr)
     );
     let want: Value = serde_json::from_slice(&measure.stdout).unwrap();
-    for k in ["mrtd", "rtmr0", "rtmr1", "rtmr2"] {
+    for k in ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmrs_extended", "rules"] {
         assert_eq!(exp[k], want[k], "{k}");
     }
     assert_eq!(exp["tee"], "tdx");
+    // Debian 12's OVMF.fd has no TdTcg2Dxe: a TD on it reports zero RTMRs, and the
+    // manager says so rather than reporting values no TD produces.
+    assert_eq!(exp["rtmrs_extended"], false, "{exp}");
+    assert_eq!(exp["rtmr1"], "00".repeat(48));
+    assert!(exp["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("RTMRs not extended by this firmware"));
 
     // WatchEvents: boot and a heartbeat, tagged with the computation id.
     let rt = tokio::runtime::Builder::new_current_thread()

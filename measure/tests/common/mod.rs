@@ -33,6 +33,45 @@ pub fn debian_kernel() -> PathBuf {
         .expect("no /boot/vmlinuz-*: run scripts/setup.sh (Debian package linux-image-amd64)")
 }
 
+/// A kernel whose EFI stub measures into TDX RTMRs (Linux ≥ 6.9): the HAL's pinned
+/// Debian 13 kernel, which `scripts/test.sh` fetches into target/hal-cache
+/// (`cocos-hal kernel --spec hal/cocos.toml --locked`) before the tests run.
+pub fn stub_measuring_kernel() -> PathBuf {
+    let cache = workspace().join("target/hal-cache");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("boot")))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.retain(|b| b.is_dir());
+    let mut kernels: Vec<PathBuf> = found
+        .iter()
+        .flat_map(|b| std::fs::read_dir(b).into_iter().flatten())
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .and_then(|v| {
+                    let mut it = v.split(|c: char| !c.is_ascii_digit());
+                    Some((
+                        it.next()?.parse::<u32>().ok()?,
+                        it.next()?.parse::<u32>().ok()?,
+                    ))
+                })
+                .is_some_and(|mm| mm >= (6, 9))
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop().unwrap_or_else(|| {
+        panic!(
+            "no Linux >= 6.9 kernel under {}: run scripts/test.sh, or `cargo run -p cocos-hal -- kernel --spec hal/cocos.toml --locked`",
+            cache.display()
+        )
+    })
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

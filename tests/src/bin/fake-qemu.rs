@@ -38,6 +38,11 @@ fn env_u64(k: &str) -> Option<u64> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--version") {
+        // What the manager asks at start for its TDX measurement rules.
+        println!("QEMU emulator version 10.1.0 (fake-qemu stand-in)");
+        return;
+    }
     let name = opt(&args, "-name").pop().unwrap_or_default();
     for f in ["-kernel", "-initrd", "-bios"] {
         for p in opt(&args, f) {

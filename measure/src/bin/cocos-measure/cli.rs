@@ -346,9 +346,46 @@ fn present(p: &Option<PathBuf>) -> Option<&Path> {
     p.as_deref().filter(|p| !p.as_os_str().is_empty())
 }
 
+/// Whether Python's argparse (sev-snp-measure's parser) would take `arg`, following an
+/// option that expects a value, as that value rather than as another option
+/// (`argparse.ArgumentParser._parse_optional`): anything not starting with '-', a lone
+/// "-", a negative number, or a string containing a space.
+fn argparse_takes_as_value(arg: &str) -> bool {
+    // argparse's `_negative_number_matcher`: `^-\d+$|^-\d*\.\d+$`.
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    let negative_number = arg
+        .strip_prefix('-')
+        .is_some_and(|n| match n.split_once('.') {
+            None => digits(n),
+            Some((a, b)) => (a.is_empty() || digits(a)) && digits(b),
+        });
+    !arg.starts_with('-') || arg == "-" || negative_number || arg.contains(' ')
+}
+
+/// Refuses `--append VALUE` where VALUE looks like an option (`--append --json`): a
+/// typo would otherwise be measured as the command line. sev-snp-measure's argparse
+/// refuses the same; `--append=VALUE` says it is meant.
+fn check_append_values(args: &[std::ffi::OsString]) -> Result<()> {
+    for w in args.windows(2) {
+        let [flag, value] = w else { continue };
+        if flag.to_str() != Some("--append") {
+            continue;
+        }
+        let value = value.to_string_lossy();
+        if !argparse_takes_as_value(&value) {
+            bail!(
+                "--append {value:?}: the value starts with '-' and looks like an option (sev-snp-measure refuses it too); write --append={value} if this is the command line"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Entry point: parses arguments and runs.
 pub fn run() -> Result<()> {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    check_append_values(&args)?;
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;

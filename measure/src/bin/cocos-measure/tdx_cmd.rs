@@ -6,19 +6,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use cocos_measure::bzimage::{parse_memory, KernelSetup, LinuxLoad};
+use cocos_measure::edk2::Edk2Release;
 use cocos_measure::efivar::EfiVars;
 use cocos_measure::inputs;
 use cocos_measure::rtmr::{AcpiBlobs, InitrdOption, Platform, FW_CFG_MEASURED};
 use cocos_measure::tdx_launch::{
-    measure, StubMeasures, TdxFirmware, TdxInitrd, TdxKernel, TdxMeasurement, TdxOptions,
+    measure, StubMeasures, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch, TdxMeasurement, TdxOptions,
 };
+use cocos_measure::tdx_rules::{QemuVersion, Source, Stated};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SetupArg {
-    /// QEMU up to 10.1: setup header patched (initrd address, loader type, heap)
+    /// The setup header QEMU (<= 10.1) patches into its legacy kernel blob
     Patched,
-    /// QEMU 10.2+: confidential guests get the file unchanged
+    /// The file as is (QEMU 10.2+, or QEMU 10.0+ with edk2 >= stable202502 reading etc/boot/kernel)
     Unmodified,
 }
 
@@ -28,6 +30,28 @@ enum InitrdArg {
     Append,
     /// "initrd=initrd <cmdline>" (edk2 stable202508 and later)
     Prepend,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FirmwareArg {
+    /// From the firmware's drivers: only TdTcg2Dxe extends RTMRs
+    Auto,
+    /// The firmware extends RTMR0-2
+    Yes,
+    /// It does not: RTMR0-2 are zero
+    No,
+}
+
+fn qemu_version(s: &str) -> Result<QemuVersion, String> {
+    QemuVersion::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a QEMU version: write MAJOR.MINOR as `qemu-system-x86_64 --version` prints it, e.g. 10.1")
+    })
+}
+
+fn edk2_version(s: &str) -> Result<Edk2Release, String> {
+    Edk2Release::parse(s).ok_or_else(|| {
+        format!("{s:?} is not an edk2 release: write YYYY.MM or edk2-stableYYYYMM, e.g. 2025.02")
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -78,18 +102,27 @@ pub struct TdxCmd {
     /// Copy of a guest's /sys/firmware/efi/efivars (BootOrder, Boot####, PK/KEK/db/dbx if set; needed for RTMR0)
     #[arg(long, value_name = "DIR")]
     efivars: Option<PathBuf>,
-    /// A fw_cfg item OVMF (edk2 >= stable202411) measures into RTMR0, as NAME=FILE; repeatable
+    /// A fw_cfg item OVMF (edk2 >= stable202505) measures into RTMR0, as NAME=FILE; repeatable
     #[arg(long = "fw-cfg", value_name = "NAME=FILE")]
     fw_cfg: Vec<String>,
     /// Two-pass MRTD (older QEMU/KVM: all pages added, then extended, per section)
     #[arg(long)]
     two_pass: bool,
-    /// How QEMU hands the kernel's setup header to the guest
-    #[arg(long, value_enum, default_value = "patched")]
-    kernel_setup: SetupArg,
-    /// Where OVMF puts "initrd=initrd" in the kernel's LoadOptions
-    #[arg(long, value_enum, default_value = "append")]
-    initrd_option: InitrdArg,
+    /// The QEMU that runs the guest, as `qemu-system-x86_64 --version` prints it (decides which kernel bytes are measured; default: 10.1, the first upstream QEMU with TDX)
+    #[arg(long, value_name = "X.Y", value_parser = qemu_version)]
+    qemu_version: Option<QemuVersion>,
+    /// The firmware's edk2 release (YYYY.MM), for firmware that carries no version string
+    #[arg(long, value_name = "YYYY.MM", value_parser = edk2_version)]
+    edk2_version: Option<Edk2Release>,
+    /// Which kernel bytes OVMF measures (default: derived from --qemu-version and the firmware)
+    #[arg(long, value_enum)]
+    kernel_setup: Option<SetupArg>,
+    /// Where OVMF puts "initrd=initrd" in the kernel's LoadOptions (default: read from the firmware)
+    #[arg(long, value_enum)]
+    initrd_option: Option<InitrdArg>,
+    /// Whether the firmware extends RTMRs at all (auto: only with the TdTcg2Dxe driver)
+    #[arg(long, value_enum, default_value = "auto")]
+    firmware_measures: FirmwareArg,
     /// Whether the kernel's EFI stub measures the command line and initrd into RTMR2
     #[arg(long, value_enum, default_value = "auto")]
     stub_measures: StubArg,
@@ -158,38 +191,47 @@ fn platform(c: &TdxCmd) -> Result<Platform> {
     })
 }
 
-fn options(c: &TdxCmd) -> Result<TdxOptions> {
+fn launch(c: &TdxCmd) -> Result<TdxLaunch> {
     let memory = parse_memory(&c.memory).map_err(anyhow::Error::msg)?;
     if c.cpus == 0 || c.cpus > 4096 {
         bail!("--cpus must be between 1 and 4096, got {}", c.cpus);
     }
-    Ok(TdxOptions {
+    Ok(TdxLaunch {
         memory,
         two_pass: c.two_pass,
-        kernel_setup: match c.kernel_setup {
-            SetupArg::Patched => KernelSetup::Patched,
-            SetupArg::Unmodified => KernelSetup::Unmodified,
-        },
-        initrd_option: match c.initrd_option {
-            InitrdArg::Append => InitrdOption::Append,
-            InitrdArg::Prepend => InitrdOption::Prepend,
-        },
         stub_measures: match c.stub_measures {
             StubArg::Auto => StubMeasures::Auto,
             StubArg::Yes => StubMeasures::Yes,
             StubArg::No => StubMeasures::No,
+        },
+        stated: Stated {
+            qemu: c.qemu_version,
+            edk2: c.edk2_version,
+            kernel_setup: c.kernel_setup.map(|k| match k {
+                SetupArg::Patched => KernelSetup::Patched,
+                SetupArg::Unmodified => KernelSetup::Unmodified,
+            }),
+            initrd_option: c.initrd_option.map(|o| match o {
+                InitrdArg::Append => InitrdOption::Append,
+                InitrdArg::Prepend => InitrdOption::Prepend,
+            }),
+            extends_rtmrs: match c.firmware_measures {
+                FirmwareArg::Auto => None,
+                FirmwareArg::Yes => Some(true),
+                FirmwareArg::No => Some(false),
+            },
         },
     })
 }
 
 /// Runs `cocos-measure tdx`.
 pub fn run(c: TdxCmd) -> Result<()> {
-    let opts = options(&c)?;
+    let launch = launch(&c)?;
     let platform = platform(&c)?;
     let cmdline = c.append.clone().unwrap_or_default();
 
     // Hash the initrd on another core while the firmware and kernel are read here.
-    let (fw, kernel, initrd) = std::thread::scope(|s| -> Result<_> {
+    let (fw, kernel, initrd, opts, rules) = std::thread::scope(|s| -> Result<_> {
         let initrd_job = c.initrd.as_ref().map(|p| {
             s.spawn(move || -> Result<TdxInitrd> {
                 inputs::check_file(p)?;
@@ -198,6 +240,9 @@ pub fn run(c: TdxCmd) -> Result<()> {
         });
         let fw = TdxFirmware::new(inputs::read_firmware(&c.firmware)?)
             .with_context(|| c.firmware.display().to_string())?;
+        // Which behaviours this launch gets: from the stated QEMU version and what the
+        // firmware's drivers show (reading them decompresses its DXE volume).
+        let (opts, rules) = launch.options(&fw);
         let kernel = match &c.kernel {
             Some(p) => {
                 inputs::check_file(p)?;
@@ -231,10 +276,10 @@ pub fn run(c: TdxCmd) -> Result<()> {
             ),
             None => None,
         };
-        Ok((fw, kernel, initrd))
+        Ok((fw, kernel, initrd, opts, rules))
     })?;
 
-    let m = measure(
+    let mut m = measure(
         &fw,
         kernel.as_ref(),
         initrd.as_ref(),
@@ -242,15 +287,9 @@ pub fn run(c: TdxCmd) -> Result<()> {
         &platform,
         &opts,
     )?;
+    m.rules = rules;
     if c.json {
-        let v = to_json(
-            &c,
-            &opts,
-            &m,
-            kernel.as_ref(),
-            initrd.as_ref(),
-            fw.firmware().size(),
-        );
+        let v = to_json(&c, &opts, &m, kernel.as_ref(), initrd.as_ref(), &fw);
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -280,6 +319,9 @@ pub fn run(c: TdxCmd) -> Result<()> {
     for n in &m.notes {
         eprintln!("cocos-measure: note: {n}");
     }
+    for r in m.rules.iter().filter(|r| r.source != Source::Flag) {
+        eprintln!("cocos-measure: {} = {}: {}", r.setting, r.value, r.why);
+    }
     Ok(())
 }
 
@@ -289,7 +331,7 @@ fn to_json(
     m: &TdxMeasurement,
     kernel: Option<&TdxKernel>,
     initrd: Option<&TdxInitrd>,
-    fw_size: usize,
+    fw: &TdxFirmware,
 ) -> Value {
     let mut v = m.registers_json();
     let rest = json!({
@@ -301,7 +343,7 @@ fn to_json(
             "what": e.what,
         })).collect::<Vec<_>>(),
         "inputs": {
-            "firmware": {"path": c.firmware, "size": fw_size},
+            "firmware": {"path": c.firmware, "size": fw.firmware().size(), "edk2": fw.behaviour()},
             "kernel": kernel.map(|k| json!({
                 "path": c.kernel, "size": k.len(),
                 "boot_protocol": format!("{}.{:02}", k.header().protocol >> 8, k.header().protocol & 0xff),
@@ -317,6 +359,9 @@ fn to_json(
             "kernel_setup": opts.kernel_setup,
             "initrd_option": opts.initrd_option,
             "stub_measures": opts.stub_measures,
+            "extends_rtmrs": opts.extends_rtmrs,
+            "qemu_version": c.qemu_version,
+            "edk2_version": c.edk2_version.map(|e| e.to_string()),
         },
     });
     if let (Some(o), Value::Object(r)) = (v.as_object_mut(), rest) {
