@@ -64,12 +64,11 @@ pub fn stub_measuring_kernel() -> PathBuf {
         })
         .collect();
     kernels.sort();
-    kernels.pop().unwrap_or_else(|| {
-        panic!(
-            "no Linux >= 6.9 kernel under {}: run scripts/test.sh, or `cargo run -p cocos-hal -- kernel --spec hal/cocos.toml --locked`",
-            cache.display()
-        )
-    })
+    let missing = format!(
+        "no Linux >= 6.9 kernel under {}: run scripts/test.sh, or `cargo run -p cocos-hal -- kernel --spec hal/cocos.toml --locked`",
+        cache.display()
+    );
+    kernels.pop().expect(&missing)
 }
 
 /// The workspace root.
