@@ -271,6 +271,58 @@ mod tests {
         assert_eq!(Edk2Release::new(2025, 2).to_string(), "2025.02");
     }
 
+    /// A firmware whose DXE volume holds the modules named, LZMA-compressed inside an
+    /// outer volume as OVMF's FDF lays out FVMAIN_COMPACT.
+    fn firmware(modules: &[(Uuid, u8, &[u8])]) -> Vec<u8> {
+        use crate::fv::tests::{file, lzma_section, section, volume};
+        let mut files = file(
+            uuid!("d6a2cb7f-6a18-4e2f-b43b-9920a733700a"),
+            0x05,
+            &section(0x10, b"core"),
+        );
+        for (g, t, body) in modules {
+            files.extend(file(*g, *t, &section(0x10, body)));
+        }
+        let dxe = volume(&files);
+        let outer = volume(&file(
+            Uuid::from_u128(1),
+            0x0b,
+            &lzma_section(&section(0x17, &dxe)),
+        ));
+        [vec![0xff; 8192], outer].concat()
+    }
+
+    #[test]
+    fn behaviours_from_synthetic_volumes() {
+        // stable202508+: "initrd=initrd " (X86QemuLoadImageLib, commit a2ac0fea49).
+        let img = firmware(&[
+            (TD_TCG2_DXE, 0x07, b"tcg"),
+            (QEMU_KERNEL_LOADER_FS_DXE, 0x07, b"..etc/boot/\0.."),
+            (BDS_DXE, 0x07, b"%a%a%a\0kernel \0initrd=initrd \0"),
+        ]);
+        let b = analyse(&img);
+        assert!(b.problems.is_empty(), "{:?}", b.problems);
+        assert_eq!(b.extends_rtmrs, Some(true));
+        assert_eq!(b.reads_etc_boot, Some(true));
+        assert_eq!(b.initrd_option, Some(InitrdOption::Prepend));
+        // 2022.11-like: no TdTcg2Dxe, no etc/boot/, appended option.
+        let img = firmware(&[
+            (QEMU_KERNEL_LOADER_FS_DXE, 0x07, b"kernel\0initrd"),
+            (BDS_DXE, 0x07, b"%a%a\0 initrd=initrd\0etc/boot-menu-wait\0"),
+        ]);
+        let b = analyse(&img);
+        assert_eq!(b.extends_rtmrs, Some(false));
+        assert_eq!(b.reads_etc_boot, Some(false));
+        assert_eq!(b.initrd_option, Some(InitrdOption::Append));
+        // No volumes at all: nothing is claimed.
+        let b = analyse(&[0u8; 4096]);
+        assert_eq!(
+            (b.extends_rtmrs, b.reads_etc_boot, b.initrd_option),
+            (None, None, None)
+        );
+        assert!(!b.problems.is_empty());
+    }
+
     #[test]
     fn version_in_utf16() {
         let mut img = b"junk\x01".to_vec();

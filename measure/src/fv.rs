@@ -368,7 +368,7 @@ pub fn lzma_decode(payload: &[u8], limit: u64) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A volume header with a valid checksum around `files` (FFS2).

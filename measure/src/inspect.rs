@@ -2,8 +2,9 @@
 //! reason when it cannot. `cocos-measure inspect` prints this; the image builder uses
 //! it to write "cannot measure kernels with this firmware" instead of a digest.
 
+use crate::edk2::Edk2Behaviour;
 use crate::hashes::PADDED_TABLE_LEN;
-use crate::ovmf::{Firmware, Parsed, SevSectionKind, PAGE_SIZE};
+use crate::ovmf::{Firmware, Parsed, SevSectionKind, FOUR_GIB, PAGE_SIZE};
 
 /// Launch types a firmware may support.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -33,6 +34,9 @@ pub struct Capability {
     /// Why not, or a caveat.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Oddities that do not stop a launch but that a verifier should know of.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 const AMDSEV_HINT: &str =
@@ -46,6 +50,16 @@ pub fn snp_kernel_hashes_problem(fw: &Firmware) -> Option<String> {
         .iter()
         .find(|s| s.kind() == Some(SevSectionKind::SnpKernelHashes))
     else {
+        if fw.sev_hashes_supported() && fw.has_sev_metadata() {
+            // A non-zero SEV_HASH_TABLE_RV is what AmdSevX64 builds carry; edk2 added
+            // the SNP_KERNEL_HASHES metadata section only in stable202402 (9eec96bd4f).
+            return Some(
+                "no SNP_KERNEL_HASHES section in the SEV metadata: this is an AmdSevX64 build \
+                 (it has a SEV hash table) from before edk2 stable202402, which added that \
+                 section; build one from edk2 stable202402 or later (scripts/build-ovmf.sh)"
+                    .into(),
+            );
+        }
         return Some(format!(
             "no SNP_KERNEL_HASHES section in the SEV metadata: {AMDSEV_HINT}"
         ));
@@ -97,12 +111,39 @@ fn snp_problem(fw: &Firmware) -> Option<String> {
     None
 }
 
-/// One verdict per launch type.
-pub fn capabilities(fw: &Firmware) -> Vec<Capability> {
+/// SNP metadata sections that a launch accepts but that look wrong: empty sections,
+/// and sections overlapping the flash image mapped below 4 GiB (the firmware pages are
+/// measured as data already; a section there would be measured twice or clobber it).
+pub fn snp_section_warnings(fw: &Firmware) -> Vec<String> {
+    let flash_start = FOUR_GIB.saturating_sub(fw.size() as u64);
+    fw.sev_sections()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let name = s.kind().map_or("unknown", |k| k.name());
+            let end = u64::from(s.gpa) + u64::from(s.size);
+            if s.size == 0 {
+                Some(format!("SEV metadata section {i} ({name}) at {:#x} has size 0", s.gpa))
+            } else if end > flash_start && u64::from(s.gpa) < FOUR_GIB {
+                Some(format!(
+                    "SEV metadata section {i} ({name}) {:#x}..{end:#x} overlaps the firmware image mapped at {flash_start:#x}..4 GiB",
+                    s.gpa
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// One verdict per launch type; `edk2` (what [`crate::edk2::analyse`] found) adds
+/// whether a TD's RTMRs are extended.
+pub fn capabilities(fw: &Firmware, edk2: &Edk2Behaviour) -> Vec<Capability> {
     let cap = |launch, problem: Option<String>| Capability {
         launch,
         supported: problem.is_none(),
         note: problem,
+        warnings: Vec::new(),
     };
     let reset = fw.sev_es_reset_eip();
     let one_cpu = matches!(reset, Ok(0)).then(|| "AP reset EIP is 0: 1 vCPU only".to_owned());
@@ -130,6 +171,7 @@ pub fn capabilities(fw: &Firmware) -> Vec<Capability> {
         cap(LaunchType::SnpKernelHashes, snp_k),
         cap(LaunchType::Tdx, tdx),
     ];
+    let snp_warnings = snp_section_warnings(fw);
     for c in out.iter_mut() {
         if c.supported
             && matches!(
@@ -138,6 +180,19 @@ pub fn capabilities(fw: &Firmware) -> Vec<Capability> {
             )
         {
             c.note.clone_from(&one_cpu);
+        }
+        if matches!(c.launch, LaunchType::Snp | LaunchType::SnpKernelHashes) {
+            c.warnings.clone_from(&snp_warnings);
+        }
+        if c.launch == LaunchType::Tdx && c.supported {
+            c.note = match edk2.extends_rtmrs {
+                Some(true) => Some("RTMRs extended (TdTcg2Dxe present)".into()),
+                Some(false) => Some(
+                    "RTMRs not extended by this firmware (no TdTcg2Dxe): a TD on it reports RTMR0-2 as zero, so nothing measures its kernel, initrd or command line".into(),
+                ),
+                None => Some("cannot tell whether RTMRs are extended (firmware volumes unreadable)".into()),
+            };
+            c.warnings.clone_from(&edk2.problems);
         }
     }
     out

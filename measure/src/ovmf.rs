@@ -31,6 +31,9 @@ pub const SEV_SECRET_GUID: Uuid = uuid!("4c2eb361-7d9b-4cc3-8081-127c90d3d294");
 /// OVMF's SEV-SNP boot block (GHCB/secrets locations for the reset vector).
 pub const SEV_SNP_BOOT_BLOCK_GUID: Uuid = uuid!("48a8c4f4-bcd8-4ef5-8f15-2d76ad4e0d38");
 
+/// Offset of the IGVM parameter/HOB table (edk2 ≥ stable202511, `ResetVectorVtf0.asm`).
+pub const IGVM_METADATA_GUID: Uuid = uuid!("784fa70e-3176-4677-8a20-04b68699e374");
+
 /// Size of a footer-table entry header: u16 length + 16-byte GUID.
 pub const ENTRY_HEADER_SIZE: usize = 18;
 /// The footer table ends this many bytes before the end of the image (reset vector).
@@ -89,6 +92,7 @@ pub fn guid_name(guid: &Uuid) -> &'static str {
         SVSM_INFO_GUID => "SVSM_INFO",
         SEV_SECRET_GUID => "SEV_SECRET",
         SEV_SNP_BOOT_BLOCK_GUID => "SEV_SNP_BOOT_BLOCK",
+        IGVM_METADATA_GUID => "IGVM_METADATA",
         _ => "unknown",
     }
 }

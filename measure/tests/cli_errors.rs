@@ -719,6 +719,134 @@ fn synthesized_image_is_accepted() {
     assert_eq!(v["sev_metadata"].as_array().unwrap().len(), 2);
 }
 
+/// `inspect` names the IGVM entry (edk2 >= stable202511), says that an AmdSevX64 build
+/// without SNP_KERNEL_HASHES predates edk2 stable202402, and warns about empty SNP
+/// sections and sections overlapping the flash (edk2 `OvmfPkg/ResetVector`
+/// `X64/OvmfSevMetadata.asm` declares them; QEMU `target/i386/sev.c` launches them).
+#[test]
+fn inspect_explains_old_amdsev_builds_and_odd_snp_sections() {
+    let dir = TempDir::new().unwrap();
+    let len = 4 * PAGE;
+    let hash_table = (
+        SEV_HASH_TABLE_RV,
+        [0x80_f000u32.to_le_bytes(), 0x400u32.to_le_bytes()].concat(),
+    );
+    let igvm = (
+        "784fa70e-3176-4677-8a20-04b68699e374",
+        0x2000u32.to_le_bytes().to_vec(),
+    );
+    let mut img = synth(
+        len,
+        &[
+            reset_block(0x80_b004),
+            sev_metadata_entry(len, PAGE),
+            hash_table,
+            igvm,
+        ],
+    );
+    let flash = u32::try_from((1u64 << 32) - len as u64).unwrap();
+    put_sev_metadata(
+        &mut img,
+        PAGE,
+        &[
+            (0x80_0000, 0, 1),
+            (flash + 0x1000, 0x1000, 1),
+            (0x80_1000, 0x1000, 3),
+        ],
+    );
+    let fw = write(&dir, "old-amdsev.fd", &img);
+    let out = run(&dir, &["inspect", "--ovmf", s(&fw), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "IGVM_METADATA"));
+    let cap = |l: &str| {
+        v["supports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["launch"] == l)
+            .unwrap()
+            .clone()
+    };
+    let snpk = cap("snp-kernel-hashes");
+    assert_eq!(snpk["supported"], false);
+    assert!(
+        snpk["note"].as_str().unwrap().contains("stable202402"),
+        "{snpk}"
+    );
+    let snp = cap("snp");
+    let warnings: Vec<&str> = snp["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("size 0")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("overlaps the firmware image")),
+        "{warnings:?}"
+    );
+    // Random bytes carry no firmware volumes: the edk2 reading says so.
+    assert_eq!(v["edk2"]["extends_rtmrs"], serde_json::Value::Null);
+    let out = run(&dir, &["inspect", "--ovmf", s(&fw)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning: SEV metadata section 0 (SNP_SEC_MEM)"),
+        "{text}"
+    );
+}
+
+/// `inspect` on Debian's OVMF.fd and the IntelTdx build says whether the firmware
+/// extends RTMRs, which edk2 behaviours it has, and on what evidence (file GUIDs).
+#[test]
+fn inspect_reads_the_edk2_behaviours_from_the_drivers() {
+    let dir = TempDir::new().unwrap();
+    let debian = system_fw(OVMF_FD).unwrap();
+    let tdx = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
+    assert!(
+        tdx.is_file(),
+        "{} missing: run scripts/build-ovmf.sh",
+        tdx.display()
+    );
+    for (fw, extends, etc_boot) in [(debian, false, false), (tdx, true, true)] {
+        let out = run(&dir, &["inspect", "--ovmf", s(&fw), "--json"]);
+        assert_eq!(out.status.code(), Some(0));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let e = &v["edk2"];
+        assert_eq!(e["extends_rtmrs"], extends, "{}: {e}", fw.display());
+        assert_eq!(e["reads_etc_boot"], etc_boot, "{}: {e}", fw.display());
+        assert_eq!(e["initrd_option"], "append", "{}: {e}", fw.display());
+        let evidence = e["evidence"].to_string();
+        assert!(
+            evidence.contains("f062221e-c607-44c2-b0b4-c3886331d351"),
+            "{evidence}"
+        );
+        let tdx_cap = v["supports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["launch"] == "tdx")
+            .unwrap()
+            .clone();
+        let note = tdx_cap["note"].as_str().unwrap();
+        assert_eq!(note.contains("not extended"), !extends, "{note}");
+    }
+}
+
 // ---- cocos-measure tdx ----
 
 const TDX_METADATA_OFFSET: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";

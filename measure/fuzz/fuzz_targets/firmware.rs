@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    let caps = inspect::capabilities(&fw);
+    let edk2 = cocos_measure::edk2::analyse(fw.data());
+    let caps = inspect::capabilities(&fw, &edk2);
     assert_eq!(caps.len(), 6, "one verdict per launch type");
     let supported = |l: LaunchType| caps.iter().any(|c| c.launch == l && c.supported);
     assert!(supported(LaunchType::Sev), "plain SEV is always possible");

@@ -859,7 +859,8 @@ fn run_matrix(c: MatrixCmd) -> Result<()> {
 
 fn run_inspect(c: InspectCmd) -> Result<()> {
     let fw = inputs::read_firmware(&c.ovmf)?;
-    let caps = capabilities(&fw);
+    let edk2 = cocos_measure::edk2::analyse(fw.data());
+    let caps = capabilities(&fw, &edk2);
     let entries: Vec<Value> = fw
         .table()
         .iter()
@@ -900,6 +901,7 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
             "sev_hash_table_gpa": table.map(|g| format!("{g:#x}")),
             "sev_metadata": fw.has_sev_metadata().then_some(sev_sections),
             "tdx_metadata": tdx,
+            "edk2": edk2,
             "supports": caps,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -921,6 +923,36 @@ fn run_inspect(c: InspectCmd) -> Result<()> {
             .map(|n| format!("  ({n})"))
             .unwrap_or_default();
         println!("  {mark} {:<18}{note}", launch.as_str().unwrap_or_default());
+        for w in &cap.warnings {
+            println!("      warning: {w}");
+        }
+    }
+    println!("\nedk2 behaviours (from the firmware's drivers):");
+    let tell = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    };
+    println!(
+        "  version:            {}",
+        edk2.version
+            .as_deref()
+            .unwrap_or("not carried by the image")
+    );
+    println!("  extends RTMRs:      {}", tell(edk2.extends_rtmrs));
+    println!("  reads etc/boot/*:   {}", tell(edk2.reads_etc_boot));
+    println!(
+        "  initrd=initrd:      {}",
+        edk2.initrd_option.map_or("unknown", |o| match o {
+            cocos_measure::rtmr::InitrdOption::Append => "appended",
+            cocos_measure::rtmr::InitrdOption::Prepend => "prepended",
+        })
+    );
+    for e in &edk2.evidence {
+        println!("  evidence: {e}");
+    }
+    for p in &edk2.problems {
+        println!("  problem:  {p}");
     }
     if !fw.has_footer_table() {
         println!("\nno OVMF footer table");
