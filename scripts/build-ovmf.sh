@@ -91,7 +91,7 @@ edk2_build() {  # $1=dsc $2=log name, rest=extra flags
   # The version string Debian's packaging sets (debian/rules PCD_FLAGS): firmware that
   # carries it tells `cocos-measure inspect` its edk2 release.
   build -a X64 -t GCC5 -b "$TARGET" -n "$JOBS" -p "$dsc" \
-    --pcd "PcdFirmwareVersionString=L\"$VER\\0\"" "$@" >"$WORK/logs/$name.log" 2>&1 \
+    --pcd "PcdFirmwareVersionString=L$VER\\0" "$@" >"$WORK/logs/$name.log" 2>&1 \
     || { tail -40 "$WORK/logs/$name.log"; exit 1; }
 }
 
