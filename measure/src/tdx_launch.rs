@@ -99,7 +99,7 @@ impl Default for TdxLaunch {
 impl TdxLaunch {
     /// The options for this launch on this firmware, and the rule behind each choice.
     pub fn options(&self, fw: &TdxFirmware) -> (TdxOptions, Vec<Rule>) {
-        let c = tdx_rules::choose(&self.stated, fw.behaviour());
+        let c = tdx_rules::choose_lazily(&self.stated, || fw.behaviour());
         (
             TdxOptions {
                 memory: self.memory,

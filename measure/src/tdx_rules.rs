@@ -151,6 +151,18 @@ fn initrd_name(o: InitrdOption) -> &'static str {
     }
 }
 
+/// Decides the launch's behaviours. `read_fw` reads the firmware's behaviours; it is
+/// called only if a choice needs them (reading decompresses the firmware's volumes).
+pub fn choose_lazily<'a>(stated: &Stated, read_fw: impl FnOnce() -> &'a Edk2Behaviour) -> Choices {
+    let forced = stated.kernel_setup.is_some()
+        && stated.initrd_option.is_some()
+        && stated.extends_rtmrs.is_some();
+    if forced {
+        return choose(stated, &Edk2Behaviour::default());
+    }
+    choose(stated, read_fw())
+}
+
 /// Decides the launch's behaviours.
 pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
     let mut rules = Vec::new();
