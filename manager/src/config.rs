@@ -242,21 +242,43 @@ impl Config {
     /// The QEMU version TDX measurements assume: `--qemu-version`, else what the QEMU
     /// binary says of itself; `None` (with the reason) if it cannot be asked.
     pub fn qemu_version_or_probe(&self) -> Result<cocos_measure::tdx_rules::QemuVersion, String> {
+        use std::io::Read;
         if let Some(v) = self.qemu_version {
             return Ok(v);
         }
-        let out = std::process::Command::new(&self.qemu_bin)
+        let bin = self.qemu_bin.display();
+        let mut child = std::process::Command::new(&self.qemu_bin)
             .arg("--version")
             .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("{} --version: {e}", self.qemu_bin.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{bin} --version: {e}"))?;
+        // The binary is the operator's, but a wrong path may name anything: give it
+        // 5 s and read at most 4 KiB of what it prints.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("{bin} --version did not answer within 5 s; set --qemu-version"));
+                }
+            }
+        }
+        let mut text = String::new();
+        if let Some(out) = child.stdout.take() {
+            let mut buf = Vec::new();
+            let _ = out.take(4096).read_to_end(&mut buf);
+            text = String::from_utf8_lossy(&buf).into_owned();
+        }
         cocos_measure::tdx_rules::QemuVersion::parse(&text).ok_or_else(|| {
-            format!(
-                "{} --version printed {:?}, not a QEMU version; set --qemu-version",
-                self.qemu_bin.display(),
-                text.lines().next().unwrap_or("")
-            )
+            let first: String = text.lines().next().unwrap_or("").chars().take(80).collect();
+            format!("{bin} --version printed {first:?}, not a QEMU version; set --qemu-version")
         })
     }
 

@@ -361,11 +361,17 @@ impl Manager {
             },
             TeeKind::Tdx => Target::Tdx {
                 memory: cfg.memory_mib().map_err(anyhow::Error::msg)? << 20,
-                qemu: match cfg.qemu_version_or_probe() {
-                    Ok(v) => Some(v),
-                    Err(why) => {
-                        tracing::warn!("TDX measurements assume a QEMU version: {why}");
-                        None
+                qemu: {
+                    let c = cfg.clone();
+                    match tokio::task::spawn_blocking(move || c.qemu_version_or_probe()).await? {
+                        Ok(v) => {
+                            tracing::info!("TDX measurements for QEMU {v}");
+                            Some(v)
+                        }
+                        Err(why) => {
+                            tracing::warn!("TDX measurements assume a QEMU version: {why}");
+                            None
+                        }
                     }
                 },
             },

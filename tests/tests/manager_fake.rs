@@ -482,3 +482,195 @@ fn port_forwards_bind_loopback_and_skip_taken_ports() {
         );
     }
 }
+
+/// A release of Debian's kernel with the IntelTdx firmware (which extends RTMRs and
+/// loads fw_cfg etc/boot/kernel), measured as TDX.
+fn tdx_release(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let fw_src = cocos_tests::root().join("target/ovmf/out/OVMF.inteltdx.fd");
+    assert!(
+        fw_src.is_file(),
+        "{} missing: run scripts/build-ovmf.sh",
+        fw_src.display()
+    );
+    let mut ks: Vec<_> = std::fs::read_dir("/boot")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("vmlinuz-")
+        })
+        .collect();
+    ks.sort();
+    let k = std::fs::read(ks.last().expect("no /boot/vmlinuz-*: run scripts/setup.sh")).unwrap();
+    let i: Vec<u8> = (0..3000u32).map(|x| (x * 7) as u8).collect();
+    let f = std::fs::read(&fw_src).unwrap();
+    std::fs::write(dir.join("vmlinuz"), &k).unwrap();
+    std::fs::write(dir.join("initramfs.cpio.gz"), &i).unwrap();
+    let fw = dir.join("OVMF.fd");
+    std::fs::write(&fw, &f).unwrap();
+    let sha = cocos_hal::build::sha256_hex;
+    let rel = serde_json::json!({
+        "name": "tdx", "version": "0", "cmdline": "console=ttyS0 cocos.events=serial:x", "kernel": {"release": "x"},
+        "artifacts": [
+            {"kind": "kernel", "path": "vmlinuz", "sha256": sha(&k)},
+            {"kind": "initrd", "path": "initramfs.cpio.gz", "sha256": sha(&i)},
+        ],
+        "measurements": {"snp": null, "tdx": {"firmware": {"file": "OVMF.fd", "sha256": sha(&f)}}},
+    });
+    let p = dir.join("release.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&rel).unwrap()).unwrap();
+    (p, fw)
+}
+
+/// The expected TDX measurement follows the QEMU the manager runs (asked with
+/// `--version`, or `--qemu-version`), equals `cocos-measure tdx` for the same launch,
+/// and a QEMU binary that answers `--version` with garbage, a flood or not at all
+/// neither stops nor hangs the manager: the measurement then says what it assumed.
+#[test]
+fn tdx_expected_measurement_follows_the_qemu_version_and_survives_hostile_answers() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = tdx_release(&d.path().join("rel"));
+    let run = |state: &str, qemu: &str, extra: &[&str]| -> Value {
+        let state = d.path().join(state);
+        let mut more = vec!["--measure-as", "tdx", "--memory", "2G"];
+        more.extend_from_slice(extra);
+        let args = manager_args(&release, &state, &fw, qemu, &more);
+        let t0 = std::time::Instant::now();
+        let m = ManagerProc::start(&args, &[], &state.join("manager.log"));
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "start took {:?}",
+            t0.elapsed()
+        );
+        let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "t1"}"#);
+        assert_eq!(st, 201, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let _ = http(&m.http, "DELETE", "/computations/t1", "");
+        v
+    };
+    let rule = |exp: &Value, setting: &str| -> Value {
+        exp["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["setting"] == setting)
+            .unwrap_or_else(|| panic!("no rule {setting}: {exp}"))
+            .clone()
+    };
+
+    // The stand-in says "QEMU emulator version 10.1.0": the firmware reads
+    // etc/boot/kernel, so OVMF hashes the unpatched kernel.
+    let a = run("s1", FAKE, &[]);
+    let exp = &a["expected_measurement"];
+    assert_eq!(exp["qemu_version"], "10.1", "{exp}");
+    assert_eq!(rule(exp, "kernel_setup")["value"], "unmodified", "{exp}");
+    assert_eq!(exp["rtmrs_extended"], true);
+    let cmd = a["cmdline"].as_str().unwrap();
+    let out = std::process::Command::new(cocos_tests::measure_bin())
+        .args([
+            "tdx",
+            "--firmware",
+            fw.to_str().unwrap(),
+            "--memory",
+            "2G",
+            "--qemu-version",
+            "10.1",
+            "--json",
+        ])
+        .arg("--kernel")
+        .arg(d.path().join("rel/vmlinuz"))
+        .arg("--initrd")
+        .arg(d.path().join("rel/initramfs.cpio.gz"))
+        .arg(format!("--append={cmd}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["mrtd", "rtmr1", "rtmr2", "rtmrs_extended", "rules"] {
+        assert_eq!(exp[k], want[k], "{k}");
+    }
+
+    // An older QEMU patches the header: RTMR1 changes, and the rule says why.
+    let b = run("s2", FAKE, &["--qemu-version", "9.2"]);
+    let exp_b = &b["expected_measurement"];
+    assert_eq!(rule(exp_b, "kernel_setup")["value"], "patched", "{exp_b}");
+    assert_ne!(exp_b["rtmr1"], exp["rtmr1"]);
+
+    // Hostile `--version` answers: garbage, a flood, silence.
+    for (name, script) in [
+        (
+            "garbage",
+            "#!/bin/sh\nprintf 'QEMU emulator version \\377\\376 99999.x\\n'\n",
+        ),
+        (
+            "flood",
+            "#!/bin/sh\nexec yes 'QEMU emulator version 10.1.0'\n",
+        ),
+        ("silent", "#!/bin/sh\nexec sleep 600\n"),
+    ] {
+        let qemu = d.path().join(format!("qemu-{name}"));
+        std::fs::write(&qemu, script).unwrap();
+        std::fs::set_permissions(&qemu, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let state = d.path().join(format!("h-{name}"));
+        let args = manager_args(
+            &release,
+            &state,
+            &fw,
+            qemu.to_str().unwrap(),
+            &["--measure-as", "tdx"],
+        );
+        let t0 = std::time::Instant::now();
+        let m = ManagerProc::start(&args, &[], &state.join("manager.log"));
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{name}: start took {:?}",
+            t0.elapsed()
+        );
+        let (st, health) = http(&m.http, "GET", "/health", "");
+        assert_eq!(st, 200, "{name}: {health}");
+        drop(m);
+        let log = std::fs::read_to_string(state.join("manager.log")).unwrap();
+        // A flood fills the pipe and never exits: like silence, it runs out the 5 s.
+        assert!(
+            log.contains("TDX measurements assume a QEMU version"),
+            "{name}: {log}"
+        );
+        assert!(
+            pids_with(qemu.to_str().unwrap()).is_empty(),
+            "{name}: the probe left its process running"
+        );
+    }
+
+    // A bad --qemu-version is refused at start: one line, exit 2.
+    let state = d.path().join("bad");
+    let mut args = manager_args(&release, &state, &fw, FAKE, &["--qemu-version", "ten"]);
+    args.extend([
+        "--http".into(),
+        "127.0.0.1:0".into(),
+        "--grpc-listen".into(),
+        "off".into(),
+    ]);
+    let out = std::process::Command::new(cocos_tests::manager_bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a QEMU version"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
