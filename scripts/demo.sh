@@ -43,6 +43,22 @@ echo
 echo "== release.json"
 cat "$OUT/release.json"
 echo
+# The VM below runs under TCG with Debian's OVMF.fd, which has no TdTcg2Dxe driver: a TD
+# on it would report RTMR0-2 as zero, and the manager says so. A TDX measurement that
+# covers the kernel, initrd and command line needs a firmware that extends RTMRs (the
+# IntelTdx build) and a kernel whose EFI stub measures (Linux >= 6.9, as the HAL's).
+TDX_FW=target/ovmf/out/OVMF.inteltdx.fd
+INITRD=$(python3 -c 'import json,sys; print([a["path"] for a in json.load(sys.stdin)["artifacts"] if a.get("kind") == "initrd"][0])' <"$OUT/release.json")
+CMDLINE=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["cmdline"])' <"$OUT/release.json")
+if [ -s "$TDX_FW" ]; then
+    echo "== the same image as a TD on the IntelTdx firmware ($TDX_FW), upstream QEMU 10.1:"
+    target/release/cocos-measure tdx --firmware "$TDX_FW" --kernel "$OUT/vmlinuz" \
+        --initrd "$OUT/$INITRD" --append="$CMDLINE" --memory 1G --qemu-version 10.1 --events
+else
+    echo "== no $TDX_FW: scripts/build-ovmf.sh builds the IntelTdx firmware whose RTMRs"
+    echo "   measure the kernel, initrd and command line (the tests build it)"
+fi
+echo
 echo "== cocos-manager (embedded: no control plane), state in $STATE"
 target/release/cocos-manager --release "$OUT/release.json" --state-dir "$STATE" \
     --ovmf "$OVMF" --accel tcg --memory 1G --measure-as tdx --stop-timeout 3s \
@@ -57,7 +73,8 @@ cat "$STATE/ready"
 HTTP=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["http"])' <"$STATE/ready")
 
 echo
-echo "== POST /run: one computation under TCG; its expected launch measurement:"
+echo "== POST /run: one computation under TCG; its expected launch measurement on $OVMF"
+echo "   (rtmrs_extended false: this firmware measures nothing into RTMRs; see notes):"
 curl -sf -X POST "http://$HTTP/run" -d '{"computation_id": "demo-1", "vcpus": 1}' | python3 -m json.tool
 echo
 echo "== events (GET /events?follow=true) for ${DEMO_SECONDS:-60} s"

@@ -2,7 +2,8 @@
 # Installs everything cocos-rs needs on Debian 12, idempotently:
 #   - Debian packages: OVMF, QEMU, busybox-static, a Debian kernel, hyperfine, shellcheck,
 #     libssl-dev + pkg-config (cocos-measure hashes SHA-384 with the system OpenSSL),
-#     kmod (depmod for HAL images), git;
+#     kmod (depmod for HAL images), debian-archive-keyring (verifies Debian 13's
+#     Release file: cocos-hal fetches the HAL kernel from trixie), git;
 #   - a Python venv under target/oracle-venv with sev-snp-measure==0.0.13 (test oracle).
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -13,7 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 
 PKGS=(ovmf qemu-system-x86 busybox-static linux-image-amd64 python3 python3-venv
       hyperfine shellcheck openssl cpio libssl-dev pkg-config kmod git curl
-      make gcc flex bison xz-utils)
+      make gcc flex bison xz-utils debian-archive-keyring)
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

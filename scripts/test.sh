@@ -13,6 +13,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The pinned HAL kernel (Debian 13's 6.12, via a private apt configuration under
+# target/hal-cache), so tests find a kernel >= 6.9 at target/hal-cache/kernel/vmlinuz.
+cargo run -q -p cocos-hal --locked -- kernel --spec hal/cocos.toml --locked >/dev/null
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 # One closing line with the totals over every test binary (cargo prints one per binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -4,7 +4,8 @@
 //!
 //! The initramfs holds: `init` (a shell script, below), busybox-static at
 //! `bin/busybox` (applet links are made at boot), `dev/console`, the module closure
-//! under `lib/modules/<release>/` with a `modules.dep` for exactly those modules,
+//! under `lib/modules/<release>/` (decompressed: [`module_file`]) with a
+//! `modules.dep` for exactly those modules,
 //! `etc/cocos/modules` (load order), and the spec's extra files.
 
 use std::io::Write;
@@ -87,6 +88,12 @@ fn progress(msg: &str) {
     eprintln!("cocos-hal: {msg}");
 }
 
+/// A problem that does not stop the build (also recorded in release.json).
+pub fn warn(msg: &str) {
+    tracing::warn!("{msg}");
+    eprintln!("cocos-hal: warning: {msg}");
+}
+
 /// The initramfs contents for a spec and a resolved kernel.
 pub fn archive(spec: &Spec, k: &ResolvedKernel) -> Result<(Archive, Vec<Module>), BuildError> {
     let mut a = Archive::new();
@@ -129,9 +136,10 @@ pub fn archive(spec: &Spec, k: &ResolvedKernel) -> Result<(Archive, Vec<Module>)
         for m in &modules {
             let src = dir.join(&m.path);
             let data = std::fs::read(&src).map_err(io(&src))?;
-            a.add(&format!("{base}/{}", m.path), Some(0o644), Kind::File(data))?;
-            dep.push_str(&format!("{}:\n", m.path));
-            order.push_str(&m.path);
+            let (path, data) = module_file(&m.path, data).map_err(io(&src))?;
+            a.add(&format!("{base}/{path}"), Some(0o644), Kind::File(data))?;
+            dep.push_str(&format!("{path}:\n"));
+            order.push_str(&path);
             order.push('\n');
         }
         a.add(
@@ -152,6 +160,34 @@ pub fn archive(spec: &Spec, k: &ResolvedKernel) -> Result<(Archive, Vec<Module>)
         a.add(&f.dest, f.mode_bits().ok().flatten(), Kind::File(data))?;
     }
     Ok((a, modules))
+}
+
+/// Largest module accepted after decompression.
+const MAX_MODULE: u64 = 256 << 20;
+
+/// A module as the image stores it: compressed modules (`.ko.xz`, as Debian 13 ships
+/// them; `.ko.zst`, `.ko.gz`) are decompressed and renamed `.ko`. busybox's insmod
+/// could read `.ko.xz` itself, but only after the kernel's `finit_module` has refused
+/// the file with "Invalid ELF header magic" on the console for every module at every
+/// boot; plain modules load at the first attempt and need no decompressor in the image.
+/// Decompression is a function of the bytes, so the image stays reproducible.
+pub fn module_file(path: &str, data: Vec<u8>) -> std::io::Result<(String, Vec<u8>)> {
+    let stem = [".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .find_map(|suf| path.strip_suffix(suf));
+    let (path, data) = match stem {
+        Some(stem) => (
+            format!("{stem}.ko"),
+            compress::decompress(&data, MAX_MODULE)?,
+        ),
+        None => (path.to_owned(), data),
+    };
+    if !data.starts_with(b"\x7fELF") {
+        return Err(std::io::Error::other(
+            "not an ELF kernel module (nor an xz, zstd or gzip compressed one)",
+        ));
+    }
+    Ok((path, data))
 }
 
 /// Builds the image described by `spec` into `opts.out`.
@@ -184,6 +220,16 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         ("vmlinuz", &kernel_bytes),
         (&initrd_name, &packed),
     )?;
+
+    for w in rel
+        .pointer("/kernel/tee/warnings")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+    {
+        warn(w);
+    }
 
     // Stage everything beside the output, then move it in.
     let parent = opts
@@ -233,4 +279,86 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
 /// SHA-256 as hex.
 pub fn sha256_hex(d: &[u8]) -> String {
     hex::encode(Sha256::digest(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::compress::{compress, Compression};
+
+    /// Debian 13's modules are .ko.xz: the image holds them decompressed, as .ko, and
+    /// lists them by those names in modules.dep and etc/cocos/modules.
+    #[test]
+    fn compressed_modules_are_decompressed() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().join("6.12.0-test");
+        std::fs::create_dir_all(m.join("kernel")).unwrap();
+        std::fs::write(
+            m.join("modules.dep"),
+            "kernel/a.ko.xz: kernel/b.ko.zst kernel/c.ko\nkernel/b.ko.zst: kernel/c.ko\nkernel/c.ko:\n",
+        )
+        .unwrap();
+        let elf = |name: &str| format!("\x7fELF {name}").into_bytes();
+        let put = |name: &str, how| {
+            std::fs::write(m.join(name), compress(&elf(name), how).unwrap()).unwrap()
+        };
+        put("kernel/a.ko.xz", Compression::Xz);
+        put("kernel/b.ko.zst", Compression::Zstd);
+        put("kernel/c.ko", Compression::None);
+        std::fs::write(d.path().join("busybox"), b"bb").unwrap();
+        let spec = Spec::parse(
+            "name = \"t\"\nversion = \"1\"\ncmdline = \"quiet\"\nmodules = [\"a\"]\nbusybox = \"busybox\"\n[kernel]\npath = \"vmlinuz\"\nmodules_dir = \"6.12.0-test\"\n",
+            &d.path().join("spec.toml"),
+        )
+        .unwrap();
+        let k = ResolvedKernel {
+            image: d.path().join("vmlinuz"),
+            modules_dir: Some(m.clone()),
+            release: "6.12.0-test".into(),
+            source: serde_json::Value::Null,
+            config: None,
+        };
+        let (a, modules) = archive(&spec, &k).unwrap();
+        assert_eq!(
+            modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["c", "b", "a"]
+        );
+        let entries = a.entries().unwrap();
+        let file = |p: &str| match entries.iter().find(|e| e.path == p).map(|e| &e.kind) {
+            Some(Kind::File(data)) => data.clone(),
+            other => panic!("{p}: {other:?}"),
+        };
+        let base = "lib/modules/6.12.0-test";
+        assert_eq!(file(&format!("{base}/kernel/a.ko")), elf("kernel/a.ko.xz"));
+        assert_eq!(file(&format!("{base}/kernel/b.ko")), elf("kernel/b.ko.zst"));
+        assert_eq!(file(&format!("{base}/kernel/c.ko")), elf("kernel/c.ko"));
+        assert!(!entries.iter().any(|e| e.path.ends_with(".xz")));
+        assert_eq!(
+            file("etc/cocos/modules"),
+            b"kernel/c.ko\nkernel/b.ko\nkernel/a.ko\n"
+        );
+        assert_eq!(
+            file(&format!("{base}/modules.dep")),
+            b"kernel/c.ko:\nkernel/b.ko:\nkernel/a.ko:\n"
+        );
+        // Same input, same archive.
+        let (again, _) = archive(&spec, &k).unwrap();
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        a.write(&mut x, 0).unwrap();
+        again.write(&mut y, 0).unwrap();
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn module_file_refuses_non_modules() {
+        let gz = compress(b"\x7fELF x", Compression::Gzip).unwrap();
+        assert_eq!(
+            module_file("k/x.ko.gz", gz).unwrap(),
+            ("k/x.ko".to_owned(), b"\x7fELF x".to_vec())
+        );
+        let e = module_file("k/x.ko.xz", b"not xz".to_vec()).unwrap_err();
+        assert!(e.to_string().contains("not an ELF"), "{e}");
+        assert!(module_file("k/x.ko.xz", vec![0xfd, b'7', b'z', b'X', b'Z', 0, 1]).is_err());
+    }
 }

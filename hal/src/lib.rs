@@ -5,7 +5,7 @@
 //! [`cpio`] writes the reproducible archive and [`compress`] packs it; [`release`]
 //! writes release.json with the expected measurements; [`build`] ties them together;
 //! [`inspect`] lists and diffs images; [`agent`] builds the in-guest agent statically
-//! and path-independently.
+//! and path-independently; [`tee`] reads the kernel's TEE guest support from its config.
 
 pub mod agent;
 pub mod build;
@@ -16,3 +16,4 @@ pub mod kernel;
 pub mod modules;
 pub mod release;
 pub mod spec;
+pub mod tee;

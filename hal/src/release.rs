@@ -1,14 +1,15 @@
 //! release.json: name, version, every artifact (path relative to the output directory,
-//! size, SHA-256), the kernel (release and source), the default command line, the
-//! modules, and the launch measurements the image must produce, computed with
-//! `cocos-measure`'s library for the spec's matrix. Where a firmware cannot measure the
-//! kernel (no SNP_KERNEL_HASHES, as in Debian's OVMF) the manifest says so instead of
-//! giving a digest. Keys are sorted and no absolute path appears, so the file is
-//! reproducible across checkouts.
+//! size, SHA-256), the kernel (release, source, TEE support from [`crate::tee`]), the
+//! default command line, the modules, and the launch measurements the image must
+//! produce, computed with `cocos-measure`'s library for the spec's matrix. Where a
+//! firmware cannot measure the kernel (no SNP_KERNEL_HASHES, as in Debian's OVMF) the
+//! manifest says so instead of giving a digest. Keys are sorted and no absolute path
+//! appears, so the file is reproducible across checkouts.
 
 use cocos_measure::bzimage::parse_memory;
 use cocos_measure::rtmr::Platform;
-use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxOptions};
+use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
+use cocos_measure::tdx_rules::{QemuVersion, Stated};
 use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
 use serde_json::{json, Value};
 
@@ -74,32 +75,76 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
     let fw = TdxFirmware::new(fw).map_err(measure_err)?;
     let k = TdxKernel::new(kernel.to_vec()).map_err(measure_err)?;
     let i = TdxInitrd::from_bytes(initrd);
+    let qemus: Vec<Option<QemuVersion>> = if t.qemu_versions.is_empty() {
+        vec![None]
+    } else {
+        t.qemu_versions
+            .iter()
+            .map(|q| {
+                QemuVersion::parse(q).map(Some).ok_or_else(|| {
+                    measure_err(format!(
+                        "measurements.tdx.qemu_versions: {q:?} is not a QEMU version (write X.Y, e.g. \"10.1\")"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
     let mut launches = Vec::new();
-    for mem in &t.memory {
-        let memory = parse_memory(mem).map_err(measure_err)?;
-        let opts = TdxOptions {
-            memory,
-            ..TdxOptions::default()
-        };
-        let m = tdx_launch::measure(
-            &fw,
-            Some(&k),
-            Some(&i),
-            &spec.cmdline,
-            &Platform::default(),
-            &opts,
-        )
-        .map_err(measure_err)?;
-        launches.push(json!({
-            "memory": mem,
-            "mrtd": hex::encode(m.mrtd),
-            "rtmr1": m.rtmr[1].map(hex::encode),
-            "rtmr2": m.rtmr[2].map(hex::encode),
-            "rtmr0": "depends on the host's QEMU ACPI tables and boot variables: compute with `cocos-measure tdx --acpi-* --efivars` on the host",
-            "notes": m.notes,
-        }));
+    for qemu in &qemus {
+        for mem in &t.memory {
+            let memory = parse_memory(mem).map_err(measure_err)?;
+            let launch = TdxLaunch {
+                memory,
+                stated: Stated {
+                    qemu: *qemu,
+                    ..Stated::default()
+                },
+                ..TdxLaunch::default()
+            };
+            let m = tdx_launch::measure_launch(
+                &fw,
+                Some(&k),
+                Some(&i),
+                &spec.cmdline,
+                &Platform::default(),
+                &launch,
+            )
+            .map_err(measure_err)?;
+            let rtmr0 = if m.extends_rtmrs {
+                json!("depends on the host's QEMU ACPI tables and boot variables: compute with `cocos-measure tdx --acpi-* --efivars` on the host")
+            } else {
+                json!(hex::encode([0u8; 48]))
+            };
+            launches.push(json!({
+                "memory": mem,
+                "qemu_version": qemu,
+                "mrtd": hex::encode(m.mrtd),
+                "rtmr0": rtmr0,
+                "rtmr1": m.rtmr[1].map(hex::encode),
+                "rtmr2": m.rtmr[2].map(hex::encode),
+                "rtmrs_extended": m.extends_rtmrs,
+                "rules": m.rules,
+                "notes": m.notes,
+            }));
+        }
     }
-    Ok(json!({"firmware": fw_entry, "kernel_setup": "patched", "launches": launches}))
+    // Say plainly when these values cannot tell a verifier what the TD runs.
+    let mut said = std::collections::BTreeSet::new();
+    for l in &launches {
+        for n in l
+            .get("notes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = n.as_str() {
+                if said.insert(n.to_owned()) {
+                    crate::build::warn(&format!("TDX ({}): {n}", t.firmware.display()));
+                }
+            }
+        }
+    }
+    Ok(json!({"firmware": fw_entry, "edk2": fw.behaviour(), "launches": launches}))
 }
 
 /// Builds the release manifest.
@@ -117,7 +162,7 @@ pub fn manifest(
     Ok(json!({
         "name": spec.name,
         "version": spec.version,
-        "kernel": {"release": k.release, "source": k.source},
+        "kernel": {"release": k.release, "source": k.source, "tee": crate::tee::record(k, modules)?},
         "cmdline": spec.cmdline,
         "initramfs": {"compression": compression, "mtime": mtime},
         "modules": modules.iter().map(|m| &m.name).collect::<Vec<_>>(),

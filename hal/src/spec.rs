@@ -50,6 +50,9 @@ pub struct KernelSpec {
     pub modules_dir: Option<PathBuf>,
     /// A Debian package (`linux-image-6.1.0-28-amd64`), fetched with apt-get download.
     pub debian_package: Option<String>,
+    /// The Debian suite to take `debian_package` from (`trixie`) through a private apt
+    /// configuration under the download cache; without it, the system's apt sources.
+    pub debian_suite: Option<String>,
 }
 
 /// One extra file.
@@ -108,6 +111,10 @@ pub struct TdxSpec {
     /// Guest memory sizes (QEMU -m syntax) for RTMR1.
     #[serde(default = "default_memory")]
     pub memory: Vec<String>,
+    /// The QEMU versions (`X.Y`) the release is measured for: which kernel bytes OVMF
+    /// hashes depends on it. Default: 10.1, the first upstream QEMU with TDX.
+    #[serde(default)]
+    pub qemu_versions: Vec<String>,
 }
 
 fn default_memory() -> Vec<String> {
@@ -255,6 +262,17 @@ impl Spec {
             }
             _ => {}
         }
+        if let Some(suite) = &k.debian_suite {
+            if k.debian_package.is_none() {
+                return Err(self.invalid("[kernel] debian_suite needs debian_package"));
+            }
+            let word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+            if suite.is_empty() || !suite.chars().all(word) || suite.starts_with('-') {
+                return Err(self.invalid(format!(
+                    "[kernel] debian_suite {suite:?} is not a Debian suite name like \"trixie\" or \"trixie-backports\""
+                )));
+            }
+        }
         let mut seen = BTreeSet::new();
         for reserved in [
             "init",
@@ -327,6 +345,13 @@ vcpu_types = ["EPYC-Milan"]
         assert_eq!(s.mtime(Some("5")).unwrap(), 5);
         assert_eq!(s.measurements.snp.as_ref().unwrap().guest_features, vec![1]);
         assert_eq!(s.resolve(Path::new("motd")), PathBuf::from("/x/motd"));
+        assert_eq!(s.kernel.debian_suite, None);
+        let t = parse(&GOOD.replace(
+            "debian_package = \"linux-image-amd64\"",
+            "debian_package = \"linux-image-amd64\"\ndebian_suite = \"trixie\"",
+        ))
+        .unwrap();
+        assert_eq!(t.kernel.debian_suite.as_deref(), Some("trixie"));
     }
 
     #[test]
@@ -361,6 +386,20 @@ vcpu_types = ["EPYC-Milan"]
             (
                 format!("{GOOD}\n[[files]]\nsrc = \"a\"\ndest = \"etc/motd\"\n"),
                 "twice",
+            ),
+            (
+                GOOD.replace(
+                    "debian_package = \"linux-image-amd64\"",
+                    "debian_package = \"linux-image-amd64\"\ndebian_suite = \"trixie main\"",
+                ),
+                "not a Debian suite",
+            ),
+            (
+                GOOD.replace(
+                    "debian_package = \"linux-image-amd64\"",
+                    "path = \"vmlinuz\"\nmodules_dir = \"m\"\ndebian_suite = \"trixie\"",
+                ),
+                "debian_suite needs debian_package",
             ),
         ] {
             let e = parse(&edit).unwrap_err().to_string();

@@ -144,6 +144,21 @@ fn good_spec_builds_and_inspects() {
     );
     let rel: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rel["initramfs"]["compression"], "zstd");
+    // The host's kernel (Debian 12's 6.1 here) lacks configfs-tsm: it still builds, with
+    // a warning on stderr that release.json records too.
+    let tee = &rel["kernel"]["tee"];
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for w in tee["warnings"].as_array().unwrap() {
+        let w = w.as_str().unwrap();
+        assert!(
+            stderr.contains(&format!("cocos-hal: warning: {w}")),
+            "{w}: {stderr}"
+        );
+    }
+    if tee["config"]["TSM_REPORTS"] != "y" {
+        assert_eq!(tee["tsm_reports"], false, "{tee}");
+        assert!(stderr.contains("TSM_REPORTS"), "{stderr}");
+    }
     assert!(rel["modules"]
         .as_array()
         .unwrap()

@@ -1,5 +1,6 @@
 //! `cocos-hal inspect` end to end: listing, identical and differing images (exit 0 and
-//! 1, like diff), and bad input (one line on stderr, exit 2, nothing on stdout).
+//! 1, like diff), and bad input (one line on stderr, exit 2, nothing on stdout);
+//! `cocos-hal release` for files built elsewhere; `cocos-hal kernel` on a path kernel.
 
 #![allow(
     clippy::unwrap_used,
@@ -169,6 +170,81 @@ fn release_for_external_files() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("must be in"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `cocos-hal kernel` on a spec naming the host's kernel by path (no download): where
+/// it is, its TEE support from config-<release>, and stable links under the cache.
+#[test]
+fn kernel_reports_and_links() {
+    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("vmlinuz-")
+        })
+        .collect();
+    ks.sort();
+    let k = ks
+        .pop()
+        .expect("a Debian kernel in /boot: run scripts/setup.sh");
+    let release = k
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    let d = tempfile::tempdir().unwrap();
+    let spec = d.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"t\"\nversion = \"1\"\ncmdline = \"quiet\"\nmodules = [\"vmw_vsock_virtio_transport\"]\n[kernel]\npath = \"{}\"\nmodules_dir = \"/lib/modules/{release}\"\n",
+            k.display()
+        ),
+    )
+    .unwrap();
+    let cache = d.path().join("cache");
+    let o = run(&["kernel", "--spec", s(&spec), "--cache", s(&cache), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["image"], s(&k));
+    assert_eq!(v["release"], release.as_str());
+    assert_eq!(v["modules_dir"], format!("/lib/modules/{release}").as_str());
+    assert_eq!(v["tee"]["config"]["VIRTIO_VSOCKETS"], "m");
+    assert_eq!(v["tee"]["vsock"], true, "{}", v["tee"]);
+    assert!(v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "vmw_vsock_virtio_transport"));
+    assert_eq!(std::fs::read_link(cache.join("kernel/vmlinuz")).unwrap(), k);
+    assert_eq!(
+        std::fs::read_link(cache.join("kernel/config")).unwrap(),
+        k.with_file_name(format!("config-{release}"))
+    );
+
+    let o = run(&["kernel", "--spec", s(&spec), "--cache", s(&cache)]);
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains(&format!("release  {release}\n")) && text.contains("vsock"),
+        "{text}"
+    );
+
+    let o = run(&["kernel", "--spec", s(&d.path().join("nope.toml"))]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("cocos-hal: error: cannot read spec"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

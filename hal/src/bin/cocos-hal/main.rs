@@ -1,8 +1,9 @@
 //! `cocos-hal`: the command line over the `cocos_hal` library: `build` (kernel +
 //! initramfs + release.json from a spec), `release` (release.json for a kernel and
-//! initramfs built elsewhere), `lock` (pin the spec's kernel package), and
-//! `inspect` (list an initramfs or diff two). Errors are one line on stderr with exit
-//! code 2; `inspect A B` exits 1 when the images differ, like diff(1).
+//! initramfs built elsewhere), `lock` (pin the spec's kernel package), `kernel`
+//! (fetch the pinned kernel and say where it is), and `inspect` (list an initramfs or
+//! diff two). Errors are one line on stderr with exit code 2; `inspect A B` exits 1
+//! when the images differ, like diff(1).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 use cocos_hal::build::{self, BuildOptions};
 use cocos_hal::inspect::{self, Image};
 use cocos_hal::kernel;
+use cocos_hal::modules::ModuleIndex;
 use cocos_hal::spec::Spec;
 
 #[derive(Parser)]
@@ -55,6 +57,23 @@ enum Cmd {
         /// Download cache for kernel packages
         #[arg(long, default_value = "target/hal-cache")]
         cache: PathBuf,
+    },
+    /// Resolve and fetch the spec's kernel (as `build` does) and print its bzImage,
+    /// release, modules directory and TEE support; also links CACHE/kernel/{vmlinuz,
+    /// modules,config} to them, so tests find the pinned kernel at a fixed path
+    Kernel {
+        /// The image spec
+        #[arg(long, default_value = "hal/cocos.toml")]
+        spec: PathBuf,
+        /// Download cache for kernel packages
+        #[arg(long, default_value = "target/hal-cache")]
+        cache: PathBuf,
+        /// Refuse if the kernel package would resolve differently from the lock file
+        #[arg(long)]
+        locked: bool,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
     },
     /// Write release.json for a kernel and initramfs built elsewhere (e.g. by buildroot:
     /// board/cocos/post-image.sh), with the spec's command line and measurement matrix;
@@ -106,6 +125,33 @@ fn load(path: &Path) -> Result<Image> {
     }
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     inspect::open(&data).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Points `dir/<name>` at each target (atomically: a new link renamed over the old);
+/// a name without a target loses its link.
+fn link_kernel(dir: &Path, links: &[(&str, Option<&PathBuf>)]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (name, target) in links {
+        let link = dir.join(name);
+        match target {
+            Some(t) => {
+                let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(t, &tmp)
+                    .and_then(|()| std::fs::rename(&tmp, &link))
+                    .with_context(|| {
+                        format!("cannot link {} to {}", link.display(), t.display())
+                    })?;
+            }
+            None => match std::fs::remove_file(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", link.display()))
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Writes the output in one go; a closed pipe (`| head`) is not an error.
@@ -217,6 +263,7 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 modules_dir: None,
                 release,
                 source: serde_json::json!({"built_by": built_by}),
+                config: None,
             };
             let v = cocos_hal::release::manifest(
                 &spec,
@@ -247,6 +294,91 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 lock.version,
                 lock.sha256
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kernel {
+            spec,
+            cache,
+            locked,
+            json,
+        } => {
+            let spec = Spec::load(&spec)?;
+            let k = kernel::resolve(&spec, &cache, locked)?;
+            let modules = match &k.modules_dir {
+                Some(dir) if !spec.modules.is_empty() => {
+                    ModuleIndex::load(dir)?.closure(&spec.modules)?
+                }
+                _ => Vec::new(),
+            };
+            let tee = cocos_hal::tee::record(&k, &modules)?;
+            for w in tee
+                .get("warnings")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_str)
+            {
+                build::warn(w);
+            }
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            let image = abs(&k.image);
+            let modules_dir = k.modules_dir.as_deref().map(abs);
+            let config = k.config.as_deref().map(abs);
+            let links = abs(&cache.join("kernel"));
+            link_kernel(
+                &links,
+                &[
+                    ("vmlinuz", Some(&image)),
+                    ("modules", modules_dir.as_ref()),
+                    ("config", config.as_ref()),
+                ],
+            )?;
+            if json {
+                let v = serde_json::json!({
+                    "image": image,
+                    "release": k.release,
+                    "modules_dir": modules_dir,
+                    "config": config,
+                    "source": k.source,
+                    "modules": modules.iter().map(|m| &m.name).collect::<Vec<_>>(),
+                    "tee": tee,
+                    "links": links,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                let show =
+                    |p: Option<&PathBuf>| p.map_or("-".to_owned(), |p| p.display().to_string());
+                let have: Vec<&str> = [
+                    "snp_guest",
+                    "tdx_guest",
+                    "tsm_reports",
+                    "vsock",
+                    "efi_stub_measures_tdx",
+                ]
+                .into_iter()
+                .filter(|f| tee.get(*f) == Some(&serde_json::Value::Bool(true)))
+                .collect();
+                writeln!(out, "image    {}", image.display())?;
+                writeln!(out, "release  {}", k.release)?;
+                writeln!(out, "modules  {}", show(modules_dir.as_ref()))?;
+                writeln!(out, "config   {}", show(config.as_ref()))?;
+                writeln!(
+                    out,
+                    "tee      {}",
+                    if tee.get("config").is_some_and(serde_json::Value::is_null) {
+                        "unknown (no kernel config)".to_owned()
+                    } else if have.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        have.join(" ")
+                    }
+                )?;
+                writeln!(
+                    out,
+                    "links    {}/{{vmlinuz,modules,config}}",
+                    links.display()
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { image, other, json } => {
