@@ -223,3 +223,11 @@ fn locked_refuses_a_changed_resolution() {
         "nothing may be downloaded before the lock check"
     );
 }
+
+#[test]
+fn bad_tdx_qemu_version() {
+    expect_failure(
+        "[measurements.tdx]\nfirmware = \"/usr/share/ovmf/OVMF.fd\"\nqemu_versions = [\"ten\"]",
+        "not a QEMU version",
+    );
+}
