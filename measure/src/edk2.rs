@@ -33,6 +33,10 @@ pub const TDX_DXE: Uuid = uuid!("e750224e-7bce-40af-b5bb-47e3611eb5c2");
 /// The prefix `QemuKernelFetchNamedBlobs` compares fw_cfg file names with
 /// (`AsciiStrnCmp (DirEntry[Idx].FileName, "etc/boot/", 9)`).
 const NAMED_BLOBS: &[u8] = b"etc/boot/\0";
+/// The event data prefix of edk2 ≥ stable202505's fw_cfg measurements
+/// (`OvmfPkg/Library/QemuFwCfgLib/QemuFwCfgCacheInit.c`,
+/// `EV_POSTCODE_INFO_QEMU_FW_CFG_DATA`, copied with its NUL).
+const FW_CFG_EVENT: &[u8] = b"QEMU FW CFG\0";
 /// The appended option of edk2 before stable202508 (`" initrd=initrd"`, an ASCII
 /// argument of `UnicodeSPrintAsciiFormat`).
 const INITRD_APPEND: &[u8] = b" initrd=initrd\0";
@@ -49,6 +53,8 @@ pub struct Edk2Behaviour {
     pub reads_etc_boot: Option<bool>,
     /// Where the BDS puts "initrd=initrd".
     pub initrd_option: Option<InitrdOption>,
+    /// Whether it measures "QEMU FW CFG" items into RTMR0 (edk2 ≥ stable202505).
+    pub measures_fw_cfg: Option<bool>,
     /// The firmware's version string, if it carries one.
     pub version: Option<String>,
     /// The edk2 release that version names (`2025.02` from `2025.02-8+deb13u1`).
@@ -196,6 +202,15 @@ pub fn from_volumes(vols: &Volumes) -> Edk2Behaviour {
             .push("no \"initrd=initrd\" option string found in BdsDxe".into()),
     }
 
+    let fw_cfg = vols.files.iter().find(|f| f.contains(FW_CFG_EVENT));
+    b.measures_fw_cfg = Some(fw_cfg.is_some());
+    if let Some(f) = fw_cfg {
+        b.evidence.push(format!(
+            "{} measures \"QEMU FW CFG\" items into RTMR0 (edk2 >= stable202505)",
+            name(f)
+        ));
+    }
+
     if let Some(v) = version_string(vols) {
         b.edk2_release = Edk2Release::parse(&v);
         b.evidence.push(format!("firmware version string {v:?}"));
@@ -299,12 +314,14 @@ mod tests {
             (TD_TCG2_DXE, 0x07, b"tcg"),
             (QEMU_KERNEL_LOADER_FS_DXE, 0x07, b"..etc/boot/\0.."),
             (BDS_DXE, 0x07, b"%a%a%a\0kernel \0initrd=initrd \0"),
+            (Uuid::from_u128(9), 0x06, b"x\0QEMU FW CFG\0y"),
         ]);
         let b = analyse(&img);
         assert!(b.problems.is_empty(), "{:?}", b.problems);
         assert_eq!(b.extends_rtmrs, Some(true));
         assert_eq!(b.reads_etc_boot, Some(true));
         assert_eq!(b.initrd_option, Some(InitrdOption::Prepend));
+        assert_eq!(b.measures_fw_cfg, Some(true));
         // 2022.11-like: no TdTcg2Dxe, no etc/boot/, appended option.
         let img = firmware(&[
             (QEMU_KERNEL_LOADER_FS_DXE, 0x07, b"kernel\0initrd"),
@@ -314,6 +331,7 @@ mod tests {
         assert_eq!(b.extends_rtmrs, Some(false));
         assert_eq!(b.reads_etc_boot, Some(false));
         assert_eq!(b.initrd_option, Some(InitrdOption::Append));
+        assert_eq!(b.measures_fw_cfg, Some(false));
         // No volumes at all: nothing is claimed.
         let b = analyse(&[0u8; 4096]);
         assert_eq!(

@@ -56,6 +56,9 @@ pub struct TdxOptions {
     pub stub_measures: StubMeasures,
     /// Whether the firmware extends RTMRs at all (false: RTMR0–2 stay zero).
     pub extends_rtmrs: bool,
+    /// Whether the firmware measures "QEMU FW CFG" items (edk2 ≥ stable202505); if
+    /// not, fw_cfg items in the platform inputs are refused.
+    pub measures_fw_cfg: bool,
 }
 
 impl Default for TdxOptions {
@@ -67,6 +70,7 @@ impl Default for TdxOptions {
             initrd_option: InitrdOption::Append,
             stub_measures: StubMeasures::Auto,
             extends_rtmrs: true,
+            measures_fw_cfg: true,
         }
     }
 }
@@ -108,6 +112,7 @@ impl TdxLaunch {
                 initrd_option: c.initrd_option,
                 stub_measures: self.stub_measures,
                 extends_rtmrs: c.extends_rtmrs,
+                measures_fw_cfg: c.measures_fw_cfg,
             },
             c.rules,
         )
@@ -410,6 +415,11 @@ pub fn measure(
     if kernel.is_none() && (initrd.is_some() || !cmdline.is_empty()) {
         return Err(MeasureError::Kernel(
             "an initrd or command line needs a kernel (QEMU accepts -initrd/-append only with -kernel)".into(),
+        ));
+    }
+    if !opts.measures_fw_cfg && !platform.fw_cfg.is_empty() {
+        return Err(MeasureError::Platform(
+            "fw_cfg items were given, but this firmware does not measure \"QEMU FW CFG\" items (edk2 before stable202505): leave them out".into(),
         ));
     }
     let mrtd = fw.mrtd(opts.two_pass)?;

@@ -133,6 +133,8 @@ pub struct Choices {
     pub initrd_option: InitrdOption,
     /// Whether RTMRs are extended at all.
     pub extends_rtmrs: bool,
+    /// Whether the firmware measures "QEMU FW CFG" items into RTMR0.
+    pub measures_fw_cfg: bool,
     /// The rules, one per setting.
     pub rules: Vec<Rule>,
 }
@@ -313,10 +315,40 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         why,
     });
 
+    // "QEMU FW CFG" items in RTMR0.
+    let (measures_fw_cfg, source, why) = match (fw.measures_fw_cfg, edk2) {
+        (Some(m), _) => (
+            m,
+            Source::Derived,
+            if m {
+                "the firmware carries the \"QEMU FW CFG\" measurement (edk2 >= stable202505)".to_owned()
+            } else {
+                "the firmware has no \"QEMU FW CFG\" measurement (edk2 before stable202505)".to_owned()
+            },
+        ),
+        (None, Some(e)) => (
+            e >= EDK2_FW_CFG_MEASURED,
+            Source::Derived,
+            format!("{edk2_src}: fw_cfg items are measured from stable202505 (commit be529ef3c9)"),
+        ),
+        (None, None) => (
+            true,
+            Source::Assumed,
+            "cannot tell from the firmware: fw_cfg items given with --fw-cfg are measured as edk2 >= stable202505 does".to_owned(),
+        ),
+    };
+    rules.push(Rule {
+        setting: "measures_fw_cfg",
+        value: measures_fw_cfg.to_string(),
+        source,
+        why,
+    });
+
     Choices {
         kernel_setup,
         initrd_option,
         extends_rtmrs,
+        measures_fw_cfg,
         rules,
     }
 }

@@ -1233,6 +1233,22 @@ fn tdx_on_firmware_that_measures_nothing_gives_zero_rtmrs_with_the_reason() {
         .any(|r| r["setting"] == "extends_rtmrs" && r["source"] == "flag"));
 }
 
+/// fw_cfg items are measured only by edk2 >= stable202505 (commit be529ef3c9,
+/// `QemuFwCfgCacheInit.c`); for the 2025.02 IntelTdx build, giving them is refused
+/// rather than measured into an RTMR0 no TD would show.
+#[test]
+fn tdx_fw_cfg_items_refused_for_firmware_that_does_not_measure_them() {
+    let dir = TempDir::new().unwrap();
+    let fw = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
+    let item = write(&dir, "bootmenu", &[1, 0]);
+    let arg = format!("BootMenu={}", s(&item));
+    expect_error(
+        &dir,
+        &["tdx", "--firmware", s(&fw), "--fw-cfg", &arg],
+        &["does not measure", "stable202505"],
+    );
+}
+
 #[test]
 fn tdx_new_flags_refuse_bad_values() {
     let fw = system_fw(OVMF_FD).unwrap();
