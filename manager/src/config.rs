@@ -266,7 +266,9 @@ impl Config {
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("{bin} --version did not answer within 5 s; set --qemu-version"));
+                    return Err(format!(
+                        "{bin} --version did not answer within 5 s; set --qemu-version"
+                    ));
                 }
             }
         }

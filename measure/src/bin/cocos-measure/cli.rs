@@ -88,7 +88,7 @@ struct Compat {
     /// Initrd file to calculate the hash from (use with --kernel)
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
-    /// Kernel command line to calculate the hash from (use with --kernel)
+    /// Kernel command line to calculate the hash from (use with --kernel; one that starts with `-`: --append=VALUE)
     #[arg(long, value_name = "CMDLINE", allow_hyphen_values = true)]
     append: Option<String>,
     /// Guest features (SEV_FEATURES of the VMSAs; SNP only)
@@ -162,7 +162,7 @@ struct BootArgs {
     /// Initrd passed with -initrd
     #[arg(long, value_name = "FILE", requires = "kernel")]
     initrd: Option<PathBuf>,
-    /// Kernel command line passed with -append
+    /// Kernel command line passed with -append (one that starts with `-`: --append=VALUE)
     #[arg(
         long,
         value_name = "CMDLINE",

@@ -76,7 +76,7 @@ pub struct TdxCmd {
     /// Initrd passed with -initrd
     #[arg(long, value_name = "FILE", requires = "kernel")]
     initrd: Option<PathBuf>,
-    /// Kernel command line passed with -append
+    /// Kernel command line passed with -append (one that starts with `-`: --append=VALUE)
     #[arg(
         long,
         value_name = "CMDLINE",
