@@ -553,7 +553,7 @@ def run_combination(fw, kernel, seed, args, peers, texts, used):
     rng = random.Random(seed)
     counts = {p.name: new_counts() for p in peers}
     reasons = {p.name: {} for p in peers}  # (mode, reg, key) -> n
-    refusals = {"all": 0, "mismatch": 0}
+    refusals = {"all": set(), "mismatch": 0}
     first_b = None
     print(f"\n== firmware {fw}\n   kernel   {kernel}\n   seed {seed}, {args.cases} cases, "
           f"QEMU {args.qemu_version} stated for (b)")
@@ -574,7 +574,7 @@ def run_combination(fw, kernel, seed, args, peers, texts, used):
                 errs = [e for e in (a_err, b_err, t_err) if e]
                 if errs:
                     if len(errs) == 3:
-                        refusals["all"] += 1
+                        refusals["all"].add(i)
                         if args.verbose:
                             print(f"    {p.name}: all refuse: {a_err[:150]} | {t_err[:150]}")
                     else:
@@ -604,7 +604,7 @@ def run_combination(fw, kernel, seed, args, peers, texts, used):
     if first_b:
         rules = ", ".join(f"{r['setting']}={r['value']} ({r['source']})" for r in first_b["rules"])
         print(f"   cocos-measure (b) rules: {rules}; rtmrs_extended={str(first_b['rtmrs_extended']).lower()}")
-    print(f"   refused by every tool: {refusals['all']} (per peer), refusal mismatches: {refusals['mismatch']}")
+    print(f"   cases refused by every tool: {len(refusals['all'])}, refusal mismatches: {refusals['mismatch']}")
     print(f"   {'':12} {'':6} | {'(a) peer assumptions explicit':^33} | {'(b) cocos-measure defaults':^33}")
     print(f"   {'peer':12} {'reg':6} | {'agreed':>9} {'explained':>10} {'UNEXPLAINED':>12} "
           f"| {'agreed':>9} {'explained':>10} {'UNEXPLAINED':>12}")
