@@ -57,7 +57,11 @@ if [ -n "${TDX_MEASURE:-}" ]; then
  "direct": {"kernel": "$KERNEL", "initrd": "initrd-50M.bin", "cmdline": "$CMDLINE"}}
 EOF
     "$TDX_MEASURE" "$BENCH/meta.json" | tee "$BENCH/theirs.txt"
-    for reg in MRTD RTMR1 RTMR2; do
+    regs=(MRTD RTMR1 RTMR2)
+    # With the derived defaults, Debian's OVMF.fd really extends no RTMR: only MRTD is
+    # comparable (the timing then includes reading the firmware's drivers).
+    if [ "${DEFAULTS:-0}" = 1 ]; then regs=(MRTD); fi
+    for reg in "${regs[@]}"; do
         a=$(grep "^$reg:" "$BENCH/ours.txt" | awk '{print $2}')
         b=$(grep "^$reg:" "$BENCH/theirs.txt" | awk '{print $2}')
         if [ "$a" != "$b" ]; then

@@ -99,6 +99,14 @@ pub struct Stated {
     pub extends_rtmrs: Option<bool>,
 }
 
+impl Stated {
+    /// Whether any choice is left to what the firmware shows (every behaviour that
+    /// changes the values not forced).
+    pub fn needs_firmware(&self) -> bool {
+        self.kernel_setup.is_none() || self.initrd_option.is_none() || self.extends_rtmrs.is_none()
+    }
+}
+
 /// Where a choice came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -156,10 +164,7 @@ fn initrd_name(o: InitrdOption) -> &'static str {
 /// Decides the launch's behaviours. `read_fw` reads the firmware's behaviours; it is
 /// called only if a choice needs them (reading decompresses the firmware's volumes).
 pub fn choose_lazily<'a>(stated: &Stated, read_fw: impl FnOnce() -> &'a Edk2Behaviour) -> Choices {
-    let forced = stated.kernel_setup.is_some()
-        && stated.initrd_option.is_some()
-        && stated.extends_rtmrs.is_some();
-    if forced {
+    if !stated.needs_firmware() {
         return choose(stated, &Edk2Behaviour::default());
     }
     choose(stated, read_fw())
