@@ -10,6 +10,7 @@ scripts/build-ovmf.sh   # real AmdSev/IntelTdx firmware for the tests (once per 
 shellcheck scripts/*.sh .ci/run measure/fuzz/*.sh buildroot/*.sh buildroot/board/cocos/*.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -46,7 +46,7 @@ pub fn command(root: &Path, cargo_home: &Path) -> Command {
 /// Builds the agent and returns its bytes.
 pub fn build(spec_dir: &Path) -> Result<Vec<u8>, BuildError> {
     let root = workspace_root(spec_dir).ok_or_else(|| {
-        BuildError::Measure(format!(
+        BuildError::Agent(format!(
             "agent = \"build\": no Cargo workspace above {}",
             spec_dir.display()
         ))
@@ -63,8 +63,8 @@ pub fn build(spec_dir: &Path) -> Result<Vec<u8>, BuildError> {
         })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(BuildError::Measure(format!(
-            "building cocos-agent failed: {}",
+        return Err(BuildError::Agent(format!(
+            "building it failed: {}",
             err.lines()
                 .filter(|l| l.contains("error"))
                 .take(3)

@@ -52,6 +52,15 @@ pub enum BuildError {
     /// Measurements.
     #[error("measurements: {0}")]
     Measure(String),
+    /// The in-guest agent could not be built or found.
+    #[error("cocos-agent: {0}")]
+    Agent(String),
+    /// The spec lists modules but the kernel has none to take them from.
+    #[error("modules are listed but the kernel has no modules directory")]
+    NoModulesDir,
+    /// release.json could not be serialised.
+    #[error("release.json: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -125,9 +134,7 @@ pub fn archive(spec: &Spec, k: &ResolvedKernel) -> Result<(Archive, Vec<Module>)
 
     let mut modules = Vec::new();
     if !spec.modules.is_empty() {
-        let dir = k.modules_dir.as_ref().ok_or_else(|| {
-            BuildError::Measure("modules are listed but the kernel has no modules directory".into())
-        })?;
+        let dir = k.modules_dir.as_ref().ok_or(BuildError::NoModulesDir)?;
         let idx = ModuleIndex::load(dir)?;
         modules = idx.closure(&spec.modules)?;
         let base = format!("lib/modules/{}", k.release);
@@ -256,8 +263,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         };
         write("vmlinuz", &kernel_bytes)?;
         write(&initrd_name, &packed)?;
-        let mut json =
-            serde_json::to_vec_pretty(&rel).map_err(|e| BuildError::Measure(e.to_string()))?;
+        let mut json = serde_json::to_vec_pretty(&rel)?;
         json.push(b'\n');
         write("release.json", &json)?;
         std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;

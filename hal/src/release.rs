@@ -9,7 +9,7 @@
 use cocos_measure::bzimage::parse_memory;
 use cocos_measure::rtmr::Platform;
 use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
-use cocos_measure::tdx_rules::{QemuVersion, Stated};
+use cocos_measure::tdx_rules::Stated;
 use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
 use serde_json::{json, Value};
 
@@ -75,20 +75,7 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
     let fw = TdxFirmware::new(fw).map_err(measure_err)?;
     let k = TdxKernel::new(kernel.to_vec()).map_err(measure_err)?;
     let i = TdxInitrd::from_bytes(initrd);
-    let qemus: Vec<Option<QemuVersion>> = if t.qemu_versions.is_empty() {
-        vec![None]
-    } else {
-        t.qemu_versions
-            .iter()
-            .map(|q| {
-                QemuVersion::parse(q).map(Some).ok_or_else(|| {
-                    measure_err(format!(
-                        "measurements.tdx.qemu_versions: {q:?} is not a QEMU version (write X.Y, e.g. \"10.1\")"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?
-    };
+    let qemus = spec.tdx_qemu_versions()?;
     let mut launches = Vec::new();
     for qemu in &qemus {
         for mem in &t.memory {

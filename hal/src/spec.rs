@@ -93,7 +93,7 @@ pub struct SnpMatrix {
     pub vcpus: Vec<u32>,
     /// vCPU type names (`cocos-measure vcpu-types`).
     pub vcpu_types: Vec<String>,
-    /// Guest feature values (default [0x1]).
+    /// Guest feature values (default `[0x1]`).
     #[serde(default = "default_features")]
     pub guest_features: Vec<u64>,
 }
@@ -240,6 +240,31 @@ impl Spec {
         })
     }
 
+    /// `measurements.tdx.qemu_versions`, parsed; empty: one launch whose QEMU version
+    /// is not stated (the measurement then says what it assumed).
+    pub fn tdx_qemu_versions(
+        &self,
+    ) -> Result<Vec<Option<cocos_measure::tdx_rules::QemuVersion>>, SpecError> {
+        let Some(t) = &self.measurements.tdx else {
+            return Ok(Vec::new());
+        };
+        if t.qemu_versions.is_empty() {
+            return Ok(vec![None]);
+        }
+        t.qemu_versions
+            .iter()
+            .map(|q| {
+                cocos_measure::tdx_rules::QemuVersion::parse(q)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        self.invalid(format!(
+                            "measurements.tdx.qemu_versions: {q:?} is not a QEMU version (write X.Y, e.g. \"10.1\")"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     /// Checks what can be checked without building.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.name.trim().is_empty() || self.version.trim().is_empty() {
@@ -247,6 +272,7 @@ impl Spec {
         }
         self.compression()?;
         self.mtime(None)?;
+        self.tdx_qemu_versions()?;
         let k = &self.kernel;
         match (&k.path, &k.debian_package) {
             (Some(_), Some(_)) => {

@@ -173,6 +173,28 @@ fn release_for_external_files() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // A bad SOURCE_DATE_EPOCH is refused (it used to become 0 silently), and nothing
+    // is written.
+    let out2 = d.path().join("r2.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_cocos-hal"))
+        .args([
+            "release",
+            "--spec",
+            s(&spec),
+            "--kernel",
+            s(&bz),
+            "--initrd",
+            s(&initrd),
+        ])
+        .args(["--out", s(&out2)])
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("SOURCE_DATE_EPOCH"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!out2.exists());
 }
 
 /// `cocos-hal kernel` on a spec naming the host's kernel by path (no download): where

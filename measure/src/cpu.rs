@@ -38,11 +38,6 @@ pub const VCPU_TYPES: &[(&str, u64, u64, u64)] = &[
     ("EPYC-Turin", 26, 0, 0),
 ];
 
-/// The canonical spelling of a vCPU type (exact match, as QEMU spells it).
-pub fn canonical_name(name: &str) -> Option<&'static str> {
-    VCPU_TYPES.iter().find(|t| t.0 == name).map(|t| t.0)
-}
-
 /// The signature of a vCPU type, matched exactly (as sev-snp-measure does).
 pub fn sig_exact(name: &str) -> Result<u64, MeasureError> {
     VCPU_TYPES

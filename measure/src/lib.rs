@@ -1,9 +1,12 @@
 //! Launch measurements of confidential VMs booted by QEMU with OVMF, bit-exact with
-//! what the AMD secure processor reports (SEV, SEV-ES, SEV-SNP; TDX follows).
+//! what the hardware reports: the AMD secure processor (SEV, SEV-ES, SEV-SNP) and
+//! Intel TDX (MRTD, RTMR0–2 with the expected event log).
 //!
 //! Layout: [`ovmf`] and [`tdvf`] parse firmware, [`hashes`] builds QEMU's kernel-hashes
 //! table, [`vmsa`] the initial vCPU state, [`snp`] and [`sev`] compute digests in two
-//! steps (prepare per firmware, finish per launch), [`tdx`] computes MRTD, [`inputs`]
+//! steps (prepare per firmware, finish per launch), [`tdx`] computes MRTD,
+//! [`tdx_launch`] the RTMRs of a QEMU direct boot with the behaviours [`tdx_rules`]
+//! chooses from what [`edk2`] reads in the firmware's volumes ([`fv`]), and [`inputs`]
 //! loads files in parallel.
 
 mod error;

@@ -265,11 +265,6 @@ impl Firmware {
         self.sev_metadata.is_some()
     }
 
-    /// Whether any SEV metadata section has this kind.
-    pub fn has_section(&self, kind: SevSectionKind) -> bool {
-        self.sev_sections().iter().any(|s| s.kind() == Some(kind))
-    }
-
     /// TDX metadata parse state.
     pub fn tdx_metadata(&self) -> &Parsed<TdvfMetadata> {
         &self.tdx_metadata

@@ -18,8 +18,6 @@ pub const HEADER_SIZE: usize = 16;
 pub const SECTION_SIZE: usize = 32;
 /// Section attribute: extend the section's pages into MRTD.
 pub const ATTR_MR_EXTEND: u32 = 1;
-/// Section attribute: pages are added with TDH.MEM.PAGE.AUG (not measured).
-pub const ATTR_PAGE_AUG: u32 = 2;
 
 /// Kinds of TDVF sections QEMU accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

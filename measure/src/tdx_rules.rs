@@ -186,7 +186,8 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
                 setting: "qemu_version",
                 value: q.to_string(),
                 source: Source::Flag,
-                why: "stated (--qemu-version; cocos-manager asks its QEMU binary's --version)".into(),
+                why: "stated (--qemu-version; cocos-manager asks its QEMU binary's --version)"
+                    .into(),
             });
             q
         }

@@ -95,13 +95,13 @@ fn s(p: &Path) -> &str {
 }
 
 /// A system firmware file; fails the test if it is not installed.
-fn system_fw(path: &str) -> Option<PathBuf> {
+fn system_fw(path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     assert!(
         p.is_file(),
         "{path} is not installed: run scripts/setup.sh (Debian package ovmf)"
     );
-    Some(p)
+    p
 }
 
 fn run(dir: &TempDir, args: &[&str]) -> Output {
@@ -213,9 +213,7 @@ fn random_file_has_no_footer_snp_subcommand() {
 
 #[test]
 fn ovmf_with_footer_zeroed_has_no_footer() {
-    let Some(src) = system_fw(OVMF_FD) else {
-        return;
-    };
+    let src = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let mut data = std::fs::read(src).unwrap();
     let n = data.len();
@@ -291,7 +289,7 @@ fn footer_entry_overruns_table() {
 
 #[test]
 fn kernel_with_debian_ovmf_snp() {
-    let Some(fw) = system_fw(OVMF_FD) else { return };
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let k = write(&dir, "vmlinuz", b"not really a kernel");
     expect_error(
@@ -303,7 +301,7 @@ fn kernel_with_debian_ovmf_snp() {
 
 #[test]
 fn kernel_with_debian_ovmf_sev() {
-    let Some(fw) = system_fw(OVMF_FD) else { return };
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let k = write(&dir, "vmlinuz", b"not really a kernel");
     expect_error(
@@ -315,7 +313,7 @@ fn kernel_with_debian_ovmf_sev() {
 
 #[test]
 fn kernel_with_debian_ovmf_seves() {
-    let Some(fw) = system_fw(OVMF_FD) else { return };
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let k = write(&dir, "vmlinuz", b"not really a kernel");
     expect_error(
@@ -625,9 +623,7 @@ fn size_not_page_multiple_snp() {
 
 #[test]
 fn inspect_debian_ovmf_code_reports_tdx_past_end() {
-    let Some(fw) = system_fw(OVMF_CODE_FD) else {
-        return;
-    };
+    let fw = system_fw(OVMF_CODE_FD);
     let dir = TempDir::new().unwrap();
     let out = run(&dir, &["inspect", "--ovmf", s(&fw)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -815,7 +811,7 @@ fn inspect_explains_old_amdsev_builds_and_odd_snp_sections() {
 #[test]
 fn inspect_reads_the_edk2_behaviours_from_the_drivers() {
     let dir = TempDir::new().unwrap();
-    let debian = system_fw(OVMF_FD).unwrap();
+    let debian = system_fw(OVMF_FD);
     let tdx = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
     assert!(
         tdx.is_file(),
@@ -871,7 +867,7 @@ fn loader_allocating(files: &[&str]) -> Vec<u8> {
 
 #[test]
 fn tdx_split_ovmf_code_is_not_a_tdx_image() {
-    let fw = system_fw(OVMF_CODE_FD).unwrap();
+    let fw = system_fw(OVMF_CODE_FD);
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -918,7 +914,7 @@ fn tdx_missing_firmware_file() {
 
 #[test]
 fn tdx_bad_memory_size() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -934,7 +930,7 @@ fn tdx_bad_memory_size() {
 
 #[test]
 fn tdx_memory_too_small_for_the_tdvf_sections() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -945,7 +941,7 @@ fn tdx_memory_too_small_for_the_tdvf_sections() {
 
 #[test]
 fn tdx_zero_cpus() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -956,7 +952,7 @@ fn tdx_zero_cpus() {
 
 #[test]
 fn tdx_kernel_not_a_bzimage() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let k = write(&dir, "vmlinux", &[0x7f; 20000]);
     expect_error(
@@ -968,7 +964,7 @@ fn tdx_kernel_not_a_bzimage() {
 
 #[test]
 fn tdx_kernel_without_efi_stub() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let mut k = vec![0u8; 0x4000];
     k[0x1f1] = 3;
@@ -985,7 +981,7 @@ fn tdx_kernel_without_efi_stub() {
 
 #[test]
 fn tdx_initrd_too_large_for_memory() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
     let initrd = dir.path().join("big.img");
@@ -1006,7 +1002,7 @@ fn tdx_initrd_too_large_for_memory() {
 
 #[test]
 fn tdx_invalid_vga_parameter() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
     expect_error(
@@ -1018,7 +1014,7 @@ fn tdx_invalid_vga_parameter() {
 
 #[test]
 fn tdx_initrd_needs_a_kernel() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let i = write(&dir, "initrd", b"x");
     expect_error(
@@ -1030,7 +1026,7 @@ fn tdx_initrd_needs_a_kernel() {
 
 #[test]
 fn tdx_partial_acpi_inputs() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let t = write(&dir, "tables", b"x");
     expect_error(
@@ -1042,7 +1038,7 @@ fn tdx_partial_acpi_inputs() {
 
 #[test]
 fn tdx_bad_table_loader() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let t = write(&dir, "tables", b"x");
     let r = write(&dir, "rsdp", b"x");
@@ -1093,7 +1089,7 @@ fn tdx_bad_table_loader() {
 
 #[test]
 fn tdx_bad_efivars() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     let t = write(&dir, "tables", b"x");
     let r = write(&dir, "rsdp", b"x");
@@ -1139,7 +1135,7 @@ fn tdx_bad_efivars() {
 
 #[test]
 fn tdx_bad_fw_cfg_items() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -1182,7 +1178,7 @@ fn tdx_without_platform_inputs_explains_rtmr0() {
 #[test]
 fn tdx_on_firmware_that_measures_nothing_gives_zero_rtmrs_with_the_reason() {
     // Debian 12's OVMF.fd (edk2 2022.11, OvmfPkgX64) has no TdTcg2Dxe.
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let kernel = common::debian_kernel();
     let dir = TempDir::new().unwrap();
     let out = run(
@@ -1251,7 +1247,7 @@ fn tdx_fw_cfg_items_refused_for_firmware_that_does_not_measure_them() {
 
 #[test]
 fn tdx_new_flags_refuse_bad_values() {
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let dir = TempDir::new().unwrap();
     for (flag, bad, needle) in [
         ("--qemu-version", "ten", "not a QEMU version"),
@@ -1271,7 +1267,7 @@ fn tdx_new_flags_refuse_bad_values() {
 fn append_value_that_looks_like_an_option_is_refused() {
     // sev-snp-measure's argparse refuses `--append --json`; we used to measure "--json".
     let dir = TempDir::new().unwrap();
-    let fw = system_fw(OVMF_FD).unwrap();
+    let fw = system_fw(OVMF_FD);
     let kernel = common::debian_kernel();
     for bad in ["--json", "-v", "--", "-x"] {
         expect_error(

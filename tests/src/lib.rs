@@ -263,7 +263,7 @@ pub fn synthetic_release(dir: &Path, cmdline: &str) -> (PathBuf, PathBuf) {
     (p, fw)
 }
 
-/// Pids of live processes running `program` (argv[0]) whose arguments contain `needle`.
+/// Pids of live processes running `program` (`argv[0]`) whose arguments contain `needle`.
 pub fn pids_of(program: &str, needle: &str) -> Vec<u32> {
     pids_with(needle)
         .into_iter()

@@ -8,7 +8,8 @@
 //! - `defconfig_with_buildroot`: with BUILDROOT_DIR pointing at a buildroot checkout,
 //!   `make BR2_EXTERNAL=… cocos_defconfig` succeeds, the .config keeps the agent, the
 //!   pinned kernel, the cpio rootfs and the fragment, and `printvars` of the agent
-//!   package parses. Without BUILDROOT_DIR it says why it skipped.
+//!   package parses. Ignored by default (buildroot is not on a registry this machine
+//!   reaches): `scripts/test-buildroot.sh` fetches the pinned release and runs it.
 
 #![allow(
     clippy::unwrap_used,
@@ -263,11 +264,11 @@ fn fragment_survives_kconfig() {
 }
 
 #[test]
+#[ignore = "needs BUILDROOT_DIR, a buildroot checkout: run scripts/test-buildroot.sh"]
 fn defconfig_with_buildroot() {
-    let Some(br) = std::env::var_os("BUILDROOT_DIR").map(PathBuf::from) else {
-        eprintln!("skipped: set BUILDROOT_DIR to a buildroot {BUILDROOT_RELEASE} checkout to run `make cocos_defconfig` and printvars");
-        return;
-    };
+    let br = std::env::var_os("BUILDROOT_DIR").map(PathBuf::from).expect(
+        "set BUILDROOT_DIR to a buildroot checkout (scripts/test-buildroot.sh fetches one)",
+    );
     let mk = read(&br.join("Makefile"));
     let ver = mk
         .lines()

@@ -254,10 +254,11 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 format!("{}: not a bzImage with a version string", kernel.display())
             })?;
             let compression = cocos_hal::compress::detect(&ibytes);
-            let mtime = std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            // As `build` does: a bad SOURCE_DATE_EPOCH is an error, not 0.
+            let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) => spec.mtime(Some(&v))?,
+                Err(_) => 0,
+            };
             let k = kernel::ResolvedKernel {
                 image: kernel.clone(),
                 modules_dir: None,

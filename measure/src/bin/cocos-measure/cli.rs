@@ -17,8 +17,8 @@ use cocos_measure::snp::{check_vcpus, parse_ovmf_hash};
 use cocos_measure::{Firmware, KernelHashes, SevPrepared, SnpParams, SnpPrepared, VmmType};
 
 const ABOUT: &str =
-    "Compute AMD SEV / SEV-ES / SEV-SNP launch measurements of QEMU + OVMF guests, \
-bit-exact with the AMD secure processor.";
+    "Compute AMD SEV / SEV-ES / SEV-SNP launch digests and Intel TDX MRTD / RTMR0-2 of \
+QEMU + OVMF guests, bit-exact with what the hardware reports.";
 
 const AFTER_HELP: &str = "\
 Without a subcommand, cocos-measure accepts sev-snp-measure's flags and prints the digest alone:
@@ -29,6 +29,8 @@ Subcommands give labelled or JSON output, matrices and firmware inspection:
   cocos-measure snp --ovmf OVMF.fd --vcpus 4 --vcpu-type EPYC-Genoa --json
   cocos-measure matrix --ovmf OVMF.fd --vcpus 1,2,4 --vcpu-types EPYC-Milan,EPYC-Genoa \\
       --guest-features 0x1,0x21 --json
+  cocos-measure tdx --firmware OVMF.inteltdx.fd --kernel vmlinuz --initrd initrd.img \
+      --append='console=ttyS0' --qemu-version 10.1 --events
 Errors are one line on stderr with exit code 2.";
 
 #[derive(Parser)]
