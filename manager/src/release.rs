@@ -117,7 +117,7 @@ pub fn contained(dir: &Path, rel: &str) -> Result<PathBuf, String> {
 }
 
 impl Release {
-    /// Reads and checks release.json (not the files' contents: see [`Release::open_verified`]).
+    /// Reads and checks release.json (not the files' contents: see [`open_verified`]).
     pub fn load(path: &Path) -> Result<Self, ReleaseError> {
         let pstr = path.display().to_string();
         let invalid = |why: String| ReleaseError::Invalid {
