@@ -46,6 +46,10 @@ pub fn to_json(seq: u64, m: &ClientStreamMessage) -> Value {
     }
 }
 
+/// A watcher's item: an event with its sequence number, or the store error that ended
+/// the watch (the last item then), so that no watcher ends without saying why.
+pub type Watched = Result<(u64, ClientStreamMessage), String>;
+
 /// Streams events with seq > `from` (filtered by computation id if given); with
 /// `follow`, keeps streaming new ones until the receiver is dropped.
 pub fn watch(
@@ -53,7 +57,7 @@ pub fn watch(
     from: u64,
     computation: Option<String>,
     follow: bool,
-) -> mpsc::Receiver<(u64, ClientStreamMessage)> {
+) -> mpsc::Receiver<Watched> {
     let (tx, rx) = mpsc::channel(1024);
     let store = mgr.store().clone();
     let mut seq = mgr.seq();
@@ -64,13 +68,25 @@ pub fn watch(
                 let store = store.clone();
                 match tokio::task::spawn_blocking(move || store.events_after(cursor, 1000)).await {
                     Ok(Ok(b)) => b,
-                    _ => return,
+                    Ok(Err(e)) => {
+                        let why = format!("reading the event store after seq {cursor}: {e}");
+                        tracing::error!("event watch ended: {why}");
+                        let _ = tx.send(Err(why)).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let why = format!("event store reader failed: {e}");
+                        tracing::error!("event watch ended: {why}");
+                        let _ = tx.send(Err(why)).await;
+                        return;
+                    }
                 }
             };
             let n = batch.len();
             for (s, bytes) in batch {
                 cursor = s;
                 let Ok(m) = ClientStreamMessage::decode(bytes.as_slice()) else {
+                    tracing::warn!("event {s} in the store does not decode; skipped");
                     continue;
                 };
                 if computation
@@ -79,7 +95,7 @@ pub fn watch(
                 {
                     continue;
                 }
-                if tx.send((s, m)).await.is_err() {
+                if tx.send(Ok((s, m))).await.is_err() {
                     return;
                 }
             }

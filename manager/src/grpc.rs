@@ -128,7 +128,8 @@ impl ManagerService for Service {
         let r = req.into_inner();
         let filter = (!r.computation_id.is_empty()).then_some(r.computation_id);
         let rx = crate::events::watch(&self.0, r.from_seq, filter, true);
-        let s = ReceiverStream::new(rx).map(|(seq, mut message)| {
+        let s = ReceiverStream::new(rx).map(|w| {
+            let (seq, mut message) = w.map_err(Status::internal)?;
             message.seq = seq;
             Ok(WatchEvent {
                 seq,

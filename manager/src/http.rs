@@ -108,8 +108,12 @@ struct EventsQuery {
 
 async fn events(State(m): State<Arc<Manager>>, Query(q): Query<EventsQuery>) -> Response {
     let rx = crate::events::watch(&m, q.from, q.computation_id, q.follow);
-    let body = ReceiverStream::new(rx).map(|(seq, msg)| {
-        let mut line = crate::events::to_json(seq, &msg).to_string();
+    let body = ReceiverStream::new(rx).map(|w| {
+        // A store error ends the stream with a last line that says so.
+        let mut line = match w {
+            Ok((seq, msg)) => crate::events::to_json(seq, &msg).to_string(),
+            Err(why) => json!({"kind": "error", "error": why}).to_string(),
+        };
         line.push('\n');
         Ok::<_, std::convert::Infallible>(line)
     });
@@ -120,19 +124,41 @@ async fn events(State(m): State<Arc<Manager>>, Query(q): Query<EventsQuery>) -> 
         .into_response()
 }
 
-async fn health(State(m): State<Arc<Manager>>) -> Json<Value> {
-    Json(json!({
+async fn health(State(m): State<Arc<Manager>>) -> Response {
+    let counts = m
+        .store()
+        .outbox()
+        .and_then(|o| Ok((o, m.store().outbox_len()?)));
+    let mut v = json!({
         "status": "ok",
         "vms": m.list().len(),
-        "outbox": m.store().outbox().unwrap_or(0),
-        "held": m.store().outbox_len().unwrap_or(0),
         "last_seq": *m.seq().borrow(),
         "release": {"name": m.release().name, "version": m.release().version},
-    }))
+    });
+    let code = match counts {
+        Ok((outbox, held)) => {
+            v["outbox"] = json!(outbox);
+            v["held"] = json!(held);
+            StatusCode::OK
+        }
+        Err(e) => {
+            // Not 0: an unreadable store is reported as such.
+            tracing::error!("health: event store unreadable: {e}");
+            v["status"] = json!("error");
+            v["error"] = json!(format!("event store unreadable: {e}"));
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    (code, Json(v)).into_response()
 }
 
 async fn metrics(State(m): State<Arc<Manager>>) -> Response {
-    m.metrics.outbox.set(m.store().outbox().unwrap_or(0) as i64);
+    match m.store().outbox() {
+        Ok(n) => {
+            m.metrics.outbox.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        Err(e) => tracing::error!("metrics: event store unreadable: {e}"),
+    }
     (
         [(
             header::CONTENT_TYPE,

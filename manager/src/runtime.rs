@@ -258,7 +258,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn timestamp() -> prost_types::Timestamp {
+pub(crate) fn timestamp() -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::now())
 }
 
@@ -713,7 +713,14 @@ impl Manager {
             }
         };
         drop(cmd); // closes our copies of the verified descriptors
-        let pid = child.id().unwrap_or(0);
+        let Some(pid) = child.id() else {
+            // Only a child already reaped has no pid; nothing was recorded yet.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ApiError::Internal(format!(
+                "{} exited before its pid could be read",
+                self.cfg.qemu_bin.display()
+            )));
+        };
         let launch_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let start_time = procs::start_time(Path::new("/proc"), pid).unwrap_or(0);
         let created_ms = now_ms();
@@ -1149,7 +1156,10 @@ impl Manager {
         Ok(json!({
             "computation_id": id,
             "release": {"name": self.release.name, "version": self.release.version},
-            "tee": self.cfg.tee,
+            // The TEE the expected values are for (--measure-as, else --tee) and the
+            // one the VM was launched under.
+            "tee": self.cfg.measure_target(),
+            "launched_under": self.cfg.tee,
             "expected_measurement": vm.record.expected,
         }))
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
 use cocos_proto::grpc::{
-    client_stream_message, server_stream_message, AttestationPolicy, ClientStreamMessage,
+    client_stream_message, server_stream_message, AgentLog, AttestationPolicy, ClientStreamMessage,
     ComputationRunReq, RunResponse, StopComputationResponse, SvmInfo,
 };
 use prost::Message;
@@ -157,9 +157,23 @@ async fn session(
                 });
             }
             Some(S::SvmInfoReq(r)) => {
-                let v = mgr.info(&r.id).unwrap_or_else(
-                    |e| serde_json::json!({"id": r.id, "kernel_cmd": e.to_string()}),
-                );
+                let v = match mgr.info(&r.id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // SvmInfo has no error field: answer with the id alone and say
+                        // why in an error log for that computation (not in kernel_cmd).
+                        tracing::warn!("svmInfoReq {}: {e}", r.id);
+                        let _ = tx
+                            .send(msg(client_stream_message::Message::AgentLog(AgentLog {
+                                message: format!("svm info: {e}"),
+                                computation_id: r.id.clone(),
+                                level: "error".into(),
+                                timestamp: Some(crate::runtime::timestamp()),
+                            })))
+                            .await;
+                        serde_json::json!({"id": r.id})
+                    }
+                };
                 let (id, ovmf_version, cpu_num, cpu_type, kernel_cmd, eos_version) =
                     crate::grpc::info_fields(&v);
                 let _ = tx
@@ -242,7 +256,15 @@ async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
     let sent_mode = mgr.config().grpc_confirm == ConfirmMode::Sent;
     let mut confirmed = mgr.store().confirmed().unwrap_or(0);
     let mut rx = crate::events::watch(&mgr, confirmed, None, true);
-    while let Some((s, mut m)) = rx.recv().await {
+    while let Some(w) = rx.recv().await {
+        let (s, mut m) = match w {
+            Ok(x) => x,
+            Err(why) => {
+                // The connection loop reconnects and resends from the last confirmation.
+                tracing::error!("upstream: stopped sending events: {why}");
+                return;
+            }
+        };
         m.seq = s;
         if tx.send(m).await.is_err() {
             return;

@@ -132,6 +132,27 @@ fn seed_protocol_with_a_30s_outage_loses_nothing() {
     });
     assert_eq!((info.id.as_str(), info.cpu_num), ("seed-1", 2));
     assert!(info.kernel_cmd.contains("cocos.id=seed-1"), "{info:?}");
+    // An unknown id: SvmInfo carries the id alone (no error text in kernel_cmd), and an
+    // error log for that id says why.
+    send(
+        &seen,
+        server_stream_message::Message::SvmInfoReq(SvmInfoReq {
+            id: "no-such-vm".into(),
+        }),
+    );
+    let info = find(&seen, "svm_info for an unknown id", |m| match m {
+        client_stream_message::Message::SvmInfo(i) if i.id == "no-such-vm" => Some(i.clone()),
+        _ => None,
+    });
+    assert!(info.kernel_cmd.is_empty(), "{info:?}");
+    let log = find(&seen, "error log for an unknown id", |m| match m {
+        client_stream_message::Message::AgentLog(l) if l.computation_id == "no-such-vm" => {
+            Some(l.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(log.level, "error");
+    assert!(log.message.contains("svm info"), "{log:?}");
     send(
         &seen,
         server_stream_message::Message::AttestationPolicyReq(AttestationPolicyReq {
@@ -144,6 +165,8 @@ fn seed_protocol_with_a_30s_outage_loses_nothing() {
     });
     let pol: serde_json::Value = serde_json::from_slice(&pol.info).unwrap();
     assert_eq!(pol["expected_measurement"], expected);
+    // The policy's TEE is the one the expected values are for.
+    assert_eq!(pol["tee"], expected["tee"]);
 
     // WatchEvents on the manager's own gRPC API sees the same events.
     let rt = tokio::runtime::Builder::new_current_thread()
