@@ -129,27 +129,32 @@ async fn health(State(m): State<Arc<Manager>>) -> Response {
         .store()
         .outbox()
         .and_then(|o| Ok((o, m.store().outbox_len()?)));
-    let mut v = json!({
-        "status": "ok",
-        "vms": m.list().len(),
-        "last_seq": *m.seq().borrow(),
-        "release": {"name": m.release().name, "version": m.release().version},
-    });
+    let mut v = serde_json::Map::new();
+    v.insert("status".into(), json!("ok"));
+    v.insert("vms".into(), json!(m.list().len()));
+    v.insert("last_seq".into(), json!(*m.seq().borrow()));
+    v.insert(
+        "release".into(),
+        json!({"name": m.release().name, "version": m.release().version}),
+    );
     let code = match counts {
         Ok((outbox, held)) => {
-            v["outbox"] = json!(outbox);
-            v["held"] = json!(held);
+            v.insert("outbox".into(), json!(outbox));
+            v.insert("held".into(), json!(held));
             StatusCode::OK
         }
         Err(e) => {
             // Not 0: an unreadable store is reported as such.
             tracing::error!("health: event store unreadable: {e}");
-            v["status"] = json!("error");
-            v["error"] = json!(format!("event store unreadable: {e}"));
+            v.insert("status".into(), json!("error"));
+            v.insert(
+                "error".into(),
+                json!(format!("event store unreadable: {e}")),
+            );
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
-    (code, Json(v)).into_response()
+    (code, Json(Value::Object(v))).into_response()
 }
 
 async fn metrics(State(m): State<Arc<Manager>>) -> Response {
