@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::build::BuildError;
+use crate::error::BuildError;
 
 /// The target triple the agent is built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";

@@ -11,8 +11,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::compress;
 use crate::cpio::{Archive, Kind};
 use crate::kernel::{self, ResolvedKernel};
@@ -20,48 +18,15 @@ use crate::modules::{Module, ModuleIndex};
 use crate::release;
 use crate::spec::Spec;
 
+pub use crate::digest::sha256_hex;
+pub use crate::error::BuildError;
+pub use crate::report::warn;
+
 /// The init script (hal/rootfs/init, shared with the buildroot tree's rootfs overlay).
 /// It mounts the pseudo file systems, installs busybox applets, loads the modules in
 /// `etc/cocos/modules` order, then runs the agent if the image has one
 /// (`/bin/cocos-agent`), else a rescue shell on the console.
 pub const INIT: &str = include_str!("../rootfs/init");
-
-/// Errors building.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The spec.
-    #[error(transparent)]
-    Spec(#[from] crate::spec::SpecError),
-    /// The kernel.
-    #[error(transparent)]
-    Kernel(#[from] kernel::KernelError),
-    /// Modules.
-    #[error(transparent)]
-    Modules(#[from] crate::modules::ModuleError),
-    /// The archive.
-    #[error(transparent)]
-    Cpio(#[from] crate::cpio::CpioError),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// Path.
-        path: String,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// Measurements.
-    #[error("measurements: {0}")]
-    Measure(String),
-    /// The in-guest agent could not be built or found.
-    #[error("cocos-agent: {0}")]
-    Agent(String),
-    /// The spec lists modules but the kernel has none to take them from.
-    #[error("modules are listed but the kernel has no modules directory")]
-    NoModulesDir,
-    /// release.json could not be serialised.
-    #[error("release.json: {0}")]
-    Json(#[from] serde_json::Error),
-}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     move |source| BuildError::Io {
@@ -95,12 +60,6 @@ pub struct BuildResult {
 fn progress(msg: &str) {
     tracing::info!("{msg}");
     eprintln!("cocos-hal: {msg}");
-}
-
-/// A problem that does not stop the build (also recorded in release.json).
-pub fn warn(msg: &str) {
-    tracing::warn!("{msg}");
-    eprintln!("cocos-hal: warning: {msg}");
 }
 
 /// The initramfs contents for a spec and a resolved kernel.
@@ -280,11 +239,6 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         release: rel,
         out: opts.out.clone(),
     })
-}
-
-/// SHA-256 as hex.
-pub fn sha256_hex(d: &[u8]) -> String {
-    hex::encode(Sha256::digest(d))
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::build::sha256_hex;
 use crate::compress::{self, Compression};
 use crate::cpio::{self, Kind, ReadEntry};
+use crate::digest::sha256_hex;
 
 /// Most bytes an image may decompress to (4 GiB).
 pub const MAX_DECOMPRESSED: u64 = 4 << 30;

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::build::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::spec::Spec;
 
 /// Errors getting the kernel.

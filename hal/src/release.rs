@@ -6,15 +6,16 @@
 //! manifest says so instead of giving a digest. Keys are sorted and no absolute path
 //! appears, so the file is reproducible across checkouts.
 
-use cocos_measure::bzimage::parse_memory;
+use cocos_measure::machine::parse_memory;
 use cocos_measure::rtmr::Platform;
 use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
 use cocos_measure::tdx_rules::Stated;
 use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
 use serde_json::{json, Value};
 
-use crate::build::{sha256_hex, BuildError};
 use crate::compress::Compression;
+use crate::digest::sha256_hex;
+use crate::error::BuildError;
 use crate::kernel::ResolvedKernel;
 use crate::modules::Module;
 use crate::spec::Spec;
@@ -126,7 +127,7 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
         {
             if let Some(n) = n.as_str() {
                 if said.insert(n.to_owned()) {
-                    crate::build::warn(&format!("TDX ({}): {n}", t.firmware.display()));
+                    crate::report::warn(&format!("TDX ({}): {n}", t.firmware.display()));
                 }
             }
         }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::build::BuildError;
+use crate::error::BuildError;
 use crate::kernel::ResolvedKernel;
 use crate::modules::{canonical, Module};
 

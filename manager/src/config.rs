@@ -297,7 +297,7 @@ impl Config {
         if self.max_vms == 0 {
             return Err("--max-vms must be at least 1".into());
         }
-        cocos_measure::bzimage::parse_memory(&self.memory).map_err(|e| format!("--memory: {e}"))?;
+        cocos_measure::machine::parse_memory(&self.memory).map_err(|e| format!("--memory: {e}"))?;
         if self.tee == TeeKind::Snp
             && self.cpu != "max"
             && !self.cpu.eq_ignore_ascii_case(&self.snp_vcpu_type)
@@ -317,7 +317,7 @@ impl Config {
 
     /// Memory in MiB, as QEMU rounds it.
     pub fn memory_mib(&self) -> Result<u64, String> {
-        let b = cocos_measure::bzimage::parse_memory(&self.memory)
+        let b = cocos_measure::machine::parse_memory(&self.memory)
             .map_err(|e| format!("--memory: {e}"))?;
         Ok(b.div_ceil(1 << 20))
     }

@@ -7,7 +7,7 @@
 //! `cmd_line_ptr` (0x228, or 0x20/0x22 for protocol < 2.02), `vid_mode` (0x1fa, only
 //! when the command line has `vga=`) and, with an initrd, `ramdisk_image` (0x218) and
 //! `ramdisk_size` (0x21c). The initrd address depends on the guest's RAM below 4 GiB
-//! (q35 split, see [`ram_split`]) and on the initrd size.
+//! (q35 split, see [`crate::machine::ram_split`]) and on the initrd size.
 //!
 //! QEMU 10.2 stopped patching the header for confidential guests ("x86/loader: Don't
 //! update kernel header for CoCo VMs"); [`KernelSetup::Unmodified`] models that. QEMU
@@ -15,7 +15,8 @@
 
 use std::fmt;
 
-use crate::ovmf::{le_u16, le_u32};
+use crate::bytes::{le_u16, le_u32};
+use crate::machine::ram_split;
 use crate::MeasureError;
 
 /// "HdrS": the boot protocol header magic at 0x202.
@@ -53,61 +54,6 @@ impl fmt::Display for KernelSetup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// The q35 split of guest RAM: bytes below 4 GiB and bytes from 4 GiB up.
-///
-/// q35 keeps 2 GiB below 4 GiB when the guest has at least 2.75 GiB, otherwise all of
-/// it (default `max-ram-below-4g`).
-pub fn ram_split(memory: u64) -> (u64, u64) {
-    let lowmem = if memory >= 0xb000_0000 {
-        0x8000_0000
-    } else {
-        0xb000_0000
-    };
-    if memory >= lowmem {
-        (lowmem, memory - lowmem)
-    } else {
-        (memory, 0)
-    }
-}
-
-/// QEMU's `-m` rounding: RAM size is aligned up to 8 KiB.
-pub fn qemu_ram_size(requested: u64) -> Option<u64> {
-    requested.checked_add(8191).map(|v| v & !8191)
-}
-
-/// Parses a QEMU `-m` size: a number with an optional K/M/G/T suffix (default MiB).
-pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mult: u64 = match c.to_ascii_uppercase() {
-                'B' => 1,
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => {
-                    return Err(format!(
-                        "memory size {s:?}: unknown suffix {c:?}; expected a number with an optional K/M/G/T suffix, like 2G or 4096M"
-                    ))
-                }
-            };
-            (t.get(..i).unwrap_or(""), mult)
-        }
-        _ => (t, 1 << 20),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("memory size {s:?}: expected a number with an optional K/M/G/T suffix, like 2G or 4096M"))?;
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("memory size {s:?} is too large"))?;
-    if bytes == 0 {
-        return Err(format!("memory size {s:?} must be positive"));
-    }
-    qemu_ram_size(bytes).ok_or_else(|| format!("memory size {s:?} is too large"))
 }
 
 /// The fields of the x86 boot protocol header that matter here.
@@ -384,27 +330,6 @@ mod tests {
         k[0x22c..0x230].copy_from_slice(&initrd_max.to_le_bytes());
         k[0x236..0x238].copy_from_slice(&xlf.to_le_bytes());
         k
-    }
-
-    #[test]
-    fn q35_split() {
-        assert_eq!(ram_split(2 << 30), (2 << 30, 0));
-        assert_eq!(ram_split(0xafff_e000), (0xafff_e000, 0));
-        assert_eq!(ram_split(0xb000_0000), (0x8000_0000, 0x3000_0000));
-        assert_eq!(ram_split(8 << 30), (0x8000_0000, 6 << 30));
-    }
-
-    #[test]
-    fn memory_sizes_parse_like_qemu() {
-        assert_eq!(parse_memory("2G"), Ok(2 << 30));
-        assert_eq!(parse_memory("2048"), Ok(2 << 30));
-        assert_eq!(parse_memory("4096m"), Ok(4 << 30));
-        assert_eq!(parse_memory("1000k"), Ok(1_024_000));
-        assert_eq!(parse_memory("1001k"), Ok(126 * 8192));
-        assert!(parse_memory("0").is_err());
-        assert!(parse_memory("2Q").is_err());
-        assert!(parse_memory("x").is_err());
-        assert!(parse_memory("99999999999T").is_err());
     }
 
     #[test]

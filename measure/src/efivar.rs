@@ -8,7 +8,7 @@ use std::path::Path;
 
 use uuid::{uuid, Uuid};
 
-use crate::ovmf::le_u16;
+use crate::bytes::le_u16;
 use crate::MeasureError;
 
 /// `EFI_GLOBAL_VARIABLE`: SecureBoot, PK, KEK, BootOrder, Boot####.

@@ -17,7 +17,7 @@ use std::io::Read;
 
 use uuid::{uuid, Uuid};
 
-use crate::ovmf::{le_u16, le_u32, le_u64};
+use crate::bytes::{le_u16, le_u32, le_u64};
 
 /// `EFI_FIRMWARE_FILE_SYSTEM2_GUID`.
 pub const FFS2_GUID: Uuid = uuid!("8c8ce578-8a3d-4f1c-9935-896185c32dd3");

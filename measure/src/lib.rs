@@ -11,6 +11,7 @@
 
 mod error;
 
+pub mod bytes;
 pub mod bzimage;
 pub mod cpu;
 pub mod edk2;
@@ -19,6 +20,7 @@ pub mod fv;
 pub mod hashes;
 pub mod inputs;
 pub mod inspect;
+pub mod machine;
 pub mod ovmf;
 pub mod rtmr;
 pub mod sev;

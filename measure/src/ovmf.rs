@@ -11,6 +11,7 @@
 
 use uuid::{uuid, Uuid};
 
+use crate::bytes::{le_u16, le_u32};
 use crate::tdvf::{self, TdvfMetadata};
 use crate::FirmwareError;
 
@@ -38,31 +39,9 @@ pub const IGVM_METADATA_GUID: Uuid = uuid!("784fa70e-3176-4677-8a20-04b68699e374
 pub const ENTRY_HEADER_SIZE: usize = 18;
 /// The footer table ends this many bytes before the end of the image (reset vector).
 pub const FOOTER_END_OFFSET: usize = 32;
-/// SNP and TDX work in 4 KiB pages.
-pub const PAGE_SIZE: usize = 4096;
+pub use crate::bytes::PAGE_SIZE;
 /// The firmware is mapped so that it ends at 4 GiB.
 pub const FOUR_GIB: u64 = 1 << 32;
-
-/// Reads a little-endian u16 at `off`, if in bounds.
-pub(crate) fn le_u16(data: &[u8], off: usize) -> Option<u16> {
-    let b = data.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes([
-        b.first().copied()?,
-        b.get(1).copied()?,
-    ]))
-}
-
-/// Reads a little-endian u32 at `off`, if in bounds.
-pub(crate) fn le_u32(data: &[u8], off: usize) -> Option<u32> {
-    let b: [u8; 4] = data.get(off..off.checked_add(4)?)?.try_into().ok()?;
-    Some(u32::from_le_bytes(b))
-}
-
-/// Reads a little-endian u64 at `off`, if in bounds.
-pub(crate) fn le_u64(data: &[u8], off: usize) -> Option<u64> {
-    let b: [u8; 8] = data.get(off..off.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_le_bytes(b))
-}
 
 /// One entry of the OVMF GUIDed footer table.
 #[derive(Debug, Clone, PartialEq, Eq)]

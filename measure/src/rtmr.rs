@@ -21,12 +21,12 @@
 
 use sha2::{Digest, Sha384};
 
+use crate::bytes::le_u32;
 use crate::efivar::{self, EfiVars, GLOBAL_VARIABLE, IMAGE_SECURITY_DATABASE};
-use crate::ovmf::le_u32;
 use crate::MeasureError;
 
 /// A SHA-384 digest.
-pub type Digest384 = [u8; 48];
+pub use crate::bytes::Digest384;
 
 /// TCG event types used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -15,7 +15,7 @@ use crate::vmsa::{VmmType, VmsaPages};
 use crate::{FirmwareError, MeasureError};
 
 /// A SHA-384 digest.
-pub type Digest384 = [u8; 48];
+pub use crate::bytes::Digest384;
 
 /// Largest vCPU count accepted (KVM_MAX_VCPUS on x86_64).
 pub const MAX_VCPUS: u32 = 4096;

@@ -11,7 +11,7 @@
 //! splitting the range that contains it (the section replaces the range in place; the
 //! head and tail pieces are appended), then sorted by address.
 
-use crate::bzimage::ram_split;
+use crate::machine::ram_split;
 use crate::tdvf::{TdvfSection, TdvfSectionKind};
 use crate::MeasureError;
 

@@ -7,7 +7,7 @@
 //! section's raw data, and for BFV/CFV its whole memory size (which QEMU copies from
 //! the image), to lie inside the image (QEMU would copy bytes past the end).
 
-use crate::ovmf::{le_u32, le_u64, PAGE_SIZE};
+use crate::bytes::{le_u32, le_u64, PAGE_SIZE};
 use crate::FirmwareError;
 
 /// "TDVF" as a little-endian u32.

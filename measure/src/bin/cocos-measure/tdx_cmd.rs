@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use cocos_measure::bzimage::{parse_memory, KernelSetup, LinuxLoad};
+use cocos_measure::bzimage::{KernelSetup, LinuxLoad};
 use cocos_measure::edk2::Edk2Release;
 use cocos_measure::efivar::EfiVars;
 use cocos_measure::inputs;
+use cocos_measure::machine::parse_memory;
 use cocos_measure::rtmr::{AcpiBlobs, InitrdOption, Platform, FW_CFG_MEASURED};
 use cocos_measure::tdx_launch::{
     measure, StubMeasures, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch, TdxMeasurement, TdxOptions,
