@@ -52,7 +52,7 @@ pub struct BuildOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildResult {
     /// The release manifest (also written as release.json).
-    pub release: serde_json::Value,
+    pub release: cocos_proto::release::Manifest,
     /// Output directory.
     pub out: PathBuf,
 }
@@ -188,7 +188,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     )?;
 
     for w in rel
-        .pointer("/kernel/tee/warnings")
+        .kernel
+        .tee
+        .get("warnings")
         .and_then(serde_json::Value::as_array)
         .into_iter()
         .flatten()
@@ -222,9 +224,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         };
         write("vmlinuz", &kernel_bytes)?;
         write(&initrd_name, &packed)?;
-        let mut json = serde_json::to_vec_pretty(&rel)?;
-        json.push(b'\n');
-        write("release.json", &json)?;
+        write("release.json", &release::to_bytes(&rel)?)?;
         std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
         for name in ["vmlinuz", initrd_name.as_str(), "release.json"] {
             let to = opts.out.join(name);

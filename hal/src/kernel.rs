@@ -569,24 +569,8 @@ mod tests {
 
     #[test]
     fn release_from_debian_kernel() {
-        let k = std::fs::read_dir("/boot")
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with("vmlinuz-")
-            })
-            .expect("no /boot/vmlinuz-*: run scripts/setup.sh");
-        let name = k
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_start_matches("vmlinuz-")
-            .to_owned();
+        let k = cocos_testkit::debian_kernel();
+        let name = cocos_testkit::kernel_release(&k);
         assert_eq!(kernel_release(&std::fs::read(&k).unwrap()), Some(name));
         assert_eq!(kernel_release(&[0u8; 100]), None);
     }

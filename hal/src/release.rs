@@ -3,15 +3,19 @@
 //! default command line, the modules, and the launch measurements the image must
 //! produce, computed with `cocos-measure`'s library for the spec's matrix. Where a
 //! firmware cannot measure the kernel (no SNP_KERNEL_HASHES, as in Debian's OVMF) the
-//! manifest says so instead of giving a digest. Keys are sorted and no absolute path
-//! appears, so the file is reproducible across checkouts.
+//! manifest says so instead of giving a digest. The type is
+//! [`cocos_proto::release::Manifest`], which the manager reads; [`to_bytes`] sorts the
+//! keys, and no absolute path appears, so the file is reproducible across checkouts.
 
 use cocos_measure::machine::parse_memory;
 use cocos_measure::rtmr::Platform;
 use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
 use cocos_measure::tdx_rules::Stated;
 use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
-use serde_json::{json, Value};
+use cocos_proto::release::{
+    self, Artifact, ArtifactKind, FirmwareRef, Initramfs, KernelInfo, Manifest, Measurements,
+    RuleRef, SnpDigest, SnpReference, TdxLaunchRef, TdxReference,
+};
 
 use crate::compress::Compression;
 use crate::digest::sha256_hex;
@@ -25,27 +29,36 @@ fn measure_err(e: impl std::fmt::Display) -> BuildError {
 }
 
 /// Reads and parses a firmware; also returns its release.json entry (file name, SHA-256).
-fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, Value), BuildError> {
+fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, FirmwareRef), BuildError> {
     let path = spec.resolve(p);
     let data = std::fs::read(&path).map_err(|e| BuildError::Io {
         path: path.display().to_string(),
         source: e,
     })?;
-    let entry = json!({"file": p.file_name().and_then(|n| n.to_str()).unwrap_or(""), "sha256": sha256_hex(&data)});
+    let entry = FirmwareRef {
+        file: p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_owned(),
+        sha256: sha256_hex(&data),
+    };
     let fw = Firmware::parse(data).map_err(|e| measure_err(format!("{}: {e}", path.display())))?;
     Ok((fw, entry))
 }
 
-fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
+fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<SnpReference>, BuildError> {
     let Some(m) = &spec.measurements.snp else {
-        return Ok(Value::Null);
+        return Ok(None);
     };
-    let (fw, fw_entry) = firmware(spec, &m.firmware)?;
+    let (fw, firmware) = firmware(spec, &m.firmware)?;
     let prepared = SnpPrepared::new(&fw).map_err(measure_err)?;
     if !prepared.supports_kernel_hashes() {
-        return Ok(json!({
-            "firmware": fw_entry,
-            "unsupported": "this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure the kernel, initrd or command line; build OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh) to get digests",
+        return Ok(Some(SnpReference {
+            firmware,
+            vmm: None,
+            digests: Vec::new(),
+            unsupported: Some("this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure the kernel, initrd or command line; build OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh) to get digests".into()),
         }));
     }
     let hashes = KernelHashes::from_bytes(kernel, Some(initrd), spec.cmdline.as_bytes());
@@ -61,18 +74,28 @@ fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
                     vmm: VmmType::Qemu,
                 };
                 let d = prepared.digest(Some(&hashes), &p).map_err(measure_err)?;
-                digests.push(json!({"vcpu_type": canon, "vcpus": vcpus, "guest_features": format!("{gf:#x}"), "digest": hex::encode(d)}));
+                digests.push(SnpDigest {
+                    vcpu_type: canon.to_owned(),
+                    vcpus,
+                    guest_features: format!("{gf:#x}"),
+                    digest: hex::encode(d),
+                });
             }
         }
     }
-    Ok(json!({"firmware": fw_entry, "vmm": "QEMU", "digests": digests}))
+    Ok(Some(SnpReference {
+        firmware,
+        vmm: Some("QEMU".into()),
+        digests,
+        unsupported: None,
+    }))
 }
 
-fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
+fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<TdxReference>, BuildError> {
     let Some(t) = &spec.measurements.tdx else {
-        return Ok(Value::Null);
+        return Ok(None);
     };
-    let (fw, fw_entry) = firmware(spec, &t.firmware)?;
+    let (fw, firmware) = firmware(spec, &t.firmware)?;
     let fw = TdxFirmware::new(fw).map_err(measure_err)?;
     let k = TdxKernel::new(kernel.to_vec()).map_err(measure_err)?;
     let i = TdxInitrd::from_bytes(initrd);
@@ -99,40 +122,47 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Value, BuildError> {
             )
             .map_err(measure_err)?;
             let rtmr0 = if m.extends_rtmrs {
-                json!("depends on the host's QEMU ACPI tables and boot variables: compute with `cocos-measure tdx --acpi-* --efivars` on the host")
+                "depends on the host's QEMU ACPI tables and boot variables: compute with `cocos-measure tdx --acpi-* --efivars` on the host".to_owned()
             } else {
-                json!(hex::encode([0u8; 48]))
+                hex::encode([0u8; 48])
             };
-            launches.push(json!({
-                "memory": mem,
-                "qemu_version": qemu,
-                "mrtd": hex::encode(m.mrtd),
-                "rtmr0": rtmr0,
-                "rtmr1": m.rtmr[1].map(hex::encode),
-                "rtmr2": m.rtmr[2].map(hex::encode),
-                "rtmrs_extended": m.extends_rtmrs,
-                "rules": m.rules,
-                "notes": m.notes,
-            }));
+            launches.push(TdxLaunchRef {
+                memory: mem.clone(),
+                qemu_version: qemu.map(|q| q.to_string()),
+                mrtd: hex::encode(m.mrtd),
+                rtmr0,
+                rtmr1: m.rtmr[1].map(hex::encode),
+                rtmr2: m.rtmr[2].map(hex::encode),
+                rtmrs_extended: m.extends_rtmrs,
+                rules: m
+                    .rules
+                    .iter()
+                    .map(|r| RuleRef {
+                        setting: r.setting.to_owned(),
+                        value: r.value.clone(),
+                        source: serde_json::to_value(r.source)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        why: r.why.clone(),
+                    })
+                    .collect(),
+                notes: m.notes,
+            });
         }
     }
     // Say plainly when these values cannot tell a verifier what the TD runs.
     let mut said = std::collections::BTreeSet::new();
-    for l in &launches {
-        for n in l
-            .get("notes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(n) = n.as_str() {
-                if said.insert(n.to_owned()) {
-                    crate::report::warn(&format!("TDX ({}): {n}", t.firmware.display()));
-                }
-            }
+    for n in launches.iter().flat_map(|l| &l.notes) {
+        if said.insert(n.clone()) {
+            crate::report::warn(&format!("TDX ({}): {n}", t.firmware.display()));
         }
     }
-    Ok(json!({"firmware": fw_entry, "edk2": fw.behaviour(), "launches": launches}))
+    Ok(Some(TdxReference {
+        firmware,
+        edk2: serde_json::to_value(fw.behaviour())?,
+        launches,
+    }))
 }
 
 /// Builds the release manifest.
@@ -144,20 +174,52 @@ pub fn manifest(
     mtime: u32,
     kernel: (&str, &[u8]),
     initrd: (&str, &[u8]),
-) -> Result<Value, BuildError> {
+) -> Result<Manifest, BuildError> {
     let (kernel_name, kernel) = kernel;
     let (initrd_name, initrd_bytes) = initrd;
-    Ok(json!({
-        "name": spec.name,
-        "version": spec.version,
-        "kernel": {"release": k.release, "source": k.source, "tee": crate::tee::record(k, modules)?},
-        "cmdline": spec.cmdline,
-        "initramfs": {"compression": compression, "mtime": mtime},
-        "modules": modules.iter().map(|m| &m.name).collect::<Vec<_>>(),
-        "artifacts": [
-            {"kind": "kernel", "path": kernel_name, "size": kernel.len(), "sha256": sha256_hex(kernel)},
-            {"kind": "initrd", "path": initrd_name, "size": initrd_bytes.len(), "sha256": sha256_hex(initrd_bytes)},
+    Ok(Manifest {
+        schema: release::SCHEMA,
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        kernel: KernelInfo {
+            release: k.release.clone(),
+            source: k.source.clone(),
+            tee: crate::tee::record(k, modules)?,
+        },
+        cmdline: spec.cmdline.clone(),
+        initramfs: Initramfs {
+            compression: serde_json::to_value(compression)?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            mtime,
+        },
+        modules: modules.iter().map(|m| m.name.clone()).collect(),
+        artifacts: vec![
+            Artifact {
+                kind: ArtifactKind::Kernel,
+                path: kernel_name.to_owned(),
+                size: kernel.len() as u64,
+                sha256: sha256_hex(kernel),
+            },
+            Artifact {
+                kind: ArtifactKind::Initrd,
+                path: initrd_name.to_owned(),
+                size: initrd_bytes.len() as u64,
+                sha256: sha256_hex(initrd_bytes),
+            },
         ],
-        "measurements": {"snp": snp(spec, kernel, initrd_bytes)?, "tdx": tdx(spec, kernel, initrd_bytes)?},
-    }))
+        measurements: Measurements {
+            snp: snp(spec, kernel, initrd_bytes)?,
+            tdx: tdx(spec, kernel, initrd_bytes)?,
+        },
+    })
+}
+
+/// release.json's bytes: the manifest with its keys sorted, pretty-printed, with a
+/// final newline (the same bytes for the same inputs on any machine).
+pub fn to_bytes(m: &Manifest) -> Result<Vec<u8>, BuildError> {
+    let mut json = serde_json::to_vec_pretty(&serde_json::to_value(m)?)?;
+    json.push(b'\n');
+    Ok(json)
 }

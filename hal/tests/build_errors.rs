@@ -7,32 +7,15 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Debian's kernel and its modules directory.
 fn kernel() -> (PathBuf, PathBuf) {
-    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("vmlinuz-")
-        })
-        .collect();
-    ks.sort();
-    let k = ks.pop().expect("no /boot/vmlinuz-*: run scripts/setup.sh");
-    let release = k
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_start_matches("vmlinuz-")
-        .to_owned();
+    let k = cocos_testkit::debian_kernel();
+    let release = cocos_testkit::kernel_release(&k);
     (k, PathBuf::from("/lib/modules").join(release))
 }
 

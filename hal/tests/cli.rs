@@ -7,7 +7,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -102,18 +102,7 @@ fn bad_input() {
 /// rootfs.cpio.gz), with kinds, names, hashes and the kernel release from the header.
 #[test]
 fn release_for_external_files() {
-    let kernel = std::fs::read_dir("/boot")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("vmlinuz-")
-        })
-        .expect("a Debian kernel in /boot: run scripts/setup.sh");
+    let kernel = cocos_testkit::debian_kernel();
     let d = tempfile::tempdir().unwrap();
     let bz = d.path().join("bzImage");
     std::fs::copy(&kernel, &bz).unwrap();
@@ -141,13 +130,7 @@ fn release_for_external_files() {
     assert_eq!(v["artifacts"][1]["path"], "rootfs.cpio.gz");
     assert_eq!(v["initramfs"]["compression"], "gzip");
     assert_eq!(v["kernel"]["source"]["built_by"], "buildroot");
-    let release = kernel
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_start_matches("vmlinuz-")
-        .to_owned();
+    let release = cocos_testkit::kernel_release(&kernel);
     assert_eq!(v["kernel"]["release"], release.as_str());
     assert!(
         v["measurements"]["tdx"]["launches"][0]["mrtd"].is_string(),
@@ -201,29 +184,8 @@ fn release_for_external_files() {
 /// it is, its TEE support from config-<release>, and stable links under the cache.
 #[test]
 fn kernel_reports_and_links() {
-    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("vmlinuz-")
-        })
-        .collect();
-    ks.sort();
-    let k = ks
-        .pop()
-        .expect("a Debian kernel in /boot: run scripts/setup.sh");
-    let release = k
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_start_matches("vmlinuz-")
-        .to_owned();
+    let k = cocos_testkit::debian_kernel();
+    let release = cocos_testkit::kernel_release(&k);
     let d = tempfile::tempdir().unwrap();
     let spec = d.path().join("spec.toml");
     std::fs::write(

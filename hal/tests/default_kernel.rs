@@ -3,13 +3,6 @@
 //! tests): its module closure resolves in load order, and with that closure it has
 //! every TEE option release.json checks, and an EFI stub that measures into RTMR2.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test crate
-
 use std::path::PathBuf;
 
 use cocos_hal::modules::ModuleIndex;
@@ -17,11 +10,7 @@ use cocos_hal::spec::Spec;
 use cocos_hal::tee::{check, version, KernelConfig};
 
 fn links() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let l = root.join("target/hal-cache/kernel");
+    let l = cocos_testkit::workspace_root().join("target/hal-cache/kernel");
     assert!(
         l.join("modules").is_dir() && l.join("config").is_file(),
         "{} missing: run `cargo run -p cocos-hal -- kernel --spec hal/cocos.toml --locked` (scripts/test.sh does)",

@@ -7,7 +7,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -20,6 +20,14 @@ use cocos_hal::cpio::{read, Archive, Kind};
 struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed` (xorshift's state must not be 0).
+    fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -29,21 +37,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("COCOS_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("seed {s} (COCOS_TEST_SEED={s} to replay)");
-    s
 }
 
 /// Random tree: (path, mode, kind) without device nodes (extracting those needs root).
@@ -127,7 +120,7 @@ fn scan(root: &Path) -> BTreeMap<String, (u32, Kind)> {
 
 #[test]
 fn gnu_cpio_extracts_our_archives() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(cocos_testkit::seed("gnu cpio extracts ours"));
     for case in 0..20 {
         let tree = random_tree(&mut rng);
         let data = archive(&tree);
@@ -161,7 +154,7 @@ fn gnu_cpio_extracts_our_archives() {
 
 #[test]
 fn we_read_gnu_cpio_archives() {
-    let mut rng = Rng(seed() ^ 0x9e37_79b9);
+    let mut rng = Rng::new(cocos_testkit::seed("ours reads gnu cpio") ^ 0x9e37_79b9);
     for case in 0..20 {
         let tree = random_tree(&mut rng);
         let dir = tempfile::tempdir().unwrap();

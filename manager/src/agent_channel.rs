@@ -21,7 +21,9 @@ pub struct Delivery {
     pub computation_id: String,
     /// The agent's frame id.
     pub frame_id: u32,
-    /// The decoded message (None if the payload is not an AgentMessage).
+    /// The decoded message (None if the payload is not an AgentMessage). This is the
+    /// frame's only decode: its event or log moves into the stored
+    /// `ClientStreamMessage` as is (`runtime::agent_payload`).
     pub message: Option<AgentMessage>,
 }
 
@@ -173,12 +175,6 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
     use cocos_proto::messages::{agent_message, AgentEvent};
 

@@ -330,12 +330,6 @@ fn parse_qemu_version(s: &str) -> Result<cocos_measure::tdx_rules::QemuVersion, 
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     #[test]

@@ -40,12 +40,6 @@ pub fn signal_if_same(pid: u32, start: u64, sig: Signal) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     #[test]

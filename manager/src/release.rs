@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use serde_json::Value;
+use cocos_proto::release::{ArtifactKind, Manifest};
 use sha2::{Digest, Sha256};
 
 /// Why a release or one of its files cannot be used.
@@ -82,7 +82,7 @@ pub struct Release {
     /// Firmware images the release lists under measurements.
     pub firmware: Vec<FirmwareEntry>,
     /// The whole document.
-    pub json: Value,
+    pub document: Manifest,
 }
 
 fn parse_sha(s: &str) -> Option<[u8; 32]> {
@@ -125,8 +125,7 @@ impl Release {
             why,
         };
         let text = std::fs::read(path).map_err(|source| io_err(path, source))?;
-        let json: Value =
-            serde_json::from_slice(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let m = Manifest::from_json(&text).map_err(|e| invalid(e.to_string()))?;
         let dir = path
             .parent()
             .map(|d| {
@@ -137,71 +136,60 @@ impl Release {
                 }
             })
             .unwrap_or(Path::new("."));
-        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let arts = json
-            .get("artifacts")
-            .and_then(Value::as_array)
-            .ok_or_else(|| invalid("no \"artifacts\" array".into()))?;
         let mut kernel = None;
         let mut initrd = None;
-        for a in arts {
-            let rel = s(a, "path").ok_or_else(|| invalid("an artifact without \"path\"".into()))?;
-            let sha = s(a, "sha256").and_then(|h| parse_sha(&h)).ok_or_else(|| {
-                invalid(format!("artifact {rel:?}: \"sha256\" is not 64 hex digits"))
+        for a in &m.artifacts {
+            let sha = parse_sha(&a.sha256).ok_or_else(|| {
+                invalid(format!(
+                    "artifact {:?}: \"sha256\" is not 64 hex digits",
+                    a.path
+                ))
             })?;
-            let abs = contained(dir, &rel).map_err(invalid)?;
             let art = Artifact {
-                path: abs,
+                path: contained(dir, &a.path).map_err(invalid)?,
                 sha256: sha,
             };
-            // "kind" (cocos-hal writes it); older manifests: "vmlinuz" is the kernel.
-            let is_kernel = match a.get("kind").and_then(Value::as_str) {
-                Some("kernel") => true,
-                Some("initrd") => false,
-                Some(k) => return Err(invalid(format!("artifact {rel:?}: unknown kind {k:?}"))),
-                None => rel == "vmlinuz",
+            let slot = match a.kind {
+                ArtifactKind::Kernel => &mut kernel,
+                ArtifactKind::Initrd => &mut initrd,
             };
-            let slot = if is_kernel { &mut kernel } else { &mut initrd };
             if slot.replace(art).is_some() {
                 return Err(invalid(
                     "expected exactly two artifacts, a kernel and an initramfs".into(),
                 ));
             }
         }
-        let kernel = kernel.ok_or_else(|| {
-            invalid("no kernel artifact (kind \"kernel\", or path \"vmlinuz\")".into())
-        })?;
-        let initrd = initrd.ok_or_else(|| invalid("no initramfs artifact".into()))?;
+        let kernel = kernel.ok_or_else(|| invalid("no artifact of kind \"kernel\"".into()))?;
+        let initrd = initrd.ok_or_else(|| invalid("no artifact of kind \"initrd\"".into()))?;
         let mut firmware = Vec::new();
-        for tee in ["snp", "tdx"] {
-            if let Some(fw) = json.pointer(&format!("/measurements/{tee}/firmware")) {
-                let file = s(fw, "file").unwrap_or_default();
-                let sha = s(fw, "sha256").and_then(|h| parse_sha(&h)).ok_or_else(|| {
+        let refs = [
+            ("snp", m.measurements.snp.as_ref().map(|r| &r.firmware)),
+            ("tdx", m.measurements.tdx.as_ref().map(|r| &r.firmware)),
+        ];
+        for (tee, fw) in refs {
+            if let Some(fw) = fw {
+                let sha = parse_sha(&fw.sha256).ok_or_else(|| {
                     invalid(format!(
                         "measurements.{tee}.firmware.sha256 is not 64 hex digits"
                     ))
                 })?;
                 firmware.push(FirmwareEntry {
                     tee: tee.into(),
-                    file,
+                    file: fw.file.clone(),
                     sha256: sha,
                 });
             }
         }
         Ok(Self {
             manifest: path.to_path_buf(),
-            name: s(&json, "name").unwrap_or_default(),
-            version: s(&json, "version").unwrap_or_default(),
-            cmdline: s(&json, "cmdline").ok_or_else(|| invalid("no \"cmdline\"".into()))?,
-            kernel_release: json
-                .pointer("/kernel/release")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            name: m.name.clone(),
+            version: m.version.clone(),
+            cmdline: m.cmdline.clone(),
+            kernel_release: m.kernel.release.clone(),
             kernel,
             initrd,
             firmware,
-            json,
+            document: m,
         })
     }
 }
@@ -310,19 +298,55 @@ mod tests {
     }
 
     fn release(dir: &Path, initrd_path: &str) -> PathBuf {
+        use cocos_proto::release::{
+            Artifact as A, FirmwareRef, Initramfs, KernelInfo, Measurements, SnpReference, SCHEMA,
+        };
         std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
         std::fs::write(dir.join("initrd.img"), b"initrd").unwrap();
-        let j = serde_json::json!({
-            "name": "t", "version": "1", "cmdline": "console=ttyS0",
-            "kernel": {"release": "6.1.0"},
-            "artifacts": [
-                {"path": "vmlinuz", "sha256": sha(b"kernel")},
-                {"path": initrd_path, "sha256": sha(b"initrd")},
+        let m = Manifest {
+            schema: SCHEMA,
+            name: "t".into(),
+            version: "1".into(),
+            kernel: KernelInfo {
+                release: "6.1.0".into(),
+                source: serde_json::Value::Null,
+                tee: serde_json::Value::Null,
+            },
+            cmdline: "console=ttyS0".into(),
+            initramfs: Initramfs {
+                compression: "gzip".into(),
+                mtime: 0,
+            },
+            modules: vec![],
+            artifacts: vec![
+                A {
+                    kind: ArtifactKind::Kernel,
+                    path: "vmlinuz".into(),
+                    size: 6,
+                    sha256: sha(b"kernel"),
+                },
+                A {
+                    kind: ArtifactKind::Initrd,
+                    path: initrd_path.into(),
+                    size: 6,
+                    sha256: sha(b"initrd"),
+                },
             ],
-            "measurements": {"snp": {"firmware": {"file": "OVMF.fd", "sha256": sha(b"fw")}}, "tdx": null},
-        });
+            measurements: Measurements {
+                snp: Some(SnpReference {
+                    firmware: FirmwareRef {
+                        file: "OVMF.fd".into(),
+                        sha256: sha(b"fw"),
+                    },
+                    vmm: None,
+                    digests: vec![],
+                    unsupported: Some("test".into()),
+                }),
+                tdx: None,
+            },
+        };
         let p = dir.join("release.json");
-        std::fs::write(&p, j.to_string()).unwrap();
+        std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
         p
     }
 
@@ -371,9 +395,23 @@ mod tests {
             "[]",
             r#"{"artifacts": []}"#,
             r#"{"artifacts": [{"path": "vmlinuz", "sha256": "zz"}]}"#,
+            r#"{"schema": 1, "artifacts": [{"path": "vmlinuz", "sha256": "zz"}]}"#,
         ] {
             std::fs::write(&p, bad).unwrap();
             assert!(Release::load(&p).is_err(), "{bad}");
         }
+        // A valid manifest with an unknown field, another schema, or no schema.
+        let good = std::fs::read(release(d.path(), "initrd.img")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        v["kernel"]["extra"] = serde_json::json!(true);
+        std::fs::write(&p, v.to_string()).unwrap();
+        assert!(Release::load(&p).unwrap_err().to_string().contains("extra"));
+        let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        v.as_object_mut().unwrap().remove("schema");
+        std::fs::write(&p, v.to_string()).unwrap();
+        assert!(Release::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("cocos-hal older"));
     }
 }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cocos_proto::grpc::{client_stream_message, AgentEvent, AgentLog, ClientStreamMessage};
+use cocos_proto::grpc::{client_stream_message, ClientStreamMessage};
+use cocos_proto::messages::{agent_message, AgentEvent, AgentLog, AgentMessage};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::Signal;
 use prost::Message;
@@ -278,21 +279,22 @@ pub fn manager_event(id: &str, event_type: &str, status: &str, details: &Value) 
     .encode_to_vec()
 }
 
-/// An agent frame as stored: its message, tagged with the VM's computation id.
-pub fn agent_payload(id: &str, frame_id: u32, payload: Option<&[u8]>) -> Vec<u8> {
-    // AgentMessage's oneof (log = 1, event = 2) is ClientStreamMessage's, so the
-    // agent's bytes decode as one.
-    let decoded = payload.and_then(|p| ClientStreamMessage::decode(p).ok());
-    let msg = match decoded.and_then(|m| m.message) {
-        Some(client_stream_message::Message::AgentEvent(mut e)) => {
+/// An agent frame as stored: its message (decoded once, by the agent channel; `None`
+/// if the payload was not an `AgentMessage`), tagged with the VM's computation id and
+/// encoded as a `ClientStreamMessage`. AgentMessage's oneof (log = 1, event = 2) is
+/// ClientStreamMessage's, of the same types (proto/agent.proto), so the message moves
+/// across without another decode.
+pub fn agent_payload(id: &str, frame_id: u32, message: Option<AgentMessage>) -> Vec<u8> {
+    let msg = match message.and_then(|m| m.message) {
+        Some(agent_message::Message::AgentEvent(mut e)) => {
             e.computation_id = id.into();
             client_stream_message::Message::AgentEvent(e)
         }
-        Some(client_stream_message::Message::AgentLog(mut l)) => {
+        Some(agent_message::Message::AgentLog(mut l)) => {
             l.computation_id = id.into();
             client_stream_message::Message::AgentLog(l)
         }
-        _ => client_stream_message::Message::AgentLog(AgentLog {
+        None => client_stream_message::Message::AgentLog(AgentLog {
             message: format!(
                 "agent frame {frame_id} is not an agent event or log; kept as this note"
             ),
@@ -941,10 +943,13 @@ impl Manager {
                             break "eof";
                         }
                         if inc.new.is_empty() { continue; }
-                        let items: Vec<Append> = inc.new.iter().map(|d| Append {
+                        let frame_ids: Vec<u32> = inc.new.iter().map(|d| d.frame_id).collect();
+                        // Each frame was decoded once (Session::on_bytes); its message
+                        // moves into the stored ClientStreamMessage, encoded once.
+                        let items: Vec<Append> = inc.new.into_iter().map(|d| Append {
                             vm: id.clone(),
                             frame_id: Some(d.frame_id),
-                            payload: agent_payload(&id, d.frame_id, d.message.as_ref().map(|m| m.encode_to_vec()).as_deref()),
+                            payload: agent_payload(&id, d.frame_id, d.message),
                         }).collect();
                         let results = match self.writer.append(items).await {
                             Ok(r) => r,
@@ -952,9 +957,9 @@ impl Manager {
                         };
                         let mut ids = Vec::new();
                         let mut refused = false;
-                        for (d, res) in inc.new.iter().zip(results) {
+                        for (&fid, res) in frame_ids.iter().zip(results) {
                             match res {
-                                Appended::Stored(_) | Appended::Duplicate if !refused => ids.push(d.frame_id),
+                                Appended::Stored(_) | Appended::Duplicate if !refused => ids.push(fid),
                                 _ => refused = true,
                             }
                         }
@@ -1202,4 +1207,101 @@ fn prepare(
     let i_bytes = release::read_verified(&release.initrd.path, &release.initrd.sha256)?;
     let e = Expected::new(target, fw_bytes, k_bytes, &i_bytes)?;
     Ok((e, entry.sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocos_proto::frame;
+
+    /// An agent's AgentMessage{agent_event = 2: {event_type = 1 "boot", computation_id
+    /// = 3 `id`, details = 4 "{}", originator = 5 "agent", status = 6 "ok"}}, written
+    /// out from cocos' field numbers.
+    fn event_bytes(id: &str) -> Vec<u8> {
+        let body = [
+            &[0x0a, 4][..],
+            b"boot",
+            &[0x1a, id.len() as u8],
+            id.as_bytes(),
+            &[0x22, 2],
+            b"{}",
+            &[0x2a, 5],
+            b"agent",
+            &[0x32, 2],
+            b"ok",
+        ]
+        .concat();
+        [&[0x12, body.len() as u8][..], &body].concat()
+    }
+
+    /// What the manager stored before it decoded frames once: the agent's bytes
+    /// decoded as a ClientStreamMessage, the computation id replaced, encoded again.
+    fn stored_the_old_way(id: &str, payload: &[u8]) -> Vec<u8> {
+        let mut m = ClientStreamMessage::decode(payload).unwrap();
+        match m.message.as_mut().unwrap() {
+            client_stream_message::Message::AgentEvent(e) => e.computation_id = id.into(),
+            client_stream_message::Message::AgentLog(l) => l.computation_id = id.into(),
+            _ => unreachable!(),
+        }
+        m.encode_to_vec()
+    }
+
+    #[test]
+    fn agent_frames_are_stored_as_before_with_one_decode() {
+        let mut s = Session::new("vm-1", 0);
+        let sent = event_bytes("guest-said");
+        let log = AgentMessage {
+            message: Some(agent_message::Message::AgentLog(AgentLog {
+                message: "hi".into(),
+                computation_id: String::new(),
+                level: "info".into(),
+                timestamp: Some(prost_types::Timestamp {
+                    seconds: 1,
+                    nanos: 2,
+                }),
+            })),
+        }
+        .encode_to_vec();
+        let mut bytes = frame::encode(1, &sent).unwrap();
+        bytes.extend(frame::encode(2, &log).unwrap());
+        let inc = s.on_bytes(&bytes).unwrap();
+        let stored: Vec<Vec<u8>> = inc
+            .new
+            .into_iter()
+            .map(|d| agent_payload("vm-1", d.frame_id, d.message))
+            .collect();
+        // The store format: the agent's event, its computation id the VM's.
+        assert_eq!(stored[0], event_bytes("vm-1"));
+        assert_eq!(stored[0], stored_the_old_way("vm-1", &sent));
+        assert_eq!(stored[1], stored_the_old_way("vm-1", &log));
+        let Some(client_stream_message::Message::AgentLog(l)) =
+            ClientStreamMessage::decode(stored[1].as_slice())
+                .unwrap()
+                .message
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (l.computation_id.as_str(), l.message.as_str()),
+            ("vm-1", "hi")
+        );
+    }
+
+    #[test]
+    fn a_frame_that_is_no_agent_message_is_stored_as_a_note() {
+        let mut s = Session::new("vm-1", 0);
+        let inc = s
+            .on_bytes(&frame::encode(7, &[0xff, 0xff]).unwrap())
+            .unwrap();
+        let d = inc.new.into_iter().next().unwrap();
+        let m =
+            ClientStreamMessage::decode(agent_payload("vm-1", d.frame_id, d.message).as_slice())
+                .unwrap();
+        let Some(client_stream_message::Message::AgentLog(l)) = m.message else {
+            unreachable!()
+        };
+        assert_eq!(l.computation_id, "vm-1");
+        assert_eq!(l.level, "error");
+        assert!(l.message.contains("agent frame 7"), "{}", l.message);
+    }
 }

@@ -271,12 +271,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )]
     use super::*;
 
     fn item(vm: &str, fid: Option<u32>) -> Append {

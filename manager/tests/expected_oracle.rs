@@ -2,32 +2,17 @@
 //! per launch) against sev-snp-measure 0.0.13 on the real AmdSev OVMF build: random
 //! kernels, initrds, command lines (as the manager builds them, with random
 //! computation ids), vCPU counts and types. A fresh seed each run, printed so a
-//! failure can be replayed with COCOS_SEED.
+//! failure can be replayed with COCOS_TEST_SEED.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test crate
-
-use std::path::PathBuf;
 use std::process::Command;
 
 use cocos_manager::expected::{Expected, Target};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 #[test]
 fn snp_launch_digests_match_sev_snp_measure() {
-    let root = workspace();
+    let root = cocos_testkit::workspace_root();
     let fw_path = root.join("target/ovmf/out/OVMF.amdsev.fd");
     assert!(
         fw_path.is_file(),
@@ -40,11 +25,7 @@ fn snp_launch_digests_match_sev_snp_measure() {
         "{} missing: run scripts/setup.sh",
         oracle.display()
     );
-    let seed: u64 = std::env::var("COCOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("COCOS_SEED={seed}");
+    let seed = cocos_testkit::seed("snp launch digests");
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let d = tempfile::tempdir().unwrap();
     let fw = std::fs::read(&fw_path).unwrap();
@@ -107,7 +88,7 @@ fn snp_launch_digests_match_sev_snp_measure() {
         assert_eq!(
             got["measurement"].as_str().unwrap(),
             want,
-            "case {case} (COCOS_SEED={seed}): {vcpu_type} x{vcpus} features {features:#x} cmdline {cmdline:?}"
+            "case {case} (COCOS_TEST_SEED={seed}): {vcpu_type} x{vcpus} features {features:#x} cmdline {cmdline:?}"
         );
     }
 }

@@ -5,9 +5,9 @@
 //! 2, nothing on stdout, and no panic. Also owns the `inspect` smoke test on Debian's
 //! split OVMF_CODE.fd (whose malformed TDX metadata must be reported, not fatal).
 //!
-//! Firmware images are synthesized here (see [`synth`]) so that each malformed layout
-//! is exact; Debian's packaged OVMF is used where a real image is needed (installed by
-//! scripts/setup.sh; its absence fails the test rather than skipping it).
+//! Firmware images are synthesized (see `cocos_testkit::firmware::synth`) so that each
+//! malformed layout is exact; Debian's packaged OVMF is used where a real image is needed
+//! (installed by scripts/setup.sh; its absence fails the test rather than skipping it).
 
 // clippy.toml allows these in #[test] functions only; the helpers below are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -15,74 +15,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod common;
-
+use cocos_testkit::firmware::{
+    put_sev_metadata, reset_block, sev_metadata_entry, synth, HASH_TABLE_RV, SEV_METADATA,
+    TDX_METADATA,
+};
 use rand::RngCore;
 use tempfile::TempDir;
-
-const FOOTER: &str = "96b582de-1fb2-45f7-baea-a366c55a082d";
-const SEV_ES_RESET_BLOCK: &str = "00f771de-1a7e-4fcb-890e-68c77e2fb44e";
-const SEV_HASH_TABLE_RV: &str = "7255371f-3a3b-4b04-927b-1da6efa8d454";
-const OVMF_SEV_METADATA: &str = "dc886566-984a-4798-a75e-5585a7bf67cc";
 
 const PAGE: usize = 4096;
 const OVMF_FD: &str = "/usr/share/ovmf/OVMF.fd";
 const OVMF_CODE_FD: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 
 const PREFIX: &str = "cocos-measure: error: ";
-
-fn guid_le(s: &str) -> [u8; 16] {
-    uuid::Uuid::parse_str(s).unwrap().to_bytes_le()
-}
-
-/// An OVMF-like image of `len` random bytes whose footer table (ending 32 bytes before
-/// the end) holds `entries` as `(GUID, data)`, the first one nearest the footer.
-fn synth(len: usize, entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut img = vec![0u8; len];
-    rand::thread_rng().fill_bytes(&mut img);
-    let footer = len - 32 - 18;
-    let mut end = footer;
-    for (guid, data) in entries {
-        let size = data.len() + 18;
-        let start = end - size;
-        img[start..start + data.len()].copy_from_slice(data);
-        let hdr = end - 18;
-        img[hdr..hdr + 2].copy_from_slice(&u16::try_from(size).unwrap().to_le_bytes());
-        img[hdr + 2..end].copy_from_slice(&guid_le(guid));
-        end = start;
-    }
-    let table = 18 + (footer - end);
-    img[footer..footer + 2].copy_from_slice(&u16::try_from(table).unwrap().to_le_bytes());
-    img[footer + 2..footer + 18].copy_from_slice(&guid_le(FOOTER));
-    img
-}
-
-/// The OVMF_SEV_METADATA entry pointing at offset `at` of a `len`-byte image.
-fn sev_metadata_entry(len: usize, at: usize) -> (&'static str, Vec<u8>) {
-    (
-        OVMF_SEV_METADATA,
-        u32::try_from(len - at).unwrap().to_le_bytes().to_vec(),
-    )
-}
-
-/// Writes "ASEV" metadata with `sections` (gpa, size, type) at offset `at`.
-fn put_sev_metadata(img: &mut [u8], at: usize, sections: &[(u32, u32, u32)]) {
-    let n = u32::try_from(sections.len()).unwrap();
-    let mut md = b"ASEV".to_vec();
-    for v in [16 + 12 * n, 1, n] {
-        md.extend(v.to_le_bytes());
-    }
-    for &(gpa, size, kind) in sections {
-        for v in [gpa, size, kind] {
-            md.extend(v.to_le_bytes());
-        }
-    }
-    img[at..at + md.len()].copy_from_slice(&md);
-}
-
-fn reset_block(eip: u32) -> (&'static str, Vec<u8>) {
-    (SEV_ES_RESET_BLOCK, eip.to_le_bytes().to_vec())
-}
 
 fn write(dir: &TempDir, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.path().join(name);
@@ -227,7 +171,7 @@ fn sev_metadata_points_before_image_start() {
     let dir = TempDir::new().unwrap();
     let len = 4 * PAGE;
     let off = u32::try_from(len + PAGE).unwrap().to_le_bytes().to_vec();
-    let img = synth(len, &[reset_block(0x80_b004), (OVMF_SEV_METADATA, off)]);
+    let img = synth(len, &[reset_block(0x80_b004), (SEV_METADATA, off)]);
     let fw = write(&dir, "md-out.fd", &img);
     expect_error(
         &dir,
@@ -240,10 +184,7 @@ fn sev_metadata_points_before_image_start() {
 fn sev_metadata_header_past_end() {
     let dir = TempDir::new().unwrap();
     // Offset 8 from the end: the 16-byte header would run past the end of the file.
-    let img = synth(
-        4 * PAGE,
-        &[(OVMF_SEV_METADATA, 8u32.to_le_bytes().to_vec())],
-    );
+    let img = synth(4 * PAGE, &[(SEV_METADATA, 8u32.to_le_bytes().to_vec())]);
     let fw = write(&dir, "md-tail.fd", &img);
     expect_error(
         &dir,
@@ -566,7 +507,7 @@ fn snp_ovmf_hash_with_mode_sev() {
 fn no_reset_block_seves() {
     let dir = TempDir::new().unwrap();
     let table = (
-        SEV_HASH_TABLE_RV,
+        HASH_TABLE_RV,
         [0u32, 0].iter().flat_map(|v| v.to_le_bytes()).collect(),
     );
     let fw = write(&dir, "noreset.fd", &synth(4 * PAGE, &[table]));
@@ -724,11 +665,11 @@ fn inspect_explains_old_amdsev_builds_and_odd_snp_sections() {
     let dir = TempDir::new().unwrap();
     let len = 4 * PAGE;
     let hash_table = (
-        SEV_HASH_TABLE_RV,
+        HASH_TABLE_RV,
         [0x80_f000u32.to_le_bytes(), 0x400u32.to_le_bytes()].concat(),
     );
     let igvm = (
-        "784fa70e-3176-4677-8a20-04b68699e374",
+        uuid::uuid!("784fa70e-3176-4677-8a20-04b68699e374"),
         0x2000u32.to_le_bytes().to_vec(),
     );
     let mut img = synth(
@@ -812,7 +753,7 @@ fn inspect_explains_old_amdsev_builds_and_odd_snp_sections() {
 fn inspect_reads_the_edk2_behaviours_from_the_drivers() {
     let dir = TempDir::new().unwrap();
     let debian = system_fw(OVMF_FD);
-    let tdx = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
+    let tdx = cocos_testkit::workspace_root().join("target/ovmf/out/OVMF.inteltdx.fd");
     assert!(
         tdx.is_file(),
         "{} missing: run scripts/build-ovmf.sh",
@@ -844,8 +785,6 @@ fn inspect_reads_the_edk2_behaviours_from_the_drivers() {
 }
 
 // ---- cocos-measure tdx ----
-
-const TDX_METADATA_OFFSET: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";
 
 /// `tdx` with Debian's OVMF.fd and kernel plus `extra` arguments.
 fn tdx_args<'a>(fw: &'a str, kernel: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -894,10 +833,7 @@ fn tdx_tdvf_metadata_outside_the_image() {
     let fw = write(
         &dir,
         "tdvf.fd",
-        &synth(
-            len,
-            &[(TDX_METADATA_OFFSET, 0x10_0000u32.to_le_bytes().to_vec())],
-        ),
+        &synth(len, &[(TDX_METADATA, 0x10_0000u32.to_le_bytes().to_vec())]),
     );
     expect_error(&dir, &["tdx", "--firmware", s(&fw)], &["TDX metadata"]);
 }
@@ -982,7 +918,7 @@ fn tdx_kernel_without_efi_stub() {
 #[test]
 fn tdx_initrd_too_large_for_memory() {
     let fw = system_fw(OVMF_FD);
-    let kernel = common::debian_kernel();
+    let kernel = cocos_testkit::debian_kernel();
     let dir = TempDir::new().unwrap();
     let initrd = dir.path().join("big.img");
     std::fs::File::create(&initrd)
@@ -1003,7 +939,7 @@ fn tdx_initrd_too_large_for_memory() {
 #[test]
 fn tdx_invalid_vga_parameter() {
     let fw = system_fw(OVMF_FD);
-    let kernel = common::debian_kernel();
+    let kernel = cocos_testkit::debian_kernel();
     let dir = TempDir::new().unwrap();
     expect_error(
         &dir,
@@ -1152,13 +1088,13 @@ fn tdx_bad_fw_cfg_items() {
 #[test]
 fn tdx_without_platform_inputs_explains_rtmr0() {
     // The IntelTdx build extends RTMRs, so RTMR0 needs the host's ACPI blobs.
-    let fw = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
+    let fw = cocos_testkit::workspace_root().join("target/ovmf/out/OVMF.inteltdx.fd");
     assert!(
         fw.is_file(),
         "{} missing: run scripts/build-ovmf.sh",
         fw.display()
     );
-    let kernel = common::debian_kernel();
+    let kernel = cocos_testkit::debian_kernel();
     let dir = TempDir::new().unwrap();
     let out = run(
         &dir,
@@ -1179,7 +1115,7 @@ fn tdx_without_platform_inputs_explains_rtmr0() {
 fn tdx_on_firmware_that_measures_nothing_gives_zero_rtmrs_with_the_reason() {
     // Debian 12's OVMF.fd (edk2 2022.11, OvmfPkgX64) has no TdTcg2Dxe.
     let fw = system_fw(OVMF_FD);
-    let kernel = common::debian_kernel();
+    let kernel = cocos_testkit::debian_kernel();
     let dir = TempDir::new().unwrap();
     let out = run(
         &dir,
@@ -1235,7 +1171,7 @@ fn tdx_on_firmware_that_measures_nothing_gives_zero_rtmrs_with_the_reason() {
 #[test]
 fn tdx_fw_cfg_items_refused_for_firmware_that_does_not_measure_them() {
     let dir = TempDir::new().unwrap();
-    let fw = common::workspace().join("target/ovmf/out/OVMF.inteltdx.fd");
+    let fw = cocos_testkit::workspace_root().join("target/ovmf/out/OVMF.inteltdx.fd");
     let item = write(&dir, "bootmenu", &[1, 0]);
     let arg = format!("BootMenu={}", s(&item));
     expect_error(
@@ -1268,7 +1204,7 @@ fn append_value_that_looks_like_an_option_is_refused() {
     // sev-snp-measure's argparse refuses `--append --json`; we used to measure "--json".
     let dir = TempDir::new().unwrap();
     let fw = system_fw(OVMF_FD);
-    let kernel = common::debian_kernel();
+    let kernel = cocos_testkit::debian_kernel();
     for bad in ["--json", "-v", "--", "-x"] {
         expect_error(
             &dir,
@@ -1291,7 +1227,7 @@ fn append_value_that_looks_like_an_option_is_refused() {
         );
     }
     // What argparse takes as a value we take too: `=` form, negative numbers, spaces.
-    let fw = common::workspace().join("target/ovmf/out/OVMF.amdsev.fd");
+    let fw = cocos_testkit::workspace_root().join("target/ovmf/out/OVMF.amdsev.fd");
     for good in [
         vec!["--append=--json"],
         vec!["--append", "-5"],

@@ -12,9 +12,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
-
-mod common;
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -42,7 +40,7 @@ struct Outcome {
 
 fn run_oracle(cases: &[Case]) -> Vec<Outcome> {
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/driver.py");
-    let mut child = Command::new(common::oracle_python())
+    let mut child = Command::new(cocos_testkit::oracle_python())
         .arg(driver)
         .env("PYTHONUTF8", "1")
         .env("PYTHONIOENCODING", "utf-8")
@@ -160,7 +158,7 @@ struct Gen {
 impl Gen {
     fn new(test: &str) -> Self {
         Gen {
-            rng: StdRng::seed_from_u64(common::seed(test)),
+            rng: StdRng::seed_from_u64(cocos_testkit::seed(test)),
             dir: tempfile::tempdir().expect("tmp"),
             n: 0,
         }
@@ -189,7 +187,7 @@ impl Gen {
         let (fw_path, desc, stricter_ok) = match fw {
             Some(p) => (p.to_owned(), p.display().to_string(), false),
             None => {
-                let (bytes, info) = common::synth_firmware(&mut self.rng, true);
+                let (bytes, info) = cocos_testkit::firmware::synth_firmware(&mut self.rng, true);
                 (self.file("fw", &bytes), info.desc, info.stricter_ok)
             }
         };
@@ -214,7 +212,7 @@ impl Gen {
             if with_append {
                 argv.push(format!(
                     "--append={}",
-                    common::random_cmdline(&mut self.rng)
+                    cocos_testkit::random_cmdline(&mut self.rng)
                 ));
             }
         } else if stray_initrd {
@@ -374,7 +372,7 @@ fn differential_debian_firmware() {
 /// kernel and initrd from /boot.
 #[test]
 fn differential_real_edk2_firmware() {
-    let out = common::workspace().join("target/ovmf/out");
+    let out = cocos_testkit::workspace_root().join("target/ovmf/out");
     let amdsev = out.join("OVMF.amdsev.fd");
     let tdx = out.join("OVMF.inteltdx.fd");
     for f in [&amdsev, &tdx] {
@@ -384,21 +382,10 @@ fn differential_real_edk2_firmware() {
             f.display()
         );
     }
-    let boot = |prefix: &str| {
-        std::fs::read_dir("/boot")
-            .expect("/boot")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-            })
-            .min()
-            .unwrap_or_else(|| {
-                panic!("no /boot/{prefix}*: run scripts/setup.sh (linux-image-amd64)")
-            })
-    };
-    let (kernel, initrd) = (boot("vmlinuz-"), boot("initrd.img-"));
+    let (kernel, initrd) = (
+        cocos_testkit::debian_kernel(),
+        cocos_testkit::debian_initrd(),
+    );
     let mut g = Gen::new("differential real edk2");
     let mut cases = Vec::new();
     for fw in [&amdsev, &tdx] {

@@ -22,9 +22,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
-
-mod common;
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::path::{Path, PathBuf};
 
@@ -130,7 +128,7 @@ fn random_input(rng: &mut StdRng, dir: &Path, n: usize, fw: Option<&Path>) -> In
     let fw = match fw {
         Some(p) => p.to_owned(),
         None => {
-            let (bytes, _) = common::synth_firmware(rng, false);
+            let (bytes, _) = cocos_testkit::firmware::synth_firmware(rng, false);
             let p = dir.join(format!("fw{n}"));
             std::fs::write(&p, bytes).unwrap();
             p
@@ -145,7 +143,8 @@ fn random_input(rng: &mut StdRng, dir: &Path, n: usize, fw: Option<&Path>) -> In
     };
     let kernel = rng.gen_bool(0.6).then(|| file("kernel", rng));
     let initrd = (kernel.is_some() && rng.gen_bool(0.6)).then(|| file("initrd", rng));
-    let append = (kernel.is_some() && rng.gen_bool(0.8)).then(|| common::random_cmdline(rng));
+    let append =
+        (kernel.is_some() && rng.gen_bool(0.8)).then(|| cocos_testkit::random_cmdline(rng));
     Input {
         fw,
         kernel,
@@ -228,7 +227,7 @@ fn check(inputs: &[Input]) -> (usize, usize) {
 
 #[test]
 fn sev_crate_agrees_on_synthetic_firmware() {
-    let mut rng = StdRng::seed_from_u64(common::seed("sev crate synthetic"));
+    let mut rng = StdRng::seed_from_u64(cocos_testkit::seed("sev crate synthetic"));
     let dir = tempfile::tempdir().unwrap();
     let mut inputs: Vec<Input> = (0..250)
         .map(|n| random_input(&mut rng, dir.path(), n, None))
@@ -250,7 +249,7 @@ fn sev_crate_agrees_on_synthetic_firmware() {
 
 #[test]
 fn sev_crate_agrees_on_debian_firmware() {
-    let mut rng = StdRng::seed_from_u64(common::seed("sev crate debian"));
+    let mut rng = StdRng::seed_from_u64(cocos_testkit::seed("sev crate debian"));
     let dir = tempfile::tempdir().unwrap();
     let mut inputs = Vec::new();
     for fw in ["/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/ovmf/OVMF.fd"] {

@@ -19,9 +19,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
-
-mod common;
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use cocos_measure::bzimage::KernelSetup;
 use cocos_measure::rtmr::{InitrdOption, Platform};
@@ -115,7 +113,7 @@ fn model_hob(hob_gpa: u64, ranges: &[(u64, u64, bool)]) -> Vec<u8> {
 
 #[test]
 fn td_hob_matches_an_interval_model_on_random_layouts() {
-    let seed = common::seed("td_hob_matches_an_interval_model_on_random_layouts");
+    let seed = cocos_testkit::seed("td_hob_matches_an_interval_model_on_random_layouts");
     let mut rng = StdRng::seed_from_u64(seed);
     for case in 0..300 {
         let mem = match rng.gen_range(0..4) {
@@ -270,13 +268,13 @@ fn debian() -> (TdxFirmware, Vec<u8>) {
     let fw =
         std::fs::read("/usr/share/ovmf/OVMF.fd").expect("Debian's OVMF.fd: run scripts/setup.sh");
     let fw = TdxFirmware::new(Firmware::parse(fw).unwrap()).unwrap();
-    let k = std::fs::read(common::debian_kernel()).unwrap();
+    let k = std::fs::read(cocos_testkit::debian_kernel()).unwrap();
     (fw, k)
 }
 
 #[test]
 fn rtmr1_matches_spec_authenticode_of_the_patched_debian_kernel() {
-    let seed = common::seed("rtmr1_matches_spec_authenticode_of_the_patched_debian_kernel");
+    let seed = cocos_testkit::seed("rtmr1_matches_spec_authenticode_of_the_patched_debian_kernel");
     let mut rng = StdRng::seed_from_u64(seed);
     let (fw, kbytes) = debian();
     let kernel = TdxKernel::new(kbytes.clone()).unwrap();
@@ -295,7 +293,7 @@ fn rtmr1_matches_spec_authenticode_of_the_patched_debian_kernel() {
         let vga = rng.gen_bool(0.2).then(|| rng.gen_range(0..0x400u16));
         let cmdline = match vga {
             Some(m) => format!("console=ttyS0 vga={m:#x}"),
-            None => common::random_cmdline(&mut rng),
+            None => cocos_testkit::random_cmdline(&mut rng),
         };
         for setup in [KernelSetup::Patched, KernelSetup::Unmodified] {
             let opts = TdxOptions {
@@ -394,10 +392,11 @@ fn load_options_widen_bytes_and_skip_an_empty_initrd() {
 
 #[test]
 fn rtmr2_matches_edk2_and_the_stub_on_a_6_12_kernel_for_random_cmdlines() {
-    let seed = common::seed("rtmr2_matches_edk2_and_the_stub_on_a_6_12_kernel_for_random_cmdlines");
+    let seed =
+        cocos_testkit::seed("rtmr2_matches_edk2_and_the_stub_on_a_6_12_kernel_for_random_cmdlines");
     let mut rng = StdRng::seed_from_u64(seed);
     let (fw, old_kernel) = debian();
-    let kernel = TdxKernel::from_file(&common::stub_measuring_kernel()).unwrap();
+    let kernel = TdxKernel::from_file(&cocos_testkit::stub_measuring_kernel()).unwrap();
     assert_eq!(kernel.stub_measures_tdx(), Some(true));
     // Debian 12's 6.1 stub does not measure into TDX registers: RTMR2 stays zero.
     let old = TdxKernel::new(old_kernel).unwrap();
@@ -414,7 +413,7 @@ fn rtmr2_matches_edk2_and_the_stub_on_a_6_12_kernel_for_random_cmdlines() {
     assert_eq!(m.rtmr[2], Some([0; 48]));
     assert!(m.notes.iter().any(|n| n.contains("6.9")));
     for case in 0..100 {
-        let cmdline = common::random_cmdline(&mut rng);
+        let cmdline = cocos_testkit::random_cmdline(&mut rng);
         // Absent, zero-byte and non-empty initrds.
         let initrd = match rng.gen_range(0..10) {
             0..=2 => None,

@@ -20,7 +20,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cocos_tests::{events, http, root, wait_for, workspace_bin, ManagerProc};
+use cocos_testkit::workspace_root;
+use cocos_tests::{events, http, wait_for, workspace_bin, ManagerProc};
 use serde_json::{json, Value};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -47,7 +48,7 @@ fn main() {
     };
     let release = PathBuf::from(get(
         "--release",
-        root()
+        workspace_root()
             .join("target/demo/hal/release.json")
             .to_str()
             .unwrap(),

@@ -18,15 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub mod cp;
+use cocos_testkit::workspace_root;
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+pub mod cp;
 
 /// The `cocos-manager` binary of this profile, built once per test process.
 pub fn manager_bin() -> PathBuf {
@@ -48,7 +42,7 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut c = Command::new(cargo);
-    c.current_dir(root())
+    c.current_dir(workspace_root())
         .args(["build", "-q", "--locked", "-p", package, "--bin", bin]);
     if profile_dir.ends_with("release") {
         c.arg("--release");
@@ -236,6 +230,81 @@ pub fn manager_args(
     a
 }
 
+/// Writes release.json (schema 1) into `dir` for files already there: `vmlinuz`,
+/// `initramfs.cpio.gz` and firmware `OVMF.fd` listed under `tee` ("snp" or "tdx"),
+/// with no measurements computed. Returns its path.
+pub fn write_release(
+    dir: &Path,
+    cmdline: &str,
+    kernel: &[u8],
+    initrd: &[u8],
+    tee: &str,
+    firmware: &[u8],
+) -> PathBuf {
+    use cocos_proto::release::{
+        Artifact, ArtifactKind, FirmwareRef, Initramfs, KernelInfo, Manifest, Measurements,
+        SnpReference, TdxReference, SCHEMA,
+    };
+    let sha = cocos_hal::build::sha256_hex;
+    let fw = FirmwareRef {
+        file: "OVMF.fd".into(),
+        sha256: sha(firmware),
+    };
+    let measurements = match tee {
+        "snp" => Measurements {
+            snp: Some(SnpReference {
+                firmware: fw,
+                vmm: None,
+                digests: vec![],
+                unsupported: Some("synthetic release".into()),
+            }),
+            tdx: None,
+        },
+        _ => Measurements {
+            snp: None,
+            tdx: Some(TdxReference {
+                firmware: fw,
+                edk2: serde_json::Value::Null,
+                launches: vec![],
+            }),
+        },
+    };
+    let m = Manifest {
+        schema: SCHEMA,
+        name: "synthetic".into(),
+        version: "0".into(),
+        kernel: KernelInfo {
+            release: "0.0.0".into(),
+            source: serde_json::Value::Null,
+            tee: serde_json::Value::Null,
+        },
+        cmdline: cmdline.into(),
+        initramfs: Initramfs {
+            compression: "gzip".into(),
+            mtime: 0,
+        },
+        modules: vec![],
+        artifacts: vec![
+            Artifact {
+                kind: ArtifactKind::Kernel,
+                path: "vmlinuz".into(),
+                size: kernel.len() as u64,
+                sha256: sha(kernel),
+            },
+            Artifact {
+                kind: ArtifactKind::Initrd,
+                path: "initramfs.cpio.gz".into(),
+                size: initrd.len() as u64,
+                sha256: sha(initrd),
+            },
+        ],
+        measurements,
+    };
+    let p = dir.join("release.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    p
+}
+
 /// Writes a release (random kernel/initrd/firmware bytes; measure target none) into
 /// `dir`; returns (release.json, firmware path).
 pub fn synthetic_release(dir: &Path, cmdline: &str) -> (PathBuf, PathBuf) {
@@ -250,16 +319,7 @@ pub fn synthetic_release(dir: &Path, cmdline: &str) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("initramfs.cpio.gz"), &i).unwrap();
     let fw = dir.join("OVMF.fd");
     std::fs::write(&fw, &f).unwrap();
-    let rel = serde_json::json!({
-        "name": "synthetic", "version": "0", "cmdline": cmdline, "kernel": {"release": "0.0.0"},
-        "artifacts": [
-            {"path": "vmlinuz", "sha256": cocos_hal::build::sha256_hex(&k)},
-            {"path": "initramfs.cpio.gz", "sha256": cocos_hal::build::sha256_hex(&i)},
-        ],
-        "measurements": {"snp": {"firmware": {"file": "OVMF.fd", "sha256": cocos_hal::build::sha256_hex(&f)}}, "tdx": null},
-    });
-    let p = dir.join("release.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&rel).unwrap()).unwrap();
+    let p = write_release(dir, cmdline, &k, &i, "snp", &f);
     (p, fw)
 }
 
@@ -303,7 +363,7 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
 /// current kernel package is resolved: the committed hal/cocos.lock may name a version
 /// the mirror has dropped since. Returns the spec's command line.
 pub fn build_default_image(out: &Path) -> String {
-    let root = root();
+    let root = workspace_root();
     std::fs::create_dir_all(root.join("target")).unwrap();
     let spec_dir = tempfile::Builder::new()
         .prefix("hal-test-spec")

@@ -3,13 +3,6 @@
 //! after frames were received but not committed, so neither stored nor acked),
 //! and every event delivered exactly once, in order, with the computation id.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)] // test crate
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};

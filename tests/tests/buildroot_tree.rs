@@ -16,18 +16,18 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cocos_tests::root;
+use cocos_testkit::workspace_root;
 
 /// The buildroot release the tree is written for.
 const BUILDROOT_RELEASE: &str = "2025.02.9";
 
 fn tree() -> PathBuf {
-    root().join("buildroot")
+    workspace_root().join("buildroot")
 }
 
 fn read(p: &Path) -> String {
@@ -165,11 +165,12 @@ fn tree_is_pinned() {
     }
     // The same init as cocos-hal's images.
     assert_eq!(
-        read(&root().join("hal/rootfs/init")),
+        read(&workspace_root().join("hal/rootfs/init")),
         cocos_hal::build::INIT
     );
     assert!(
-        read(&root().join("README.md")).contains(&format!("buildroot {BUILDROOT_RELEASE}")),
+        read(&workspace_root().join("README.md"))
+            .contains(&format!("buildroot {BUILDROOT_RELEASE}")),
         "README names the buildroot release"
     );
 }
@@ -189,7 +190,7 @@ fn sh(cmd: &mut Command) -> String {
 fn fragment_survives_kconfig() {
     let v = kernel_version();
     let series: String = v.split('.').take(2).collect::<Vec<_>>().join(".");
-    let cache = root().join("target/kconfig-cache");
+    let cache = workspace_root().join("target/kconfig-cache");
     let src = cache.join(format!("linux-source-{series}"));
     if !src.join("Kconfig").is_file() {
         std::fs::create_dir_all(&cache).unwrap();
@@ -333,18 +334,7 @@ fn defconfig_with_buildroot() {
 fn post_image_writes_release_json() {
     // What buildroot leaves in BINARIES_DIR, stood in by Debian's kernel and a small
     // initramfs; the script must write a release.json the manager accepts.
-    let kernel = std::fs::read_dir("/boot")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("vmlinuz-")
-        })
-        .expect("a Debian kernel in /boot: run scripts/setup.sh");
+    let kernel = cocos_testkit::debian_kernel();
     let bin = tempfile::tempdir().unwrap();
     std::fs::copy(&kernel, bin.path().join("bzImage")).unwrap();
     let mut a = cocos_hal::cpio::Archive::new();
@@ -367,5 +357,5 @@ fn post_image_writes_release_json() {
     assert_eq!(rel.initrd.path.file_name().unwrap(), "rootfs.cpio.gz");
     cocos_manager::release::open_verified(&rel.kernel.path, &rel.kernel.sha256).unwrap();
     cocos_manager::release::open_verified(&rel.initrd.path, &rel.initrd.sha256).unwrap();
-    assert_eq!(rel.json["kernel"]["source"]["built_by"], "buildroot");
+    assert_eq!(rel.document.kernel.source["built_by"], "buildroot");
 }

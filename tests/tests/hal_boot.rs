@@ -17,7 +17,7 @@
     clippy::panic,
     clippy::indexing_slicing,
     clippy::result_large_err
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
 use cocos_proto::grpc::{client_stream_message, AgentEvent, WatchReq};
+use cocos_testkit::workspace_root;
 use cocos_tests::cp::{CpServer, Seen};
-use cocos_tests::{build_default_image, http, pids_of, root, wait_for, ManagerProc};
+use cocos_tests::{build_default_image, http, pids_of, wait_for, ManagerProc};
 use serde_json::Value;
 
 fn event_of(m: &cocos_proto::grpc::ClientStreamMessage) -> Option<&AgentEvent> {
@@ -38,7 +39,7 @@ fn event_of(m: &cocos_proto::grpc::ClientStreamMessage) -> Option<&AgentEvent> {
 
 #[test]
 fn default_image_runs_under_the_manager() {
-    let root = root();
+    let root = workspace_root();
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let cmdline = build_default_image(&out);

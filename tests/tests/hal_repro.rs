@@ -8,20 +8,13 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cocos_hal::build::{build, BuildOptions};
 use cocos_hal::spec::Spec;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Builds `checkout`'s hal/cocos.toml (copied beside an empty lock inside that
 /// checkout, so both builds resolve the kernel the same way) into `out`.
@@ -42,9 +35,54 @@ fn build_in(checkout: &Path, out: &Path, cache: &Path) {
     build(&spec, &opts).unwrap_or_else(|e| panic!("build in {}: {e}", checkout.display()));
 }
 
+/// Makes `clone` hold `checkout`'s working tree: its tracked and untracked (not ignored)
+/// files as they are, without the tracked files deleted there.
+fn overlay_working_tree(checkout: &Path, clone: &Path) {
+    let ls = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(checkout)
+        .output()
+        .unwrap();
+    assert!(ls.status.success(), "git ls-files failed");
+    let (mut present, mut deleted) = (Vec::new(), Vec::new());
+    for f in ls.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+        let f = std::str::from_utf8(f).unwrap();
+        if checkout.join(f).exists() {
+            present.extend_from_slice(f.as_bytes());
+            present.push(0);
+        } else {
+            deleted.push(f.to_owned());
+        }
+    }
+    for f in deleted {
+        let _ = std::fs::remove_file(clone.join(f));
+    }
+    let mut tar = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar --null -T - -cf - | tar -xf - -C '{}'",
+            clone.display()
+        ))
+        .current_dir(checkout)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut tar.stdin.take().unwrap(), &present).unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "copying the working tree failed"
+    );
+}
+
 #[test]
 fn two_checkouts_two_umasks_same_bytes() {
-    let root = root();
+    let root = cocos_testkit::workspace_root();
     let work = tempfile::tempdir().unwrap();
     let cache = root.join("target/hal-cache");
     std::fs::create_dir_all(root.join("target")).unwrap();
@@ -62,17 +100,9 @@ fn two_checkouts_two_umasks_same_bytes() {
         .status()
         .unwrap();
     assert!(ok.success(), "git clone failed");
-    // Uncommitted files count too (a developer's run): copy the tracked files as they are.
-    let tar = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "git ls-files -z | xargs -0 tar -cf - | tar -xf - -C '{}'",
-            clone.display()
-        ))
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(tar.success());
+    // Uncommitted changes count too (a developer's run): copy the tracked and the new
+    // (untracked, not ignored) files as they are, and drop the deleted ones.
+    overlay_working_tree(&root, &clone);
     std::fs::create_dir_all(clone.join("target")).unwrap();
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let b = work.path().join("b");

@@ -8,7 +8,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::path::Path;
 use std::time::Duration;
@@ -487,43 +487,27 @@ fn port_forwards_bind_loopback_and_skip_taken_ports() {
 /// loads fw_cfg etc/boot/kernel), measured as TDX.
 fn tdx_release(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
-    let fw_src = cocos_tests::root().join("target/ovmf/out/OVMF.inteltdx.fd");
+    let fw_src = cocos_testkit::workspace_root().join("target/ovmf/out/OVMF.inteltdx.fd");
     assert!(
         fw_src.is_file(),
         "{} missing: run scripts/build-ovmf.sh",
         fw_src.display()
     );
-    let mut ks: Vec<_> = std::fs::read_dir("/boot")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("vmlinuz-")
-        })
-        .collect();
-    ks.sort();
-    let k = std::fs::read(ks.last().expect("no /boot/vmlinuz-*: run scripts/setup.sh")).unwrap();
+    let k = std::fs::read(cocos_testkit::debian_kernel()).unwrap();
     let i: Vec<u8> = (0..3000u32).map(|x| (x * 7) as u8).collect();
     let f = std::fs::read(&fw_src).unwrap();
     std::fs::write(dir.join("vmlinuz"), &k).unwrap();
     std::fs::write(dir.join("initramfs.cpio.gz"), &i).unwrap();
     let fw = dir.join("OVMF.fd");
     std::fs::write(&fw, &f).unwrap();
-    let sha = cocos_hal::build::sha256_hex;
-    let rel = serde_json::json!({
-        "name": "tdx", "version": "0", "cmdline": "console=ttyS0 cocos.events=serial:x", "kernel": {"release": "x"},
-        "artifacts": [
-            {"kind": "kernel", "path": "vmlinuz", "sha256": sha(&k)},
-            {"kind": "initrd", "path": "initramfs.cpio.gz", "sha256": sha(&i)},
-        ],
-        "measurements": {"snp": null, "tdx": {"firmware": {"file": "OVMF.fd", "sha256": sha(&f)}}},
-    });
-    let p = dir.join("release.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&rel).unwrap()).unwrap();
+    let p = cocos_tests::write_release(
+        dir,
+        "console=ttyS0 cocos.events=serial:x",
+        &k,
+        &i,
+        "tdx",
+        &f,
+    );
     (p, fw)
 }
 

@@ -3,13 +3,7 @@
 //! stand-in; a malformed protobuf request and bad field values get clear errors and
 //! launch nothing.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::result_large_err
-)] // test crate
+#![allow(clippy::result_large_err)]
 
 use cocos_proto::grpc::manager_service_client::ManagerServiceClient;
 use cocos_proto::grpc::{AttestationPolicyReq, CreateReq, CreateRes, CvmInfoReq, RemoveReq};

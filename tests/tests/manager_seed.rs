@@ -14,7 +14,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
-)] // test crate
+)] // also in helpers outside #[test] fns, which clippy.toml's allow-*-in-tests do not cover
 
 use std::collections::BTreeMap;
 use std::path::Path;

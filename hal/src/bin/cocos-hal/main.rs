@@ -187,27 +187,20 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
             };
             let r = build::build(&spec, &opts)?;
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&r.release)?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::to_value(&r.release)?)?
+                )?;
             } else {
-                for a in r
-                    .release
-                    .get("artifacts")
-                    .and_then(serde_json::Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let field = |k: &str| {
-                        a.get(k)
-                            .map(|v| v.to_string().trim_matches('"').to_owned())
-                            .unwrap_or_default()
-                    };
+                for a in &r.release.artifacts {
                     writeln!(
                         out,
                         "{}/{}  {} bytes  sha256 {}",
                         r.out.display(),
-                        field("path"),
-                        field("size"),
-                        field("sha256")
+                        a.path,
+                        a.size,
+                        a.sha256
                     )?;
                 }
                 writeln!(out, "{}/release.json", r.out.display())?;
@@ -275,7 +268,7 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 (&kname, &kbytes),
                 (&iname, &ibytes),
             )?;
-            let text = serde_json::to_string_pretty(&v)? + "\n";
+            let text = cocos_hal::release::to_bytes(&v)?;
             let tmp = dest.with_extension("json.tmp");
             std::fs::write(&tmp, &text)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;

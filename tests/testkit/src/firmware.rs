@@ -1,108 +1,28 @@
-//! Test support shared by the differential tests: a generator of random synthetic OVMF
-//! images (random bytes with a valid footer table, SEV metadata with random sections,
-//! random reset EIP and hash-table location, and optional injected faults), and the
-//! locations of the oracles and Debian inputs installed by `scripts/setup.sh`.
-#![allow(dead_code)]
-
-use std::path::PathBuf;
+//! Synthetic firmware images for tests: random OVMF-like images with a valid footer
+//! table, SEV metadata, reset block and hash-table location ([`synth_firmware`], with
+//! optional injected faults), images with exactly the footer-table entries a test asks
+//! for ([`synth`] and its entry helpers), and random images with valid TDVF metadata
+//! ([`synth_tdvf`]).
+//!
+//! (`scripts/synth-ovmf.py` makes the large, seeded image `scripts/bench-measure.sh`
+//! times; it is not used by tests.)
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, RngCore};
 use uuid::{uuid, Uuid};
 
+/// The OVMF footer table's own GUID (the table ends 32 bytes before the image's end).
 pub const FOOTER: Uuid = uuid!("96b582de-1fb2-45f7-baea-a366c55a082d");
+/// SEV_HASH_TABLE_RV_GUID: where the kernel hashes table goes (gpa, size).
 pub const HASH_TABLE_RV: Uuid = uuid!("7255371f-3a3b-4b04-927b-1da6efa8d454");
+/// SEV_ES_RESET_BLOCK_GUID: the AP reset EIP.
 pub const RESET_BLOCK: Uuid = uuid!("00f771de-1a7e-4fcb-890e-68c77e2fb44e");
+/// OVMF_SEV_METADATA_GUID: offset from the end of the "ASEV" metadata.
 pub const SEV_METADATA: Uuid = uuid!("dc886566-984a-4798-a75e-5585a7bf67cc");
+/// TDX_METADATA_OFFSET_GUID: offset from the end of the "TDVF" metadata.
 pub const TDX_METADATA: Uuid = uuid!("e47a6535-984a-4798-865e-4685a7bf8ec2");
+/// SEV_SECRET_GUID: the launch secret area.
 pub const SEV_SECRET: Uuid = uuid!("4c2eb361-7d9b-4cc3-8081-127c90d3d294");
-
-/// Debian's kernel (the newest /boot/vmlinuz-*, from linux-image-amd64, installed by
-/// scripts/setup.sh); fails the test if there is none.
-pub fn debian_kernel() -> PathBuf {
-    let mut ks: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    ks.retain(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("vmlinuz-"))
-    });
-    ks.sort();
-    ks.pop()
-        .expect("no /boot/vmlinuz-*: run scripts/setup.sh (Debian package linux-image-amd64)")
-}
-
-/// A kernel whose EFI stub measures into TDX RTMRs (Linux ≥ 6.9): the HAL's pinned
-/// Debian 13 kernel, which `scripts/test.sh` fetches into target/hal-cache
-/// (`cocos-hal kernel --spec hal/cocos.toml --locked`) before the tests run.
-pub fn stub_measuring_kernel() -> PathBuf {
-    let cache = workspace().join("target/hal-cache");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path().join("boot")))
-                .collect()
-        })
-        .unwrap_or_default();
-    found.retain(|b| b.is_dir());
-    let mut kernels: Vec<PathBuf> = found
-        .iter()
-        .flat_map(|b| std::fs::read_dir(b).into_iter().flatten())
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("vmlinuz-"))
-                .and_then(|v| {
-                    let mut it = v.split(|c: char| !c.is_ascii_digit());
-                    Some((
-                        it.next()?.parse::<u32>().ok()?,
-                        it.next()?.parse::<u32>().ok()?,
-                    ))
-                })
-                .is_some_and(|mm| mm >= (6, 9))
-        })
-        .collect();
-    kernels.sort();
-    let missing = format!(
-        "no Linux >= 6.9 kernel under {}: run scripts/test.sh, or `cargo run -p cocos-hal -- kernel --spec hal/cocos.toml --locked`",
-        cache.display()
-    );
-    kernels.pop().expect(&missing)
-}
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The oracle venv's Python; fails the test with set-up instructions if missing.
-pub fn oracle_python() -> PathBuf {
-    let p = std::env::var_os("COCOS_ORACLE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/oracle-venv/bin/python"));
-    assert!(
-        p.exists(),
-        "oracle Python {} missing: run scripts/setup.sh (it installs sev-snp-measure==0.0.13)",
-        p.display()
-    );
-    p
-}
-
-/// A seed from COCOS_TEST_SEED or the clock, printed so that a failure can be replayed.
-pub fn seed(test: &str) -> u64 {
-    let s = std::env::var("COCOS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {s} (replay with COCOS_TEST_SEED={s})");
-    s
-}
 
 /// What the generator decided, for reporting and for the checks.
 #[derive(Debug, Clone, Default)]
@@ -281,32 +201,111 @@ pub fn synth_firmware(rng: &mut impl Rng, faults: bool) -> (Vec<u8>, SynthInfo) 
     (data, info)
 }
 
-/// A random kernel command line: empty, ASCII, or with non-ASCII UTF-8.
-pub fn random_cmdline(rng: &mut impl Rng) -> String {
-    const WORDS: &[&str] = &[
-        "console=ttyS0",
-        "quiet",
-        "root=/dev/vda1",
-        "cocos.id=abc-123",
-        "cocos.events=vsock:2:9997",
-        "init=/init",
-        "x=\"a b\"",
-        "é",
-        "日本語",
-        "🦀",
-        "Ωmega=∞",
-        "-dash",
-        "=eq",
-        "tab\there",
-    ];
-    match rng.gen_range(0..10) {
-        0 => String::new(),
-        1 => (0..rng.gen_range(1..200))
-            .map(|_| rng.gen_range(' '..='~'))
-            .collect(),
-        _ => (0..rng.gen_range(1..8))
-            .map(|_| *WORDS.choose(rng).unwrap_or(&"quiet"))
-            .collect::<Vec<_>>()
-            .join(" "),
+/// An OVMF-like image of `len` random bytes whose footer table (ending 32 bytes before
+/// the end) holds `entries` as `(GUID, data)`, the first one nearest the footer.
+pub fn synth(len: usize, entries: &[(Uuid, Vec<u8>)]) -> Vec<u8> {
+    let mut img = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut img);
+    let footer = len - 32 - 18;
+    let mut end = footer;
+    for (guid, data) in entries {
+        let size = data.len() + 18;
+        let start = end - size;
+        img[start..start + data.len()].copy_from_slice(data);
+        let hdr = end - 18;
+        img[hdr..hdr + 2].copy_from_slice(&u16::try_from(size).unwrap().to_le_bytes());
+        img[hdr + 2..end].copy_from_slice(&guid.to_bytes_le());
+        end = start;
     }
+    let table = 18 + (footer - end);
+    img[footer..footer + 2].copy_from_slice(&u16::try_from(table).unwrap().to_le_bytes());
+    img[footer + 2..footer + 18].copy_from_slice(&FOOTER.to_bytes_le());
+    img
+}
+
+/// The [`SEV_METADATA`] entry pointing at offset `at` of a `len`-byte image.
+pub fn sev_metadata_entry(len: usize, at: usize) -> (Uuid, Vec<u8>) {
+    (
+        SEV_METADATA,
+        u32::try_from(len - at).unwrap().to_le_bytes().to_vec(),
+    )
+}
+
+/// Writes "ASEV" metadata with `sections` (gpa, size, type) at offset `at`.
+pub fn put_sev_metadata(img: &mut [u8], at: usize, sections: &[(u32, u32, u32)]) {
+    let n = u32::try_from(sections.len()).unwrap();
+    let mut md = b"ASEV".to_vec();
+    for v in [16 + 12 * n, 1, n] {
+        md.extend(v.to_le_bytes());
+    }
+    for &(gpa, size, kind) in sections {
+        for v in [gpa, size, kind] {
+            md.extend(v.to_le_bytes());
+        }
+    }
+    img[at..at + md.len()].copy_from_slice(&md);
+}
+
+/// The [`RESET_BLOCK`] entry with AP reset EIP `eip`.
+pub fn reset_block(eip: u32) -> (Uuid, Vec<u8>) {
+    (RESET_BLOCK, eip.to_le_bytes().to_vec())
+}
+
+/// A random image with valid TDVF metadata (2–6 sections of every kind).
+pub fn synth_tdvf(rng: &mut impl Rng) -> Vec<u8> {
+    let len = rng.gen_range(8..=64usize) * 4096;
+    let mut data = vec![0u8; len];
+    rng.fill(&mut data[..]);
+    let n = rng.gen_range(2..=6usize);
+    let mut desc = Vec::new();
+    for i in 0..n {
+        let kind: u32 = if i == 0 {
+            0
+        } else {
+            *[0u32, 1, 1, 2, 3].choose(rng).unwrap()
+        };
+        let mem = rng.gen_range(1..=8u64) * 4096;
+        let gpa = rng.gen_range(0..0x10_0000u64) << 12;
+        let (raw, off) = if kind <= 1 {
+            let raw = if rng.gen_bool(0.5) {
+                mem as u32
+            } else {
+                rng.gen_range(1..=mem as u32)
+            };
+            (raw, rng.gen_range(0..=(len as u32 - mem as u32)))
+        } else {
+            (0, 0)
+        };
+        let extend = match kind {
+            0 => rng.gen_bool(0.9),
+            1 => rng.gen_bool(0.5),
+            _ => rng.gen_bool(0.1),
+        };
+        desc.extend(off.to_le_bytes());
+        desc.extend(raw.to_le_bytes());
+        desc.extend(gpa.to_le_bytes());
+        desc.extend(mem.to_le_bytes());
+        desc.extend(kind.to_le_bytes());
+        desc.extend(u32::from(extend).to_le_bytes());
+    }
+    let dlen = 16 + desc.len();
+    let at = rng.gen_range(0..(len - 512 - dlen)) & !3;
+    put(&mut data, at, b"TDVF");
+    put(&mut data, at + 4, &(dlen as u32).to_le_bytes());
+    put(&mut data, at + 8, &1u32.to_le_bytes());
+    put(&mut data, at + 12, &(n as u32).to_le_bytes());
+    put(&mut data, at + 16, &desc);
+    // Footer table: one TDX_METADATA_OFFSET entry, then the footer entry.
+    let mut table = ((len - at) as u32).to_le_bytes().to_vec();
+    table.extend(22u16.to_le_bytes());
+    table.extend(TDX_METADATA.to_bytes_le());
+    let footer_at = len - 32 - 18;
+    put(&mut data, footer_at - table.len(), &table);
+    put(
+        &mut data,
+        footer_at,
+        &((table.len() + 18) as u16).to_le_bytes(),
+    );
+    put(&mut data, footer_at + 2, &FOOTER.to_bytes_le());
+    data
 }
