@@ -13,6 +13,7 @@ mod error;
 
 pub mod bytes;
 pub mod bzimage;
+pub mod cli_error;
 pub mod cpu;
 pub mod edk2;
 pub mod efivar;

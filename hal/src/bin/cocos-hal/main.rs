@@ -432,22 +432,11 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if cocos_measure::cli_error::is_help(&e) => e.exit(),
         Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            let rendered = e.render().to_string();
-            let msg: Vec<&str> = rendered
-                .lines()
-                .take_while(|l| !l.starts_with("Usage:"))
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let msg = msg.join(" ");
             eprintln!(
                 "cocos-hal: error: {} (see --help)",
-                msg.strip_prefix("error: ").unwrap_or(&msg)
+                cocos_measure::cli_error::one_line(&e)
             );
             return ExitCode::from(2);
         }

@@ -15,29 +15,15 @@ use cocos_manager::{grpc, http, upstream};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// A clap error as one line (the message up to the usage block), so every refusal is
-/// one line on stderr with exit code 2.
-fn one_line(e: &clap::Error) -> String {
-    let rendered = e.render().to_string();
-    let parts: Vec<&str> = rendered
-        .lines()
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let msg = parts.join(" ");
-    msg.strip_prefix("error: ").unwrap_or(&msg).to_owned()
-}
-
 fn main() -> ExitCode {
     let cfg = match Config::try_parse() {
         Ok(c) => c,
+        Err(e) if cocos_measure::cli_error::is_help(&e) => e.exit(),
         Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            eprintln!("cocos-manager: {} (see --help)", one_line(&e));
+            eprintln!(
+                "cocos-manager: {} (see --help)",
+                cocos_measure::cli_error::one_line(&e)
+            );
             return ExitCode::from(2);
         }
     };

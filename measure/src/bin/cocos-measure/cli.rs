@@ -389,29 +389,8 @@ pub fn run() -> Result<()> {
     check_append_values(&args)?;
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            // The message up to the usage block, on one line (clap lists missing
-            // arguments on the lines after the first).
-            let rendered = e.render().to_string();
-            let msg: Vec<&str> = rendered
-                .lines()
-                .take_while(|l| !l.starts_with("Usage:"))
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let msg = msg.join(" ");
-            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
-            let msg = if msg.is_empty() {
-                "invalid arguments"
-            } else {
-                msg
-            };
-            bail!("{msg} (see --help)");
-        }
+        Err(e) if cocos_measure::cli_error::is_help(&e) => e.exit(),
+        Err(e) => bail!("{} (see --help)", cocos_measure::cli_error::one_line(&e)),
     };
     match cli.cmd {
         None => run_compat(cli.compat),
