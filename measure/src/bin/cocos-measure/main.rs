@@ -6,7 +6,9 @@
 //! `vcpu-types`) with `--json`. Every error is one line on stderr and exit code 2.
 
 mod cli;
-mod tdx_cmd;
+mod commands;
+mod pyint;
+mod render;
 
 use std::process::ExitCode;
 
