@@ -3,7 +3,9 @@
 //! Two faces: a sev-snp-measure compatible one (`cocos-measure --mode snp …`, digest
 //! alone on stdout, same flags and precedence, so it can replace that tool in a
 //! script), and subcommands (`snp`, `seves`, `sev`, `matrix`, `inspect`,
-//! `vcpu-types`) with `--json`. Every error is one line on stderr and exit code 2.
+//! `vcpu-types`, `tdx`) with `--json`. Every error is one line on stderr and exit
+//! code 2. [`cli`] parses and dispatches to [`commands`]; [`pyint`] and [`render`] hold
+//! the argument syntax and output shared by the SEV commands.
 
 mod cli;
 mod commands;
