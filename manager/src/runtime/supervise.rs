@@ -1,0 +1,231 @@
+//! Per-VM supervision: the agent channel (commit-then-ack), attestation requests,
+//! QEMU's exit and the cleanup that follows.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn spawn_supervisor(
+        self: &Arc<Self>,
+        record: VmRecord,
+        child: Option<tokio::process::Child>,
+    ) {
+        let (done_tx, _) = watch::channel(false);
+        let (attest_tx, attest_rx) = mpsc::channel(16);
+        let vm = Arc::new(Vm {
+            record,
+            stopping: AtomicBool::new(false),
+            stop_reason: Mutex::new(String::new()),
+            done_tx,
+            attest_tx,
+        });
+        self.lock()
+            .insert(vm.record.id.clone(), Slot::Running(vm.clone()));
+        self.metrics.vms.set(self.list().len() as i64);
+        let vsock_rx = vm.record.cid.map(|cid| self.vsock.register(cid));
+        let m = self.clone();
+        tokio::spawn(async move {
+            let mut agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx, vsock_rx));
+            let status = match child {
+                Some(mut c) => match c.wait().await {
+                    Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                        (Some(code), _) => json!({"exit_code": code}),
+                        (None, Some(sig)) => json!({"signal": sig}),
+                        _ => json!({}),
+                    },
+                    Err(e) => json!({"error": e.to_string()}),
+                },
+                None => {
+                    while procs::is_same(vm.record.pid, vm.record.start_time) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    json!({"note": "adopted process; exit status unknown"})
+                }
+            };
+            // No more vsock connections for this VM (this also ends its wait for one).
+            if let Some(cid) = vm.record.cid {
+                m.vsock.unregister(cid);
+            }
+            // Let the agent task read what QEMU's socket still holds, then stop it.
+            if tokio::time::timeout(Duration::from_secs(2), &mut agent)
+                .await
+                .is_err()
+            {
+                agent.abort();
+            }
+            m.finish(&vm, status).await;
+        });
+    }
+
+    pub(super) async fn finish(&self, vm: &Arc<Vm>, status: Value) {
+        let id = vm.record.id.as_str();
+        let requested = vm.stopping.load(Ordering::SeqCst);
+        let reason = vm.stop_reason.lock().map(|r| r.clone()).unwrap_or_default();
+        let clean = status.get("exit_code").and_then(Value::as_i64) == Some(0);
+        let mut details = json!({"status": status, "pid": vm.record.pid});
+        let st = if requested {
+            if let Some(o) = details.as_object_mut() {
+                o.insert("stopped_by".into(), Value::String(reason));
+            }
+            "stopped"
+        } else if clean {
+            "exited"
+        } else {
+            let tail = std::fs::read(vm.record.dir.join("qemu.log")).unwrap_or_default();
+            let tail =
+                String::from_utf8_lossy(tail.get(tail.len().saturating_sub(2000)..).unwrap_or(&[]))
+                    .into_owned();
+            if let Some(o) = details.as_object_mut() {
+                o.insert("qemu_stderr".into(), Value::String(tail));
+            }
+            "failed"
+        };
+        self.emit(id, "vm-exited", st, details).await;
+        if let Err(e) = std::fs::remove_dir_all(&vm.record.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", vm.record.dir.display());
+            }
+        }
+        if let Err(e) = self.store.delete_vm(id) {
+            tracing::error!("{e}");
+        }
+        self.lock().remove(id);
+        self.metrics.vms.set(self.list().len() as i64);
+        vm.done_tx.send_replace(true);
+        tracing::info!(computation = id, "VM {st}");
+    }
+
+    /// Waits for the VM's next agent connection: dial QEMU's virtio-serial socket, or
+    /// take the next vsock connection the listener routed here. None once QEMU is gone.
+    pub(super) async fn next_connection(
+        vm: &Vm,
+        vsock_rx: &mut Option<mpsc::Receiver<tokio_vsock::VsockStream>>,
+        done: &mut watch::Receiver<bool>,
+    ) -> Option<Box<dyn Conn>> {
+        loop {
+            if *done.borrow() {
+                return None;
+            }
+            if let Some(rx) = vsock_rx.as_mut() {
+                tokio::select! {
+                    s = rx.recv() => return s.map(|s| Box::new(s) as Box<dyn Conn>),
+                    _ = done.changed() => return None,
+                }
+            }
+            let sock = vm.record.agent_socket();
+            match tokio::net::UnixStream::connect(&sock).await {
+                Ok(s) => {
+                    // QEMU creates its sockets with the umask's mode: make them private.
+                    for p in [sock, vm.record.qmp_socket()] {
+                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+                    }
+                    return Some(Box::new(s));
+                }
+                Err(_) if !procs::is_same(vm.record.pid, vm.record.start_time) => return None,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = done.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) async fn agent_loop(
+        self: Arc<Self>,
+        vm: Arc<Vm>,
+        mut attest_rx: mpsc::Receiver<Vec<u8>>,
+        mut vsock_rx: Option<mpsc::Receiver<tokio_vsock::VsockStream>>,
+    ) {
+        let id = vm.record.id.clone();
+        let hw = self.store.agent_hw(&id).unwrap_or(0);
+        let mut session = Session::new(&id, hw);
+        let mut done = vm.done_tx.subscribe();
+        while let Some(conn) = Self::next_connection(&vm, &mut vsock_rx, &mut done).await {
+            let (mut r, mut w) = tokio::io::split(conn);
+            if w.write_all(&session.reconnected()).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 32 * 1024];
+            let ended = loop {
+                tokio::select! {
+                    n = r.read(&mut buf) => {
+                        let n = match n { Ok(0) | Err(_) => break "eof", Ok(n) => n };
+                        let inc = match session.on_bytes(buf.get(..n).unwrap_or(&[])) {
+                            Ok(i) => i,
+                            Err(e) => { tracing::warn!("{e}; reconnecting"); break "framing"; }
+                        };
+                        if !inc.acks_now.is_empty() && w.write_all(&inc.acks_now).await.is_err() {
+                            break "eof";
+                        }
+                        if inc.new.is_empty() { continue; }
+                        let frame_ids: Vec<u32> = inc.new.iter().map(|d| d.frame_id).collect();
+                        // Each frame was decoded once (Session::on_bytes); its message
+                        // moves into the stored ClientStreamMessage, encoded once.
+                        let items: Vec<Append> = inc.new.into_iter().map(|d| Append {
+                            vm: id.clone(),
+                            frame_id: Some(d.frame_id),
+                            payload: agent_payload(&id, d.frame_id, d.message),
+                        }).collect();
+                        let results = match self.writer.append(items).await {
+                            Ok(r) => r,
+                            Err(e) => { tracing::error!("{e}"); break "store"; }
+                        };
+                        let mut ids = Vec::new();
+                        let mut refused = false;
+                        for (&fid, res) in frame_ids.iter().zip(results) {
+                            match res {
+                                Appended::Stored(_) | Appended::Duplicate if !refused => ids.push(fid),
+                                _ => refused = true,
+                            }
+                        }
+                        if w.write_all(&session.committed(&ids)).await.is_err() { break "eof"; }
+                        if refused {
+                            self.metrics.refused.inc();
+                            break "full";
+                        }
+                    }
+                    nonce = attest_rx.recv() => {
+                        let Some(nonce) = nonce else { continue };
+                        match session.request_attestation(&nonce) {
+                            Ok(b) => if w.write_all(&b).await.is_err() { break "eof"; },
+                            Err(e) => tracing::warn!("attestation request: {e}"),
+                        }
+                    }
+                    _ = done.changed() => return,
+                }
+            };
+            match ended {
+                "full" => {
+                    tracing::warn!(computation = %id, "outbox full: agent frames wait in the agent until the control plane confirms events");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                "eof" if procs::is_same(vm.record.pid, vm.record.start_time) => {
+                    self.emit(
+                        &id,
+                        "agent-disconnected",
+                        "warning",
+                        json!({"reason": "agent channel closed while QEMU runs"}),
+                    )
+                    .await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                "eof" => return,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Asks the VM's agent for an attestation report over this nonce; the answer
+    /// arrives as an "attestation" event.
+    pub async fn attest(&self, id: &str, nonce: Vec<u8>) -> Result<(), ApiError> {
+        if nonce.is_empty() || nonce.len() > 64 {
+            return Err(ApiError::BadRequest("nonce: 1 to 64 bytes".into()));
+        }
+        let vm = self.get(id)?;
+        vm.attest_tx
+            .send(nonce)
+            .await
+            .map_err(|_| ApiError::NotFound(format!("computation {id} is gone")))
+    }
+}

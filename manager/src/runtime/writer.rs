@@ -1,0 +1,137 @@
+//! The event writer: one task that group-commits every event (the manager's own and the
+//! agents') to the store before anything is acknowledged, and the encoding of events
+//! into the stored `ClientStreamMessage` bytes.
+
+use super::*;
+
+struct WriteReq {
+    items: Vec<Append>,
+    reply: oneshot::Sender<Result<Vec<Appended>, String>>,
+}
+
+/// Group-commits events: one store transaction for everything queued meanwhile.
+#[derive(Debug, Clone)]
+pub struct EventWriter {
+    tx: std::sync::mpsc::Sender<WriteReq>,
+}
+
+impl std::fmt::Debug for WriteReq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteReq")
+            .field("items", &self.items.len())
+            .finish()
+    }
+}
+
+impl EventWriter {
+    pub(super) fn start(store: Arc<Store>, seq: watch::Sender<u64>, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
+        std::thread::spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                let mut n = batch.iter().map(|r| r.items.len()).sum::<usize>();
+                while n < 8192 {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            n += r.items.len();
+                            batch.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let all: Vec<Append> = batch.iter().flat_map(|r| r.items.iter().cloned()).collect();
+                match store.append(&all) {
+                    Ok(results) => {
+                        let stored = results
+                            .iter()
+                            .filter(|r| matches!(r, Appended::Stored(_)))
+                            .count();
+                        metrics.events.inc_by(stored as u64);
+                        if let Ok(l) = store.last_seq() {
+                            seq.send_replace(l);
+                        }
+                        let mut it = results.into_iter();
+                        for r in batch {
+                            let mine: Vec<Appended> = it.by_ref().take(r.items.len()).collect();
+                            let _ = r.reply.send(Ok(mine));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        for r in batch {
+                            let _ = r.reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Stores `items` (in one transaction with whatever else is queued).
+    pub async fn append(&self, items: Vec<Append>) -> Result<Vec<Appended>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteReq { items, reply })
+            .map_err(|_| "event writer stopped".to_owned())?;
+        rx.await.map_err(|_| "event writer stopped".to_owned())?
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn timestamp() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+/// A manager-originated event as stored.
+pub fn manager_event(id: &str, event_type: &str, status: &str, details: &Value) -> Vec<u8> {
+    ClientStreamMessage {
+        message: Some(client_stream_message::Message::AgentEvent(AgentEvent {
+            event_type: event_type.into(),
+            timestamp: Some(timestamp()),
+            computation_id: id.into(),
+            details: details.to_string().into_bytes(),
+            originator: "manager".into(),
+            status: status.into(),
+        })),
+        seq: 0,
+    }
+    .encode_to_vec()
+}
+
+/// An agent frame as stored: its message (decoded once, by the agent channel; `None`
+/// if the payload was not an `AgentMessage`), tagged with the VM's computation id and
+/// encoded as a `ClientStreamMessage`. AgentMessage's oneof (log = 1, event = 2) is
+/// ClientStreamMessage's, of the same types (proto/agent.proto), so the message moves
+/// across without another decode.
+pub fn agent_payload(id: &str, frame_id: u32, message: Option<AgentMessage>) -> Vec<u8> {
+    let msg = match message.and_then(|m| m.message) {
+        Some(agent_message::Message::AgentEvent(mut e)) => {
+            e.computation_id = id.into();
+            client_stream_message::Message::AgentEvent(e)
+        }
+        Some(agent_message::Message::AgentLog(mut l)) => {
+            l.computation_id = id.into();
+            client_stream_message::Message::AgentLog(l)
+        }
+        None => client_stream_message::Message::AgentLog(AgentLog {
+            message: format!(
+                "agent frame {frame_id} is not an agent event or log; kept as this note"
+            ),
+            computation_id: id.into(),
+            level: "error".into(),
+            timestamp: Some(timestamp()),
+        }),
+    };
+    ClientStreamMessage {
+        message: Some(msg),
+        seq: 0,
+    }
+    .encode_to_vec()
+}
