@@ -267,8 +267,8 @@ pub fn apply_qemu_load(
                 max = cap;
             }
             if size >= max {
-                return Err(bad(format!(
-                    "the initrd ({size} bytes) does not fit below 0x{max:x} with {} bytes of RAM: QEMU refuses it (\"initrd is too large\"); give more --memory",
+                return Err(MeasureError::MemoryTooSmall(format!(
+                    "kernel: the initrd ({size} bytes) does not fit below 0x{max:x} with {} bytes of RAM: QEMU refuses it (\"initrd is too large\"); give the guest more memory",
                     load.memory
                 )));
             }

@@ -152,4 +152,8 @@ pub enum MeasureError {
     /// The platform inputs for RTMR0 (ACPI blobs, EFI variables) are missing or bad.
     #[error("{0}")]
     Platform(String),
+    /// The guest memory is too small for what must be placed in it (QEMU would refuse
+    /// to start); the caller names its memory setting.
+    #[error("{0}")]
+    MemoryTooSmall(String),
 }

@@ -231,7 +231,7 @@ pub fn rtmr0_events(
     };
     let boot_order = vars.boot_order()?.ok_or_else(|| {
         MeasureError::Platform(format!(
-            "the --efivars directory has no BootOrder-{GLOBAL_VARIABLE}: copy it from the guest's /sys/firmware/efi/efivars"
+            "the efivars directory has no BootOrder-{GLOBAL_VARIABLE}: copy it from the guest's /sys/firmware/efi/efivars"
         ))
     })?;
 

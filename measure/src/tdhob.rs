@@ -45,8 +45,8 @@ fn accept(ranges: &mut Vec<RamRange>, address: u64, length: u64) -> Result<(), M
         .iter()
         .position(|e| !(end <= e.start || address >= e.start.saturating_add(e.length)))
         .ok_or_else(|| {
-            MeasureError::TdHob(format!(
-                "TDVF section at {address:#x}..{end:#x} is outside guest RAM: QEMU refuses to start; give more --memory"
+            MeasureError::MemoryTooSmall(format!(
+                "TD HOB: TDVF section at {address:#x}..{end:#x} is outside guest RAM: QEMU refuses to start; give the guest more memory"
             ))
         })?;
     let Some(&e) = ranges.get(idx) else {
@@ -54,8 +54,8 @@ fn accept(ranges: &mut Vec<RamRange>, address: u64, length: u64) -> Result<(), M
     };
     let e_end = e.start.saturating_add(e.length);
     if e.start > address || e_end < end {
-        return Err(MeasureError::TdHob(format!(
-            "TDVF section at {address:#x}..{end:#x} is not inside one RAM range ({:#x}..{e_end:#x}): QEMU refuses to start; give more --memory",
+        return Err(MeasureError::MemoryTooSmall(format!(
+            "TD HOB: TDVF section at {address:#x}..{end:#x} is not inside one RAM range ({:#x}..{e_end:#x}): QEMU refuses to start; give the guest more memory",
             e.start
         )));
     }

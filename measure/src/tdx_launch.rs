@@ -442,7 +442,7 @@ pub fn measure(
     let r0 = |events: &[Event]| rtmr0_events.as_ref().map(|_| rtmr::replay(events, 0));
 
     let Some(kernel) = kernel else {
-        let why = "no --kernel: RTMR1 and RTMR2 are computed for QEMU direct kernel boot only";
+        let why = "no kernel: RTMR1 and RTMR2 are computed for QEMU direct kernel boot only";
         unavailable.push((1, why.into()));
         unavailable.push((2, why.into()));
         let events: Vec<Event> = pre.into_iter().chain(boot_vars).collect();
@@ -474,7 +474,7 @@ pub fn measure(
         StubMeasures::Auto => match kernel.stub_measures_tdx() {
             Some(b) => b,
             None => {
-                notes.push("kernel version unknown: assumed its EFI stub measures into RTMR2 (Linux 6.9+); use --stub-measures no for older kernels".into());
+                notes.push("kernel version unknown: assumed its EFI stub measures into RTMR2 (Linux 6.9+); state that the stub does not measure for older kernels".into());
                 true
             }
         },

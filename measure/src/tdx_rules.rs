@@ -186,8 +186,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
                 setting: "qemu_version",
                 value: q.to_string(),
                 source: Source::Flag,
-                why: "stated (--qemu-version; cocos-manager asks its QEMU binary's --version)"
-                    .into(),
+                why: "stated by the caller (cocos-manager asks its QEMU binary)".into(),
             });
             q
         }
@@ -197,7 +196,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
                 value: QEMU_FIRST_TDX.to_string(),
                 source: Source::Assumed,
                 why: format!(
-                    "not stated: assumed {QEMU_FIRST_TDX}, the first upstream QEMU with TDX; state the host's with --qemu-version"
+                    "not stated: assumed {QEMU_FIRST_TDX}, the first upstream QEMU with TDX; state the host's QEMU version"
                 ),
             });
             QEMU_FIRST_TDX
@@ -245,7 +244,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
             (None, None) => (
                 KernelSetup::Patched,
                 Source::Assumed,
-                format!("cannot tell whether the firmware loads fw_cfg etc/boot/kernel: assumed the header QEMU {qemu} patches; state --edk2-version or --kernel-setup"),
+                format!("cannot tell whether the firmware loads fw_cfg etc/boot/kernel: assumed the header QEMU {qemu} patches; state the edk2 release or which kernel bytes are measured"),
             ),
         }
     };
@@ -286,7 +285,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         (
             InitrdOption::Append,
             Source::Assumed,
-            "cannot tell from the firmware: assumed edk2 before stable202508 (append); state --edk2-version or --initrd-option".to_owned(),
+            "cannot tell from the firmware: assumed edk2 before stable202508 (append); state the edk2 release or where \"initrd=initrd\" goes".to_owned(),
         )
     };
     rules.push(Rule {
@@ -310,7 +309,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
             None => (
                 true,
                 Source::Assumed,
-                "cannot read the firmware's drivers: assumed it extends RTMRs (TdTcg2Dxe); state --firmware-extends-rtmrs".to_owned(),
+                "cannot read the firmware's drivers: assumed it extends RTMRs (TdTcg2Dxe); state whether the firmware extends RTMRs".to_owned(),
             ),
         }
     };
@@ -340,7 +339,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         (None, None) => (
             true,
             Source::Assumed,
-            "cannot tell from the firmware: fw_cfg items given with --fw-cfg are measured as edk2 >= stable202505 does".to_owned(),
+            "cannot tell from the firmware: fw_cfg items given are measured as edk2 >= stable202505 does".to_owned(),
         ),
     };
     rules.push(Rule {

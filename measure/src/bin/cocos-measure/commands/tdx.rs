@@ -225,8 +225,17 @@ fn launch(c: &TdxCmd) -> Result<TdxLaunch> {
     })
 }
 
-/// Runs `cocos-measure tdx`.
+/// Runs `cocos-measure tdx`; the library's errors get the flag that fixes them.
 pub fn run(c: TdxCmd) -> Result<()> {
+    run_inner(c).map_err(|e| match e.downcast_ref::<cocos_measure::MeasureError>() {
+        Some(cocos_measure::MeasureError::MemoryTooSmall(m)) => {
+            anyhow::anyhow!("{m} (--memory)")
+        }
+        _ => e,
+    })
+}
+
+fn run_inner(c: TdxCmd) -> Result<()> {
     let launch = launch(&c)?;
     let platform = platform(&c)?;
     let cmdline = c.append.clone().unwrap_or_default();
