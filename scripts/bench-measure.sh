@@ -2,7 +2,8 @@
 # Benchmarks cocos-measure against the Python oracle sev-snp-measure (0.0.13):
 #   1. snp on /usr/share/OVMF/OVMF_CODE.fd, 4 vCPUs EPYC-Milan
 #      (target: cocos-measure >= 10x faster than sev-snp-measure);
-#   2. snp with a synthetic 4 MiB kernel-hashes firmware, an 8 MB kernel, a 50 MB
+#   2. snp with a 4 MiB kernel-hashes firmware (the real AmdSevX64 build from
+#      scripts/build-ovmf.sh when present, else a synthetic one), an 8 MB kernel, a 50 MB
 #      initrd and a cmdline, with `openssl dgst -sha256 FW KERNEL INITRD` as the
 #      hashing baseline (targets: >= 4x faster than sev-snp-measure, <= 1.3x openssl).
 # Both tools must print identical digests before anything is timed; the script
@@ -41,7 +42,10 @@ echo "== preparing inputs in $BENCH" >&2
 mkdir -p "$BENCH"
 if [ ! -s "$KERNEL" ]; then head -c 8000000 /dev/urandom >"$KERNEL"; fi
 if [ ! -s "$INITRD" ]; then head -c 50000000 /dev/urandom >"$INITRD"; fi
-if [ ! -s "$SYNTH_FW" ]; then
+if [ -s target/ovmf/out/OVMF.amdsev.fd ]; then
+    SYNTH_FW=target/ovmf/out/OVMF.amdsev.fd
+    echo "bench: scenario 2 on the real AmdSevX64 build $SYNTH_FW" >&2
+elif [ ! -s "$SYNTH_FW" ]; then
     python3 scripts/synth-ovmf.py --size $((4 << 20)) --seed 1 "$SYNTH_FW"
 fi
 if ! "$OURS" inspect --ovmf "$SYNTH_FW" | grep -Eq '^ *yes +snp-kernel-hashes'; then
