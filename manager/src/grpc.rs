@@ -11,7 +11,6 @@ use cocos_proto::grpc::{
     AttestationPolicyReq, AttestationPolicyRes, ClientStreamMessage, CreateReq, CreateRes,
     CvmInfoReq, CvmInfoRes, RemoveReq, ServerStreamMessage, WatchEvent, WatchReq,
 };
-use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -42,25 +41,6 @@ pub fn server(m: Arc<Manager>) -> ManagerServiceServer<Service> {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// CVMInfo fields from [`Manager::info`].
-pub fn info_fields(v: &Value) -> (String, String, i32, String, String, String) {
-    let s = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let cpus = v.get("cpu_num").and_then(Value::as_i64).unwrap_or(0);
-    (
-        s("id"),
-        s("ovmf_version"),
-        i32::try_from(cpus).unwrap_or(i32::MAX),
-        s("cpu_type"),
-        s("kernel_cmd"),
-        s("eos_version"),
-    )
-}
 
 #[tonic::async_trait]
 #[allow(clippy::result_large_err)] // tonic::Status is large; that is tonic's API
@@ -97,15 +77,14 @@ impl ManagerService for Service {
     }
 
     async fn cvm_info(&self, req: Request<CvmInfoReq>) -> Result<Response<CvmInfoRes>, Status> {
-        let v = self.0.info(&req.into_inner().id)?;
-        let (id, ovmf_version, cpu_num, cpu_type, kernel_cmd, eos_version) = info_fields(&v);
+        let i = self.0.info(&req.into_inner().id)?;
         Ok(Response::new(CvmInfoRes {
-            id,
-            ovmf_version,
-            cpu_num,
-            cpu_type,
-            kernel_cmd,
-            eos_version,
+            cpu_num: i.cpu_num_i32(),
+            id: i.id,
+            ovmf_version: i.ovmf_version,
+            cpu_type: i.cpu_type,
+            kernel_cmd: i.kernel_cmd,
+            eos_version: i.eos_version,
         }))
     }
 

@@ -157,7 +157,7 @@ async fn session(
                 });
             }
             Some(S::SvmInfoReq(r)) => {
-                let v = match mgr.info(&r.id) {
+                let i = match mgr.info(&r.id) {
                     Ok(v) => v,
                     Err(e) => {
                         // SvmInfo has no error field: answer with the id alone and say
@@ -171,19 +171,20 @@ async fn session(
                                 timestamp: Some(crate::runtime::timestamp()),
                             })))
                             .await;
-                        serde_json::json!({"id": r.id})
+                        crate::runtime::CvmInfo {
+                            id: r.id.clone(),
+                            ..Default::default()
+                        }
                     }
                 };
-                let (id, ovmf_version, cpu_num, cpu_type, kernel_cmd, eos_version) =
-                    crate::grpc::info_fields(&v);
                 let _ = tx
                     .send(msg(client_stream_message::Message::SvmInfo(SvmInfo {
-                        id,
-                        ovmf_version,
-                        cpu_num,
-                        cpu_type,
-                        kernel_cmd,
-                        eos_version,
+                        cpu_num: i.cpu_num_i32(),
+                        id: i.id,
+                        ovmf_version: i.ovmf_version,
+                        cpu_type: i.cpu_type,
+                        kernel_cmd: i.kernel_cmd,
+                        eos_version: i.eos_version,
                     })))
                     .await;
             }

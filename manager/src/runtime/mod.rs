@@ -50,6 +50,30 @@ pub const MAX_CMDLINE: usize = 2048;
 pub const SERIAL_PORT: &str = "cocos.events";
 const QMP_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What cocos' `CVMInfo` / the seed protocol's `SvmInfo` report about one VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CvmInfo {
+    /// Computation id.
+    pub id: String,
+    /// The firmware, as "FILE sha256:HEX".
+    pub ovmf_version: String,
+    /// vCPUs.
+    pub cpu_num: u32,
+    /// QEMU CPU model.
+    pub cpu_type: String,
+    /// The launched kernel command line.
+    pub kernel_cmd: String,
+    /// Release name, version and kernel release.
+    pub eos_version: String,
+}
+
+impl CvmInfo {
+    /// The vCPU count as the protobuf's `int32`.
+    pub fn cpu_num_i32(&self) -> i32 {
+        i32::try_from(self.cpu_num).unwrap_or(i32::MAX)
+    }
+}
+
 /// A launch request (from any front end).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -476,7 +500,7 @@ impl Manager {
     }
 
     /// CVMInfo / svmInfo for a computation.
-    pub fn info(&self, id: &str) -> Result<Value, ApiError> {
+    pub fn info(&self, id: &str) -> Result<CvmInfo, ApiError> {
         let vm = self.get(id)?;
         let fw = self
             .release
@@ -485,14 +509,17 @@ impl Manager {
             .find(|f| f.sha256 == self.firmware_sha256)
             .map(|f| format!("{} sha256:{}", f.file, hex::encode(f.sha256)))
             .unwrap_or_default();
-        Ok(json!({
-            "id": id,
-            "ovmf_version": fw,
-            "cpu_num": vm.record.vcpus,
-            "cpu_type": self.cpu_model(),
-            "kernel_cmd": vm.record.cmdline,
-            "eos_version": format!("{} {} (kernel {})", self.release.name, self.release.version, self.release.kernel_release),
-        }))
+        Ok(CvmInfo {
+            id: id.to_owned(),
+            ovmf_version: fw,
+            cpu_num: vm.record.vcpus,
+            cpu_type: self.cpu_model(),
+            kernel_cmd: vm.record.cmdline.clone(),
+            eos_version: format!(
+                "{} {} (kernel {})",
+                self.release.name, self.release.version, self.release.kernel_release
+            ),
+        })
     }
 
     /// The attestation policy for a computation: the reference values its report

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// Why one agent connection ended; what follows depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChannelEnd {
+    /// The stream closed (EOF, read or write error): reconnect while QEMU lives.
+    Closed,
+    /// The agent sent bytes that are not frames: drop the connection, reconnect.
+    Framing,
+    /// The store refused to commit: back off, reconnect.
+    Store,
+    /// The outbox is full: frames stay unacknowledged in the agent; back off.
+    OutboxFull,
+}
+
 impl Manager {
     pub(super) fn spawn_supervisor(
         self: &Arc<Self>,
@@ -150,13 +163,13 @@ impl Manager {
             let ended = loop {
                 tokio::select! {
                     n = r.read(&mut buf) => {
-                        let n = match n { Ok(0) | Err(_) => break "eof", Ok(n) => n };
+                        let n = match n { Ok(0) | Err(_) => break ChannelEnd::Closed, Ok(n) => n };
                         let inc = match session.on_bytes(buf.get(..n).unwrap_or(&[])) {
                             Ok(i) => i,
-                            Err(e) => { tracing::warn!("{e}; reconnecting"); break "framing"; }
+                            Err(e) => { tracing::warn!("{e}; reconnecting"); break ChannelEnd::Framing; }
                         };
                         if !inc.acks_now.is_empty() && w.write_all(&inc.acks_now).await.is_err() {
-                            break "eof";
+                            break ChannelEnd::Closed;
                         }
                         if inc.new.is_empty() { continue; }
                         let frame_ids: Vec<u32> = inc.new.iter().map(|d| d.frame_id).collect();
@@ -169,7 +182,7 @@ impl Manager {
                         }).collect();
                         let results = match self.writer.append(items).await {
                             Ok(r) => r,
-                            Err(e) => { tracing::error!("{e}"); break "store"; }
+                            Err(e) => { tracing::error!("{e}"); break ChannelEnd::Store; }
                         };
                         let mut ids = Vec::new();
                         let mut refused = false;
@@ -179,16 +192,16 @@ impl Manager {
                                 _ => refused = true,
                             }
                         }
-                        if w.write_all(&session.committed(&ids)).await.is_err() { break "eof"; }
+                        if w.write_all(&session.committed(&ids)).await.is_err() { break ChannelEnd::Closed; }
                         if refused {
                             self.metrics.refused.inc();
-                            break "full";
+                            break ChannelEnd::OutboxFull;
                         }
                     }
                     nonce = attest_rx.recv() => {
                         let Some(nonce) = nonce else { continue };
                         match session.request_attestation(&nonce) {
-                            Ok(b) => if w.write_all(&b).await.is_err() { break "eof"; },
+                            Ok(b) => if w.write_all(&b).await.is_err() { break ChannelEnd::Closed; },
                             Err(e) => tracing::warn!("attestation request: {e}"),
                         }
                     }
@@ -196,11 +209,11 @@ impl Manager {
                 }
             };
             match ended {
-                "full" => {
+                ChannelEnd::OutboxFull => {
                     tracing::warn!(computation = %id, "outbox full: agent frames wait in the agent until the control plane confirms events");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                "eof" if procs::is_same(vm.record.pid, vm.record.start_time) => {
+                ChannelEnd::Closed if procs::is_same(vm.record.pid, vm.record.start_time) => {
                     self.emit(
                         &id,
                         "agent-disconnected",
@@ -210,8 +223,10 @@ impl Manager {
                     .await;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                "eof" => return,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                ChannelEnd::Closed => return,
+                ChannelEnd::Framing | ChannelEnd::Store => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     }
