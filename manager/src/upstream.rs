@@ -30,21 +30,57 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use crate::config::{Config, ConfirmMode};
 use crate::runtime::{Manager, RunRequest};
 
+/// Why the seed-protocol client cannot be set up or lost its stream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TLS settings do not fit the URL.
+    #[error("{0}")]
+    Config(String),
+    /// A certificate or key file cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The connection failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The server ended the call with an error.
+    #[error(transparent)]
+    Status(Box<tonic::Status>),
+}
+
+impl From<tonic::Status> for UpstreamError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status(Box::new(s))
+    }
+}
+
 /// Builds the TLS settings from the configuration (None for plain http://).
-pub fn tls_config(cfg: &Config) -> anyhow::Result<Option<ClientTlsConfig>> {
+pub fn tls_config(cfg: &Config) -> Result<Option<ClientTlsConfig>, UpstreamError> {
     let Some(url) = &cfg.grpc_url else {
         return Ok(None);
     };
     if !url.starts_with("https://") {
         if cfg.grpc_server_ca.is_some() || cfg.grpc_client_cert.is_some() {
-            anyhow::bail!("MANAGER_GRPC_URL {url} is not https:// but TLS files were given");
+            return Err(UpstreamError::Config(format!(
+                "MANAGER_GRPC_URL {url} is not https:// but TLS files were given"
+            )));
         }
         return Ok(None);
     }
-    let read =
-        |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| UpstreamError::Io {
+            path: p.display().to_string(),
+            source,
+        })
+    };
     let Some(ca) = &cfg.grpc_server_ca else {
-        anyhow::bail!("MANAGER_GRPC_URL is https:// : give the server's CA with --grpc-server-ca (MANAGER_GRPC_SERVER_CA_CERTS)");
+        return Err(UpstreamError::Config(
+            "MANAGER_GRPC_URL is https:// : give the server's CA with --grpc-server-ca (MANAGER_GRPC_SERVER_CA_CERTS)".into(),
+        ));
     };
     let mut t = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
     if let (Some(c), Some(k)) = (&cfg.grpc_client_cert, &cfg.grpc_client_key) {
@@ -80,7 +116,7 @@ async fn session(
     mgr: &Arc<Manager>,
     url: &str,
     tls: Option<ClientTlsConfig>,
-) -> anyhow::Result<()> {
+) -> Result<(), UpstreamError> {
     let mut ep = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))

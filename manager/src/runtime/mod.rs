@@ -142,6 +142,45 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Why the manager cannot start (bad configuration or release: exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The state directory cannot be made.
+    #[error("{path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// release.json or a file it names is unusable.
+    #[error(transparent)]
+    Release(#[from] crate::release::ReleaseError),
+    /// The firmware is not one the release lists for this TEE.
+    #[error("{0}")]
+    Firmware(String),
+    /// The expected measurement cannot be prepared.
+    #[error(transparent)]
+    Expected(#[from] crate::expected::ExpectedError),
+    /// The event store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The vsock listener cannot be bound.
+    #[error("vsock port {port}: {source} (the vsock transport needs the host's vhost_vsock module; use --transport serial)")]
+    Vsock {
+        /// The port.
+        port: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A start-up task failed.
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// What the store keeps about a VM (JSON), enough to re-adopt it after a restart.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VmRecord {
@@ -251,13 +290,16 @@ pub struct Manager {
 impl Manager {
     /// Loads the release, verifies the firmware, prepares the measurement, opens the
     /// store (state_dir/state.redb) and re-adopts or cleans up VMs a previous run left.
-    pub async fn start(cfg: Config) -> anyhow::Result<Arc<Self>> {
-        cfg.validate().map_err(anyhow::Error::msg)?;
+    pub async fn start(cfg: Config) -> Result<Arc<Self>, StartError> {
+        cfg.validate().map_err(StartError::Config)?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(cfg.state_dir.join("vms"))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.state_dir.display()))?;
+            .map_err(|source| StartError::StateDir {
+                path: cfg.state_dir.display().to_string(),
+                source,
+            })?;
         let release = Release::load(&cfg.release)?;
         let target = match cfg.measure_target() {
             TeeKind::None => Target::None,
@@ -266,7 +308,7 @@ impl Manager {
                 guest_features: cfg.snp_guest_features,
             },
             TeeKind::Tdx => Target::Tdx {
-                memory: cfg.memory_mib().map_err(anyhow::Error::msg)? << 20,
+                memory: cfg.memory_mib().map_err(StartError::Config)? << 20,
                 qemu: {
                     let c = cfg.clone();
                     match tokio::task::spawn_blocking(move || c.qemu_version_or_probe()).await? {
@@ -301,8 +343,9 @@ impl Manager {
         let writer = EventWriter::start(store.clone(), seq_tx, metrics.clone());
         let vsock = Arc::new(crate::vsock::Router::default());
         if cfg.transport == TransportKind::Vsock {
-            let l = crate::vsock::bind(cfg.vsock_port).map_err(|e| {
-                anyhow::anyhow!("vsock port {}: {e} (the vsock transport needs the host's vhost_vsock module; use --transport serial)", cfg.vsock_port)
+            let l = crate::vsock::bind(cfg.vsock_port).map_err(|source| StartError::Vsock {
+                port: cfg.vsock_port,
+                source,
             })?;
             tokio::spawn(crate::vsock::serve(l, vsock.clone()));
         }
@@ -556,20 +599,20 @@ fn prepare(
     cfg: &Config,
     release: &Release,
     target: &Target,
-) -> anyhow::Result<(Expected, [u8; 32])> {
+) -> Result<(Expected, [u8; 32]), StartError> {
     let (fw_bytes, fw_sha) = release::read_hashed(&cfg.ovmf)?;
     let entry = release
         .firmware
         .iter()
         .find(|f| f.sha256 == fw_sha && (*target == Target::None || f.tee == target.name()));
     let Some(entry) = entry else {
-        anyhow::bail!(
+        return Err(StartError::Firmware(format!(
             "{}: SHA-256 {} is not a firmware {} lists{}; launch with the firmware the release was measured with",
             cfg.ovmf.display(),
             hex::encode(fw_sha),
             release.manifest.display(),
             if *target == Target::None { String::new() } else { format!(" for {}", target.name()) }
-        );
+        )));
     };
     let k_bytes = release::read_verified(&release.kernel.path, &release.kernel.sha256)?;
     let i_bytes = release::read_verified(&release.initrd.path, &release.initrd.sha256)?;
