@@ -254,13 +254,9 @@ impl Spec {
         t.qemu_versions
             .iter()
             .map(|q| {
-                cocos_measure::tdx_rules::QemuVersion::parse(q)
+                q.parse::<cocos_measure::tdx_rules::QemuVersion>()
                     .map(Some)
-                    .ok_or_else(|| {
-                        self.invalid(format!(
-                            "measurements.tdx.qemu_versions: {q:?} is not a QEMU version (write X.Y, e.g. \"10.1\")"
-                        ))
-                    })
+                    .map_err(|e| self.invalid(format!("measurements.tdx.qemu_versions: {e}")))
             })
             .collect()
     }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use cocos_measure::tdx_launch::{linux_version, LINUX_STUB_MEASURES_TDX};
+
 use crate::error::BuildError;
 use crate::kernel::ResolvedKernel;
 use crate::modules::{canonical, Module};
@@ -25,9 +27,6 @@ pub const OPTIONS: [(&str, Option<&str>); 6] = [
     ("TSM_REPORTS", Some("tsm")),
     ("VIRTIO_VSOCKETS", Some("vmw_vsock_virtio_transport")),
 ];
-
-/// First kernel whose EFI stub measures LoadOptions and the initrd (TDX RTMR2).
-pub const EFI_STUB_MEASURES: (u32, u32) = (6, 9);
 
 /// A kernel build configuration: option (without `CONFIG_`) → value (`y`, `m`, a
 /// string or number as written); `# CONFIG_X is not set` and absent options read `n`.
@@ -50,14 +49,6 @@ impl KernelConfig {
     pub fn get(&self, option: &str) -> &str {
         self.0.get(option).map_or("n", String::as_str)
     }
-}
-
-/// (major, minor) of a kernel release (`6.12.57+deb13-amd64` → (6, 12)).
-pub fn version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
 }
 
 /// The TEE support of a kernel with this configuration, release and module closure.
@@ -113,14 +104,14 @@ pub fn check(config: &KernelConfig, release: &str, modules: &[Module]) -> TeeSup
     let on = |o: &str| usable.get(o).copied().unwrap_or(false);
     let efi_stub = config.get("EFI_STUB");
     shown.insert("EFI_STUB".to_owned(), efi_stub.to_owned());
-    let new_enough = version(release).is_some_and(|v| v >= EFI_STUB_MEASURES);
+    let new_enough = linux_version(release).is_some_and(|v| v >= LINUX_STUB_MEASURES_TDX);
     let efi_stub_measures_tdx = efi_stub == "y" && new_enough;
     if !efi_stub_measures_tdx {
         warnings.push(format!(
             "kernel {release}{}: its EFI stub does not measure the command line and initrd, so TDX RTMR2 stays zero and does not bind them (needs Linux {}.{}+ with CONFIG_EFI_STUB=y)",
             if efi_stub == "y" { "" } else { " has no EFI stub" },
-            EFI_STUB_MEASURES.0,
-            EFI_STUB_MEASURES.1
+            LINUX_STUB_MEASURES_TDX.0,
+            LINUX_STUB_MEASURES_TDX.1
         ));
     }
     TeeSupport {
@@ -176,10 +167,10 @@ mod tests {
         assert_eq!(c.get("LOCALVERSION"), "\"\"");
         assert_eq!(c.get("NOT_THERE"), "n");
         assert_eq!(KernelConfig::parse(BOOKWORM).get("INTEL_TDX_GUEST"), "n");
-        assert_eq!(version("6.12.57+deb13-amd64"), Some((6, 12)));
-        assert_eq!(version("6.1.0-28-amd64"), Some((6, 1)));
-        assert_eq!(version("6.9"), Some((6, 9)));
-        assert_eq!(version("garbage"), None);
+        assert_eq!(linux_version("6.12.57+deb13-amd64"), Some((6, 12)));
+        assert_eq!(linux_version("6.1.0-28-amd64"), Some((6, 1)));
+        assert_eq!(linux_version("6.9"), Some((6, 9)));
+        assert_eq!(linux_version("garbage"), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use cocos_hal::modules::ModuleIndex;
 use cocos_hal::spec::Spec;
-use cocos_hal::tee::{check, version, KernelConfig};
+use cocos_hal::tee::{check, KernelConfig};
+use cocos_measure::tdx_launch::{linux_version, LINUX_STUB_MEASURES_TDX};
 
 fn links() -> PathBuf {
     let l = cocos_testkit::workspace_root().join("target/hal-cache/kernel");
@@ -25,7 +26,10 @@ fn default_kernel_has_what_the_image_needs() {
     let spec = Spec::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cocos.toml")).unwrap();
     let idx = ModuleIndex::load(&std::fs::read_link(l.join("modules")).unwrap()).unwrap();
     let release = idx.version().to_owned();
-    assert!(version(&release).is_some_and(|v| v >= (6, 9)), "{release}");
+    assert!(
+        linux_version(&release).is_some_and(|v| v >= LINUX_STUB_MEASURES_TDX),
+        "{release}"
+    );
     let closure = idx.closure(&spec.modules).unwrap();
     let names: Vec<&str> = closure.iter().map(|m| m.name.as_str()).collect();
     let pos = |m: &str| {

@@ -95,7 +95,7 @@ pub struct Config {
     pub qemu_bin: PathBuf,
     /// QEMU version for TDX measurements (which kernel bytes OVMF hashes depends on
     /// it); default: what `--qemu-bin --version` prints at start.
-    #[arg(long, env = "MANAGER_QEMU_VERSION", value_name = "X.Y", value_parser = parse_qemu_version)]
+    #[arg(long, env = "MANAGER_QEMU_VERSION", value_name = "X.Y", value_parser = <cocos_measure::tdx_rules::QemuVersion as std::str::FromStr>::from_str)]
     pub qemu_version: Option<cocos_measure::tdx_rules::QemuVersion>,
     /// OVMF image QEMU boots (-bios); its SHA-256 must be one release.json lists.
     #[arg(
@@ -321,11 +321,6 @@ impl Config {
             .map_err(|e| format!("--memory: {e}"))?;
         Ok(b.div_ceil(1 << 20))
     }
-}
-
-fn parse_qemu_version(s: &str) -> Result<cocos_measure::tdx_rules::QemuVersion, String> {
-    cocos_measure::tdx_rules::QemuVersion::parse(s)
-        .ok_or_else(|| format!("{s:?} is not a QEMU version: write MAJOR.MINOR, e.g. 10.1"))
 }
 
 #[cfg(test)]

@@ -99,6 +99,19 @@ impl Edk2Release {
     }
 }
 
+impl std::str::FromStr for Edk2Release {
+    type Err = String;
+
+    /// As [`Edk2Release::parse`], with the message every caller shows.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s).ok_or_else(|| {
+            format!(
+                "{s:?} is not an edk2 release: write YYYY.MM or edk2-stableYYYYMM, e.g. 2025.02"
+            )
+        })
+    }
+}
+
 impl serde::Serialize for Edk2Release {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

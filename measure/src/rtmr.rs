@@ -389,6 +389,16 @@ pub enum InitrdOption {
     Prepend,
 }
 
+impl InitrdOption {
+    /// The command-line spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Prepend => "prepend",
+        }
+    }
+}
+
 /// The kernel's LoadOptions as OVMF builds them from fw_cfg, or `None` (LoadOptions
 /// NULL) when there is neither a command line nor an initrd.
 ///

@@ -293,12 +293,22 @@ impl TdxKernel {
     /// Whether this kernel's EFI stub measures into TDX registers, from its version
     /// string (Linux 6.9 added the CC measurement protocol). `None` if unknown.
     pub fn stub_measures_tdx(&self) -> Option<bool> {
-        let v = self.header.version.as_deref()?;
-        let mut it = v.split(|c: char| !c.is_ascii_digit());
-        let major: u32 = it.next()?.parse().ok()?;
-        let minor: u32 = it.next()?.parse().ok()?;
-        Some((major, minor) >= (6, 9))
+        let v = linux_version(self.header.version.as_deref()?)?;
+        Some(v >= LINUX_STUB_MEASURES_TDX)
     }
+}
+
+/// The first Linux whose EFI stub measures LoadOptions and the initrd into TDX RTMR2
+/// ("efi/libstub: Measure into CC protocol if TCG2 protocol is absent").
+pub const LINUX_STUB_MEASURES_TDX: (u32, u32) = (6, 9);
+
+/// (major, minor) of a kernel release or version string (`6.12.57+deb13-amd64 …` →
+/// (6, 12)).
+pub fn linux_version(s: &str) -> Option<(u32, u32)> {
+    let mut parts = s.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// An initrd: its size and SHA-384.

@@ -59,6 +59,17 @@ impl QemuVersion {
     }
 }
 
+impl std::str::FromStr for QemuVersion {
+    type Err = String;
+
+    /// As [`QemuVersion::parse`], with the message every caller shows.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s).ok_or_else(|| {
+            format!("{s:?} is not a QEMU version: write MAJOR.MINOR as `qemu-system-x86_64 --version` prints it, e.g. 10.1")
+        })
+    }
+}
+
 impl std::fmt::Display for QemuVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.major, self.minor)
@@ -145,20 +156,6 @@ pub struct Choices {
     pub measures_fw_cfg: bool,
     /// The rules, one per setting.
     pub rules: Vec<Rule>,
-}
-
-fn setup_name(s: KernelSetup) -> &'static str {
-    match s {
-        KernelSetup::Patched => "patched",
-        KernelSetup::Unmodified => "unmodified",
-    }
-}
-
-fn initrd_name(o: InitrdOption) -> &'static str {
-    match o {
-        InitrdOption::Append => "append",
-        InitrdOption::Prepend => "prepend",
-    }
 }
 
 /// Decides the launch's behaviours. `read_fw` reads the firmware's behaviours; it is
@@ -250,7 +247,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
     };
     rules.push(Rule {
         setting: "kernel_setup",
-        value: setup_name(kernel_setup).into(),
+        value: kernel_setup.name().into(),
         source,
         why,
     });
@@ -278,7 +275,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
             Source::Derived,
             format!(
                 "{edk2_src}: {} (stable202508 changed append to prepend)",
-                initrd_name(o)
+                o.name()
             ),
         )
     } else {
@@ -290,7 +287,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
     };
     rules.push(Rule {
         setting: "initrd_option",
-        value: initrd_name(initrd_option).into(),
+        value: initrd_option.name().into(),
         source,
         why,
     });

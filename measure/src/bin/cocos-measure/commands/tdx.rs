@@ -2,6 +2,7 @@
 //! as text, JSON, or the expected event log (`--events`).
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -41,18 +42,6 @@ enum FirmwareArg {
     Yes,
     /// It does not: RTMR0-2 are zero
     No,
-}
-
-fn qemu_version(s: &str) -> Result<QemuVersion, String> {
-    QemuVersion::parse(s).ok_or_else(|| {
-        format!("{s:?} is not a QEMU version: write MAJOR.MINOR as `qemu-system-x86_64 --version` prints it, e.g. 10.1")
-    })
-}
-
-fn edk2_version(s: &str) -> Result<Edk2Release, String> {
-    Edk2Release::parse(s).ok_or_else(|| {
-        format!("{s:?} is not an edk2 release: write YYYY.MM or edk2-stableYYYYMM, e.g. 2025.02")
-    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,10 +99,10 @@ pub struct TdxCmd {
     #[arg(long)]
     two_pass: bool,
     /// The QEMU that runs the guest, as `qemu-system-x86_64 --version` prints it (decides which kernel bytes are measured; default: 10.1, the first upstream QEMU with TDX)
-    #[arg(long, value_name = "X.Y", value_parser = qemu_version)]
+    #[arg(long, value_name = "X.Y", value_parser = QemuVersion::from_str)]
     qemu_version: Option<QemuVersion>,
     /// The firmware's edk2 release (YYYY.MM), for firmware that carries no version string
-    #[arg(long, value_name = "YYYY.MM", value_parser = edk2_version)]
+    #[arg(long, value_name = "YYYY.MM", value_parser = Edk2Release::from_str)]
     edk2_version: Option<Edk2Release>,
     /// Which kernel bytes OVMF measures (default: derived from --qemu-version and the firmware)
     #[arg(long, value_enum)]
