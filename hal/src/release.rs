@@ -9,9 +9,9 @@
 
 use cocos_measure::machine::parse_memory;
 use cocos_measure::rtmr::Platform;
-use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
+use cocos_measure::tdx_launch::TdxLaunch;
 use cocos_measure::tdx_rules::Stated;
-use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
+use cocos_measure::{QemuBoot, SnpLaunch, Tee, Vcpu, VmmType};
 use cocos_proto::release::{
     self, Artifact, ArtifactKind, FirmwareRef, Initramfs, KernelInfo, Manifest, Measurements,
     RuleRef, SnpDigest, SnpReference, TdxLaunchRef, TdxReference,
@@ -28,8 +28,15 @@ fn measure_err(e: impl std::fmt::Display) -> BuildError {
     BuildError::Measure(e.to_string())
 }
 
-/// Reads and parses a firmware; also returns its release.json entry (file name, SHA-256).
-fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, FirmwareRef), BuildError> {
+/// Loads one boot of this release through the measurement facade; also returns the
+/// firmware's release.json entry (file name, SHA-256).
+fn boot(
+    spec: &Spec,
+    p: &std::path::Path,
+    kernel: &[u8],
+    initrd: &[u8],
+    tee: Tee,
+) -> Result<(QemuBoot, FirmwareRef), BuildError> {
     let path = spec.resolve(p);
     let data = std::fs::read(&path).map_err(|e| BuildError::Io {
         path: path.display().to_string(),
@@ -43,17 +50,24 @@ fn firmware(spec: &Spec, p: &std::path::Path) -> Result<(Firmware, FirmwareRef),
             .to_owned(),
         sha256: sha256_hex(&data),
     };
-    let fw = Firmware::parse(data).map_err(|e| measure_err(format!("{}: {e}", path.display())))?;
-    Ok((fw, entry))
+    let boot = QemuBoot::from_bytes(data, Some(kernel.to_vec()), Some(initrd), tee)
+        .map_err(|e| measure_err(format!("{}: {e}", path.display())))?;
+    Ok((boot, entry))
 }
 
 fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<SnpReference>, BuildError> {
     let Some(m) = &spec.measurements.snp else {
         return Ok(None);
     };
-    let (fw, firmware) = firmware(spec, &m.firmware)?;
-    let prepared = SnpPrepared::new(&fw).map_err(measure_err)?;
-    if !prepared.supports_kernel_hashes() {
+    let (boot, firmware) = boot(
+        spec,
+        &m.firmware,
+        kernel,
+        initrd,
+        Tee::Snp { ovmf_hash: None },
+    )?;
+    let snp = boot.snp().map_err(measure_err)?;
+    if !snp.supports_kernel_hashes() {
         return Ok(Some(SnpReference {
             firmware,
             vmm: None,
@@ -61,24 +75,23 @@ fn snp(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<SnpReference>
             unsupported: Some("this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure the kernel, initrd or command line; build OVMF from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh) to get digests".into()),
         }));
     }
-    let hashes = KernelHashes::from_bytes(kernel, Some(initrd), spec.cmdline.as_bytes());
     let mut digests = Vec::new();
     for t in &m.vcpu_types {
-        let (canon, sig) = cpu::lookup(t).map_err(measure_err)?;
+        let vcpu = Vcpu::named(t).map_err(measure_err)?;
         for &vcpus in &m.vcpus {
-            for &gf in &m.guest_features {
-                let p = SnpParams {
+            for &guest_features in &m.guest_features {
+                let launch = SnpLaunch {
                     vcpus,
-                    vcpu_sig: sig,
-                    guest_features: gf,
+                    vcpu,
+                    guest_features,
                     vmm: VmmType::Qemu,
                 };
-                let d = prepared.digest(Some(&hashes), &p).map_err(measure_err)?;
+                let d = snp.measure(&spec.cmdline, &launch).map_err(measure_err)?;
                 digests.push(SnpDigest {
-                    vcpu_type: canon.to_owned(),
+                    vcpu_type: d.vcpu_type.unwrap_or_default(),
                     vcpus,
-                    guest_features: format!("{gf:#x}"),
-                    digest: hex::encode(d),
+                    guest_features: format!("{guest_features:#x}"),
+                    digest: hex::encode(d.measurement),
                 });
             }
         }
@@ -95,10 +108,8 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<TdxReference>
     let Some(t) = &spec.measurements.tdx else {
         return Ok(None);
     };
-    let (fw, firmware) = firmware(spec, &t.firmware)?;
-    let fw = TdxFirmware::new(fw).map_err(measure_err)?;
-    let k = TdxKernel::new(kernel.to_vec()).map_err(measure_err)?;
-    let i = TdxInitrd::from_bytes(initrd);
+    let (boot, firmware) = boot(spec, &t.firmware, kernel, initrd, Tee::Tdx)?;
+    let tdx = boot.tdx().map_err(measure_err)?;
     let qemus = spec.tdx_qemu_versions()?;
     let mut launches = Vec::new();
     for qemu in &qemus {
@@ -112,15 +123,9 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<TdxReference>
                 },
                 ..TdxLaunch::default()
             };
-            let m = tdx_launch::measure_launch(
-                &fw,
-                Some(&k),
-                Some(&i),
-                &spec.cmdline,
-                &Platform::default(),
-                &launch,
-            )
-            .map_err(measure_err)?;
+            let m = tdx
+                .measure(&spec.cmdline, &Platform::default(), &launch)
+                .map_err(measure_err)?;
             let rtmr0 = if m.extends_rtmrs {
                 "depends on the host's QEMU ACPI tables and boot variables: compute with `cocos-measure tdx --acpi-* --efivars` on the host".to_owned()
             } else {
@@ -138,7 +143,7 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<TdxReference>
                     .rules
                     .iter()
                     .map(|r| RuleRef {
-                        setting: r.setting.to_owned(),
+                        setting: r.setting.to_string(),
                         value: r.value.clone(),
                         source: serde_json::to_value(r.source)
                             .ok()
@@ -160,7 +165,7 @@ fn tdx(spec: &Spec, kernel: &[u8], initrd: &[u8]) -> Result<Option<TdxReference>
     }
     Ok(Some(TdxReference {
         firmware,
-        edk2: serde_json::to_value(fw.behaviour())?,
+        edk2: serde_json::to_value(tdx.firmware().behaviour())?,
         launches,
     }))
 }

@@ -5,10 +5,10 @@
 //! ([`Expected::compute`]), which takes well under a millisecond.
 
 use cocos_measure::rtmr::Platform;
-use cocos_measure::tdx_launch::{self, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch};
+use cocos_measure::tdx_launch::{TdxLaunch, TdxRegisters};
 use cocos_measure::tdx_rules::{QemuVersion, Stated};
-use cocos_measure::{cpu, Firmware, KernelHashes, SnpParams, SnpPrepared, VmmType};
-use serde_json::{json, Value};
+use cocos_measure::{QemuBoot, SnpBoot, SnpLaunch, SnpMeasurement, TdxBoot, Tee, Vcpu, VmmType};
+use serde::{Deserialize, Serialize};
 
 /// What to compute for each launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,46 @@ impl Target {
     }
 }
 
+/// What one launch's attestation must show; serialised with a `tee` tag and the field
+/// names `cocos-measure snp --json` / `cocos-measure tdx --json` print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "tee", rename_all = "lowercase")]
+pub enum ExpectedMeasurement {
+    /// A plain launch: nothing to attest.
+    None {
+        /// Says so.
+        note: String,
+    },
+    /// The SEV-SNP launch digest and its settings.
+    Snp(SnpMeasurement),
+    /// TDX registers for this launch.
+    Tdx(TdxExpected),
+}
+
+/// Compact JSON with sorted keys (what the gRPC API's `expected_measurement` carries).
+impl std::fmt::Display for ExpectedMeasurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "{v}")
+    }
+}
+
+/// TDX registers with the launch settings they are for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdxExpected {
+    /// MRTD, RTMR0–2, notes and rules.
+    #[serde(flatten)]
+    pub registers: TdxRegisters,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// The QEMU version measured for (null: assumed, see `rules`).
+    pub qemu_version: Option<QemuVersion>,
+    /// vCPUs (no register depends on it).
+    pub vcpus: u32,
+    /// The kernel command line measured.
+    pub cmdline: String,
+}
+
 /// Why a measurement cannot be computed.
 #[derive(Debug, thiserror::Error)]
 #[error("expected measurement: {0}")]
@@ -55,15 +95,12 @@ fn err(e: impl std::fmt::Display) -> ExpectedError {
 enum State {
     None,
     Snp {
-        prepared: Box<SnpPrepared>,
-        vcpu_type: &'static str,
-        vcpu_sig: u64,
+        boot: Box<SnpBoot>,
+        vcpu: Vcpu,
         guest_features: u64,
     },
     Tdx {
-        fw: Box<TdxFirmware>,
-        kernel: Box<TdxKernel>,
-        initrd: TdxInitrd,
+        boot: Box<TdxBoot>,
         launch: TdxLaunch,
     },
 }
@@ -85,7 +122,8 @@ impl std::fmt::Debug for Expected {
 }
 
 impl Expected {
-    /// Prepares `target` for this firmware, kernel and initrd (the verified bytes).
+    /// Prepares `target` for this firmware, kernel and initrd (the verified bytes)
+    /// through `cocos-measure`'s facade ([`QemuBoot`]).
     pub fn new(
         target: &Target,
         firmware: Vec<u8>,
@@ -98,29 +136,28 @@ impl Expected {
                 vcpu_type,
                 guest_features,
             } => {
-                let (name, sig) = cpu::lookup(vcpu_type).map_err(err)?;
-                let fw = Firmware::parse(firmware).map_err(err)?;
-                let prepared = SnpPrepared::new(&fw).map_err(err)?;
-                if !prepared.supports_kernel_hashes() {
+                let vcpu = Vcpu::named(vcpu_type).map_err(err)?;
+                let tee = Tee::Snp { ovmf_hash: None };
+                let boot = QemuBoot::from_bytes(firmware, Some(kernel), Some(initrd), tee)
+                    .and_then(|b| b.snp())
+                    .map_err(err)?;
+                if !boot.supports_kernel_hashes() {
                     return Err(err("this firmware has no SNP_KERNEL_HASHES section, so an SNP launch cannot measure kernel, initrd and command line (use an OvmfPkg/AmdSev build)"));
                 }
                 State::Snp {
-                    prepared: Box::new(prepared),
-                    vcpu_type: name,
-                    vcpu_sig: sig,
+                    boot: Box::new(boot),
+                    vcpu,
                     guest_features: *guest_features,
                 }
             }
             Target::Tdx { memory, qemu } => {
-                let fw = TdxFirmware::new(Firmware::parse(firmware).map_err(err)?).map_err(err)?;
-                // Compute (and cache) MRTD and read the firmware's drivers now rather
-                // than on the first launch.
-                fw.mrtd(false).map_err(err)?;
-                fw.behaviour();
+                // Computes (and caches) MRTD and reads the firmware's drivers now
+                // rather than on the first launch.
+                let boot = QemuBoot::from_bytes(firmware, Some(kernel), Some(initrd), Tee::Tdx)
+                    .and_then(|b| b.tdx())
+                    .map_err(err)?;
                 State::Tdx {
-                    fw: Box::new(fw),
-                    kernel: Box::new(TdxKernel::new(kernel).map_err(err)?),
-                    initrd: TdxInitrd::from_bytes(initrd),
+                    boot: Box::new(boot),
                     launch: TdxLaunch {
                         memory: *memory,
                         stated: Stated {
@@ -135,70 +172,38 @@ impl Expected {
         Ok(Self { state })
     }
 
-    /// The measurement of one launch, as JSON (`tee` plus the registers; field names as
-    /// `cocos-measure snp --json` / `cocos-measure tdx --json` print them).
-    pub fn compute(
-        &self,
-        kernel_sha256: [u8; 32],
-        initrd_sha256: [u8; 32],
-        cmdline: &str,
-        vcpus: u32,
-    ) -> Result<Value, ExpectedError> {
+    /// The measurement of one launch with this command line and vCPU count.
+    pub fn compute(&self, cmdline: &str, vcpus: u32) -> Result<ExpectedMeasurement, ExpectedError> {
         match &self.state {
-            State::None => {
-                Ok(json!({"tee": "none", "note": "plain launch: no TEE, nothing to attest"}))
-            }
+            State::None => Ok(ExpectedMeasurement::None {
+                note: "plain launch: no TEE, nothing to attest".into(),
+            }),
             State::Snp {
-                prepared,
-                vcpu_type,
-                vcpu_sig,
+                boot,
+                vcpu,
                 guest_features,
             } => {
-                let hashes =
-                    KernelHashes::new(kernel_sha256, Some(initrd_sha256), cmdline.as_bytes());
-                let p = SnpParams {
+                let launch = SnpLaunch {
                     vcpus,
-                    vcpu_sig: *vcpu_sig,
+                    vcpu: *vcpu,
                     guest_features: *guest_features,
                     vmm: VmmType::Qemu,
                 };
-                let d = prepared.digest(Some(&hashes), &p).map_err(err)?;
-                Ok(json!({
-                    "tee": "snp",
-                    "measurement": hex::encode(d),
-                    "vcpus": vcpus,
-                    "vcpu_type": vcpu_type,
-                    "vcpu_sig": format!("{vcpu_sig:#x}"),
-                    "guest_features": format!("{guest_features:#x}"),
-                    "vmm_type": "QEMU",
-                    "ovmf_hash": hex::encode(prepared.ovmf_hash()),
-                    "cmdline": cmdline,
-                }))
+                Ok(ExpectedMeasurement::Snp(
+                    boot.measure(cmdline, &launch).map_err(err)?,
+                ))
             }
-            State::Tdx {
-                fw,
-                kernel,
-                initrd,
-                launch,
-            } => {
-                let m = tdx_launch::measure_launch(
-                    fw,
-                    Some(kernel),
-                    Some(initrd),
-                    cmdline,
-                    &Platform::default(),
-                    launch,
-                )
-                .map_err(err)?;
-                let mut v = m.registers_json();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("tee".into(), json!("tdx"));
-                    o.insert("memory".into(), json!(launch.memory));
-                    o.insert("qemu_version".into(), json!(launch.stated.qemu));
-                    o.insert("vcpus".into(), json!(vcpus));
-                    o.insert("cmdline".into(), json!(cmdline));
-                }
-                Ok(v)
+            State::Tdx { boot, launch } => {
+                let m = boot
+                    .measure(cmdline, &Platform::default(), launch)
+                    .map_err(err)?;
+                Ok(ExpectedMeasurement::Tdx(TdxExpected {
+                    registers: m.registers(),
+                    memory: launch.memory,
+                    qemu_version: launch.stated.qemu,
+                    vcpus,
+                    cmdline: cmdline.to_owned(),
+                }))
             }
         }
     }

@@ -28,3 +28,69 @@ pub(crate) fn le_u64(data: &[u8], off: usize) -> Option<u64> {
     let b: [u8; 8] = data.get(off..off.checked_add(8)?)?.try_into().ok()?;
     Some(u64::from_le_bytes(b))
 }
+
+/// Serde for byte arrays as lowercase hex strings (`#[serde(with = "hex_array")]`).
+pub mod hex_array {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    /// Writes the bytes as lowercase hex.
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    /// Reads exactly `N` bytes of hex.
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        hex::decode_to_slice(&s, &mut out)
+            .map_err(|e| D::Error::custom(format!("expected {} hex digits: {e}", 2 * N)))?;
+        Ok(out)
+    }
+}
+
+/// Serde for optional byte arrays as hex strings or null.
+pub mod hex_array_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the bytes as lowercase hex, or null.
+    pub fn serialize<S: Serializer, const N: usize>(
+        v: &Option<[u8; N]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => super::hex_array::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads hex of exactly `N` bytes, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<Option<[u8; N]>, D::Error> {
+        #[derive(Deserialize)]
+        struct W<const M: usize>(#[serde(with = "super::hex_array")] [u8; M]);
+        Ok(Option::<W<N>>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// Serde for integers written as `0x…` hex strings (vCPU signatures, SEV features).
+pub mod hex_u64 {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    /// Writes `0x…`.
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:#x}"))
+    }
+
+    /// Reads `0x…` (or plain decimal).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(h) => u64::from_str_radix(h, 16),
+            None => s.parse(),
+        };
+        r.map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+    }
+}

@@ -3,13 +3,8 @@
 //! the initrd (of nothing if absent) and of the command line plus its NUL terminator,
 //! in a GUIDed table padded to 16 bytes.
 
-use std::io::Read;
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 use uuid::{uuid, Uuid};
-
-use crate::MeasureError;
 
 const TABLE_HEADER_GUID: Uuid = uuid!("9438d606-4f22-4cc9-b479-a793d411fd21");
 const KERNEL_GUID: Uuid = uuid!("4de79437-abd2-427f-b835-d5b172d2045b");
@@ -43,25 +38,6 @@ pub fn cmdline_sha256(cmdline: &[u8]) -> [u8; 32] {
 /// SHA-256 of nothing: the initrd hash when there is no initrd.
 pub fn empty_sha256() -> [u8; 32] {
     Sha256::digest([]).into()
-}
-
-/// SHA-256 of a file, streamed (the file is never held in memory whole).
-pub fn sha256_file(path: &Path) -> Result<[u8; 32], MeasureError> {
-    let io = |source| MeasureError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(h.finalize().into())
 }
 
 impl KernelHashes {

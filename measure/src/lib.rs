@@ -2,6 +2,9 @@
 //! what the hardware reports: the AMD secure processor (SEV, SEV-ES, SEV-SNP) and
 //! Intel TDX (MRTD, RTMR0–2 with the expected event log).
 //!
+//! Entry point: [`launch::QemuBoot`] loads a boot's files once and measures it for
+//! SEV-SNP, SEV/SEV-ES or TDX with typed results; the modules below are its parts.
+//!
 //! Layout: [`ovmf`] and [`tdvf`] parse firmware, [`hashes`] builds QEMU's kernel-hashes
 //! table, [`vmsa`] the initial vCPU state, [`snp`] and [`sev`] compute digests in two
 //! steps (prepare per firmware, finish per launch), [`tdx`] computes MRTD,
@@ -21,6 +24,7 @@ pub mod fv;
 pub mod hashes;
 pub mod inputs;
 pub mod inspect;
+pub mod launch;
 pub mod machine;
 pub mod ovmf;
 pub mod rtmr;
@@ -36,6 +40,7 @@ pub mod vmsa;
 
 pub use error::{FirmwareError, MeasureError};
 pub use hashes::KernelHashes;
+pub use launch::{BootFiles, QemuBoot, SnpBoot, SnpLaunch, SnpMeasurement, TdxBoot, Tee, Vcpu};
 pub use ovmf::Firmware;
 pub use sev::SevPrepared;
 pub use snp::{SnpParams, SnpPrepared};

@@ -210,6 +210,12 @@ impl Firmware {
         self.data.len()
     }
 
+    /// SHA-256 of the image (computed on each call).
+    pub fn sha256(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&self.data).into()
+    }
+
     /// Guest physical address of the first byte (the image ends at 4 GiB).
     pub fn gpa(&self) -> Result<u64, FirmwareError> {
         FOUR_GIB

@@ -84,7 +84,8 @@ impl EventType {
     }
 }
 
-/// One expected event.
+/// One expected event. Serialised as `{rtmr, event_type, event_type_value, digest,
+/// what}` (type by TCG name and number, digest in hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// RTMR index (0–2).
@@ -95,6 +96,22 @@ pub struct Event {
     pub digest: Digest384,
     /// What it is, for people.
     pub what: String,
+}
+
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("Event", 5)?;
+        st.serialize_field("rtmr", &self.rtmr)?;
+        st.serialize_field("event_type", self.event_type.name())?;
+        st.serialize_field(
+            "event_type_value",
+            &format!("{:#x}", self.event_type.value()),
+        )?;
+        st.serialize_field("digest", &hex::encode(self.digest))?;
+        st.serialize_field("what", &self.what)?;
+        st.end()
+    }
 }
 
 impl Event {

@@ -15,9 +15,11 @@
 //!
 //! Authenticode is computed as edk2 does (no padding of the hashed data to 8 bytes).
 
-use std::io::Read;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
 
 use crate::bzimage::{apply_qemu_load, header_window, KernelSetup, LinuxLoad, SetupHeader};
 use crate::edk2::{self, Edk2Behaviour};
@@ -119,10 +121,11 @@ impl TdxLaunch {
     }
 }
 
-/// A TDX firmware, validated; its MRTDs are computed once, on first use.
-#[derive(Debug)]
+/// A TDX firmware, validated; its MRTDs are computed once, on first use. Clones share
+/// the image.
+#[derive(Debug, Clone)]
 pub struct TdxFirmware {
-    fw: Firmware,
+    fw: Arc<Firmware>,
     sections: Vec<TdvfSection>,
     mrtd: [OnceLock<Digest384>; 2],
     behaviour: OnceLock<Edk2Behaviour>,
@@ -130,7 +133,8 @@ pub struct TdxFirmware {
 
 impl TdxFirmware {
     /// Checks the firmware has usable TDVF metadata.
-    pub fn new(fw: Firmware) -> Result<Self, MeasureError> {
+    pub fn new(fw: impl Into<Arc<Firmware>>) -> Result<Self, MeasureError> {
+        let fw: Arc<Firmware> = fw.into();
         let sections = match fw.tdx_metadata() {
             Parsed::Valid(m) => m.sections.clone(),
             Parsed::Invalid(e) => return Err(e.clone().into()),
@@ -198,12 +202,15 @@ impl TdxFirmware {
     }
 }
 
-/// A kernel, read once.
-#[derive(Debug)]
+/// Authenticode digests already computed, per patched header window.
+type DigestCache = Arc<Mutex<Vec<(Vec<u8>, Digest384)>>>;
+
+/// A kernel, read once; clones share the bytes and the digest cache.
+#[derive(Debug, Clone)]
 pub struct TdxKernel {
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     header: SetupHeader,
-    cache: Mutex<Vec<(Vec<u8>, Digest384)>>,
+    cache: DigestCache,
 }
 
 /// Authenticode SHA-384 of a PE image, as edk2's measured boot computes it.
@@ -228,12 +235,13 @@ pub fn authenticode_sha384(image: &[u8]) -> Result<Digest384, MeasureError> {
 
 impl TdxKernel {
     /// Takes a kernel's bytes; checks the boot header and that it is a PE image.
-    pub fn new(bytes: Vec<u8>) -> Result<Self, MeasureError> {
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Result<Self, MeasureError> {
+        let bytes: Arc<[u8]> = bytes.into();
         let header = SetupHeader::parse(&bytes)?;
         Ok(Self {
             bytes,
             header,
-            cache: Mutex::new(Vec::new()),
+            cache: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -279,7 +287,7 @@ impl TdxKernel {
                 return Ok(*d);
             }
         }
-        let mut image = self.bytes.clone();
+        let mut image = self.bytes.to_vec();
         if let Some(dst) = image.get_mut(..window) {
             dst.copy_from_slice(&head);
         }
@@ -328,30 +336,6 @@ impl TdxInitrd {
             sha384: rtmr::sha384(data),
         }
     }
-
-    /// Streams a file through SHA-384.
-    pub fn from_file(path: &Path) -> Result<Self, MeasureError> {
-        let io = |e| MeasureError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        };
-        let mut f = std::fs::File::open(path).map_err(io)?;
-        let mut h = crate::sha384::Sha384::new();
-        let mut buf = vec![0u8; 1 << 18];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            h.update(buf.get(..n).unwrap_or(&[]));
-            size += n as u64;
-        }
-        Ok(Self {
-            size,
-            sha384: h.finish(),
-        })
-    }
 }
 
 /// The result: registers, the expected event log in boot order, and what could not
@@ -376,26 +360,68 @@ pub struct TdxMeasurement {
 }
 
 impl TdxMeasurement {
-    /// The registers as JSON: `mrtd`, `rtmr0`–`rtmr2` (hex, or null when not
-    /// computed), `rtmrs_extended`, `unavailable` (register → why), `notes` and `rules`.
-    pub fn registers_json(&self) -> serde_json::Value {
-        let reg = |i: usize| self.rtmr.get(i).copied().flatten().map(hex::encode);
-        let unavailable: serde_json::Map<String, serde_json::Value> = self
-            .unavailable
-            .iter()
-            .map(|(i, why)| (format!("rtmr{i}"), serde_json::Value::String(why.clone())))
-            .collect();
-        serde_json::json!({
-            "mrtd": hex::encode(self.mrtd),
-            "rtmr0": reg(0),
-            "rtmr1": reg(1),
-            "rtmr2": reg(2),
-            "rtmrs_extended": self.extends_rtmrs,
-            "unavailable": unavailable,
-            "notes": self.notes,
-            "rules": self.rules,
-        })
+    /// The registers without the event log: what a verifier compares.
+    pub fn registers(&self) -> TdxRegisters {
+        let reg = |i: usize| self.rtmr.get(i).copied().flatten();
+        TdxRegisters {
+            mrtd: self.mrtd,
+            rtmr0: reg(0),
+            rtmr1: reg(1),
+            rtmr2: reg(2),
+            rtmrs_extended: self.extends_rtmrs,
+            unavailable: self
+                .unavailable
+                .iter()
+                .map(|(i, why)| (format!("rtmr{i}"), why.clone()))
+                .collect(),
+            notes: self.notes.clone(),
+            rules: self.rules.clone(),
+        }
     }
+}
+
+/// Serialised as [`TdxRegisters`]' fields plus `events`.
+impl Serialize for TdxMeasurement {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            #[serde(flatten)]
+            registers: TdxRegisters,
+            events: &'a [Event],
+        }
+        View {
+            registers: self.registers(),
+            events: &self.events,
+        }
+        .serialize(s)
+    }
+}
+
+/// MRTD and RTMR0–2 as a verifier reads them: hex registers (null where not computed,
+/// with the reason under `unavailable`), whether the firmware extends RTMRs, notes and
+/// the rule behind each QEMU/edk2 choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdxRegisters {
+    /// MRTD.
+    #[serde(with = "crate::bytes::hex_array")]
+    pub mrtd: Digest384,
+    /// RTMR0 (needs the host's ACPI tables and boot variables).
+    #[serde(with = "crate::bytes::hex_array_opt")]
+    pub rtmr0: Option<Digest384>,
+    /// RTMR1 (the kernel as OVMF loads it).
+    #[serde(with = "crate::bytes::hex_array_opt")]
+    pub rtmr1: Option<Digest384>,
+    /// RTMR2 (command line and initrd, as the EFI stub measures them).
+    #[serde(with = "crate::bytes::hex_array_opt")]
+    pub rtmr2: Option<Digest384>,
+    /// False when the firmware extends no RTMR (all three are then zero).
+    pub rtmrs_extended: bool,
+    /// `rtmrN` → why it is not computed.
+    pub unavailable: BTreeMap<String, String>,
+    /// Remarks a verifier should read.
+    pub notes: Vec<String>,
+    /// How each QEMU/edk2 behaviour was chosen.
+    pub rules: Vec<Rule>,
 }
 
 /// [`TdxLaunch::options`], then [`measure`]; the result carries the rules.

@@ -82,6 +82,13 @@ impl serde::Serialize for QemuVersion {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for QemuVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The first upstream QEMU with TDX.
 pub const QEMU_FIRST_TDX: QemuVersion = QemuVersion::new(10, 1);
 /// The first QEMU that exports the unpatched kernel as fw_cfg `etc/boot/kernel`.
@@ -119,7 +126,7 @@ impl Stated {
 }
 
 /// Where a choice came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// Given explicitly.
@@ -131,10 +138,10 @@ pub enum Source {
 }
 
 /// One choice and the rule that made it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rule {
     /// The setting (`kernel_setup`, `initrd_option`, `extends_rtmrs`, `qemu_version`).
-    pub setting: &'static str,
+    pub setting: std::borrow::Cow<'static, str>,
     /// The value chosen.
     pub value: String,
     /// Where it came from.
@@ -180,7 +187,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
     let qemu = match stated.qemu {
         Some(q) => {
             rules.push(Rule {
-                setting: "qemu_version",
+                setting: "qemu_version".into(),
                 value: q.to_string(),
                 source: Source::Flag,
                 why: "stated by the caller (cocos-manager asks its QEMU binary)".into(),
@@ -189,7 +196,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         }
         None => {
             rules.push(Rule {
-                setting: "qemu_version",
+                setting: "qemu_version".into(),
                 value: QEMU_FIRST_TDX.to_string(),
                 source: Source::Assumed,
                 why: format!(
@@ -246,7 +253,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         }
     };
     rules.push(Rule {
-        setting: "kernel_setup",
+        setting: "kernel_setup".into(),
         value: kernel_setup.name().into(),
         source,
         why,
@@ -286,7 +293,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         )
     };
     rules.push(Rule {
-        setting: "initrd_option",
+        setting: "initrd_option".into(),
         value: initrd_option.name().into(),
         source,
         why,
@@ -311,7 +318,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         }
     };
     rules.push(Rule {
-        setting: "extends_rtmrs",
+        setting: "extends_rtmrs".into(),
         value: extends_rtmrs.to_string(),
         source,
         why,
@@ -340,7 +347,7 @@ pub fn choose(stated: &Stated, fw: &Edk2Behaviour) -> Choices {
         ),
     };
     rules.push(Rule {
-        setting: "measures_fw_cfg",
+        setting: "measures_fw_cfg".into(),
         value: measures_fw_cfg.to_string(),
         source,
         why,

@@ -11,7 +11,7 @@ pub const VMSA_SIZE: usize = 4096;
 pub const BSP_EIP: u32 = 0xffff_fff0;
 
 /// The VMM that builds the VMSA: they differ in a few reset values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VmmType {
     /// QEMU/KVM (with KVM_SEV_INIT2 FPU defaults).
     #[serde(rename = "QEMU")]

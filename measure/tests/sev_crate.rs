@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use cocos_measure::cpu::VCPU_TYPES;
 use cocos_measure::inputs;
-use cocos_measure::{KernelHashes, SnpParams, SnpPrepared, VmmType};
+use cocos_measure::{BootFiles, QemuBoot, SnpLaunch, SnpPrepared, Tee, Vcpu, VmmType};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -76,27 +76,22 @@ struct Input {
 }
 
 fn ours(i: &Input) -> Result<[u8; 48], cocos_measure::MeasureError> {
-    let l = inputs::load(
-        &i.fw,
-        i.kernel.as_deref(),
-        i.initrd.as_deref(),
-        SnpPrepared::new,
-    )?;
-    let kh = l.kernel.as_ref().map(|k| {
-        KernelHashes::new(
-            k.sha256,
-            l.initrd.as_ref().map(|x| x.sha256),
-            i.append.as_deref().unwrap_or_default().as_bytes(),
-        )
-    });
+    let files = BootFiles {
+        firmware: &i.fw,
+        kernel: i.kernel.as_deref(),
+        initrd: i.initrd.as_deref(),
+    };
+    let snp = QemuBoot::load(&files, Tee::Snp { ovmf_hash: None })?.snp()?;
     let sig = cocos_measure::cpu::sig_exact(i.vcpu)?;
-    let p = SnpParams {
+    let launch = SnpLaunch {
         vcpus: i.vcpus,
-        vcpu_sig: sig,
+        vcpu: Vcpu { name: None, sig },
         guest_features: i.features,
         vmm: i.vmm,
     };
-    l.prepared.digest(kh.as_ref(), &p)
+    Ok(snp
+        .measure(i.append.as_deref().unwrap_or_default(), &launch)?
+        .measurement)
 }
 
 fn theirs(i: &Input) -> Result<[u8; 48], String> {

@@ -27,7 +27,7 @@ impl Manager {
                 let f = release::open_verified(&m.cfg.ovmf, &m.firmware_sha256).map_err(refuse)?;
                 let e = m
                     .expected
-                    .compute(k.sha256, i.sha256, &cmdline, vcpus)
+                    .compute(&cmdline, vcpus)
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 Ok(([k, i, f], e))
             })

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::agent_channel::Session;
 use crate::config::{AccelKind, Config, TeeKind, TransportKind};
-use crate::expected::{Expected, Target};
+use crate::expected::{Expected, ExpectedMeasurement, Target};
 use crate::metrics::Metrics;
 use crate::qemu::{self, Accel, AgentTransport, Tee, VmSpec};
 use crate::release::{self, Release};
@@ -106,7 +106,7 @@ pub struct RunResult {
     /// Computation id.
     pub computation_id: String,
     /// What its attestation must show.
-    pub expected_measurement: Value,
+    pub expected_measurement: ExpectedMeasurement,
     /// QEMU's pid.
     pub pid: u32,
     /// The exact kernel command line.
@@ -212,7 +212,7 @@ pub struct VmRecord {
     /// TTL deadline, ms since the epoch.
     pub deadline_ms: Option<u64>,
     /// Expected measurement.
-    pub expected: Value,
+    pub expected: ExpectedMeasurement,
     /// Launch latency.
     pub launch_ms: f64,
 }

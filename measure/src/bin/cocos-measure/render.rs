@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use cocos_measure::inputs::Loaded;
-use cocos_measure::{Firmware, KernelHashes, VmmType};
+use cocos_measure::{KernelHashes, QemuBoot, VmmType};
 
 pub(crate) fn encode(ld: &[u8], format: &str) -> String {
     if format == "base64" {
@@ -18,35 +17,19 @@ pub(crate) fn encode(ld: &[u8], format: &str) -> String {
     }
 }
 
-pub(crate) fn kernel_hashes<T>(l: &Loaded<T>, append: Option<&str>) -> Option<KernelHashes> {
-    l.kernel.as_ref().map(|k| {
-        KernelHashes::new(
-            k.sha256,
-            l.initrd.as_ref().map(|i| i.sha256),
-            append.unwrap_or_default().as_bytes(),
-        )
-    })
+pub(crate) fn kernel_hashes(b: &QemuBoot, append: Option<&str>) -> Result<Option<KernelHashes>> {
+    Ok(b.kernel_hashes(append.unwrap_or_default())?)
 }
 
-pub(crate) fn inputs_json<T>(
-    l: &Loaded<T>,
-    ovmf: &Path,
-    append: Option<&str>,
-    fw_sha: &[u8],
-) -> Value {
+pub(crate) fn inputs_json(b: &QemuBoot, ovmf: &Path, append: Option<&str>) -> Value {
     json!({
-        "ovmf": {"path": ovmf, "size": l.firmware.size(), "sha256": hex::encode(fw_sha)},
-        "kernel": l.kernel,
-        "initrd": l.initrd,
-        "cmdline": l.kernel.as_ref().map(|_| append.unwrap_or_default()),
-        "cmdline_sha256": l.kernel.as_ref().map(|_| hex::encode(
+        "ovmf": {"path": ovmf, "size": b.firmware().size(), "sha256": hex::encode(b.firmware_sha256())},
+        "kernel": b.kernel(),
+        "initrd": b.initrd(),
+        "cmdline": b.kernel().map(|_| append.unwrap_or_default()),
+        "cmdline_sha256": b.kernel().map(|_| hex::encode(
             cocos_measure::hashes::cmdline_sha256(append.unwrap_or_default().as_bytes()))),
     })
-}
-
-pub(crate) fn firmware_sha256(fw: &Firmware) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(fw.data()).into()
 }
 
 pub(crate) fn write_vmsas(pages: &[Box<[u8; 4096]>]) -> Result<()> {
@@ -67,25 +50,26 @@ pub(crate) fn print_text(lines: &[(&str, String)]) {
     }
 }
 
-pub(crate) fn input_lines<T>(
-    l: &Loaded<T>,
+pub(crate) fn input_lines(
+    b: &QemuBoot,
     ovmf: &Path,
     append: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let mut out = vec![(
         "ovmf",
-        format!("{} ({} bytes)", ovmf.display(), l.firmware.size()),
+        format!("{} ({} bytes)", ovmf.display(), b.firmware().size()),
     )];
-    if let Some(k) = &l.kernel {
-        out.push((
-            "kernel",
-            format!("{} sha256 {}", k.path.display(), hex::encode(k.sha256)),
-        ));
-        match &l.initrd {
-            Some(i) => out.push((
-                "initrd",
-                format!("{} sha256 {}", i.path.display(), hex::encode(i.sha256)),
-            )),
+    let line = |path: &Option<std::path::PathBuf>, sha: Option<[u8; 32]>| {
+        format!(
+            "{} sha256 {}",
+            path.as_deref().unwrap_or(Path::new("")).display(),
+            sha.map(hex::encode).unwrap_or_default()
+        )
+    };
+    if let Some(k) = b.kernel() {
+        out.push(("kernel", line(&k.path, k.sha256)));
+        match b.initrd() {
+            Some(i) => out.push(("initrd", line(&i.path, i.sha256))),
             None => out.push(("initrd", "(none)".into())),
         }
         out.push(("cmdline", format!("{:?}", append.unwrap_or_default())));

@@ -7,9 +7,8 @@ use clap::Args;
 use serde_json::json;
 
 use cocos_measure::cpu::{self, cpu_sig};
-use cocos_measure::inputs::{self, Loaded};
 use cocos_measure::snp::{check_vcpus, parse_ovmf_hash};
-use cocos_measure::{SevPrepared, SnpParams, SnpPrepared, VmmType};
+use cocos_measure::{BootFiles, QemuBoot, SnpLaunch, SnpParams, Tee, Vcpu, VmmType};
 
 use crate::cli::*;
 use crate::pyint::*;
@@ -109,9 +108,13 @@ pub(crate) fn run_compat(c: Compat) -> Result<()> {
     }
 
     if mode == "snp:ovmf-hash" {
-        let fw = inputs::read_firmware(ovmf)?;
-        let p = SnpPrepared::new(&fw)?;
-        println!("{}", hex::encode(p.ovmf_hash()));
+        let firmware_only = BootFiles {
+            firmware: ovmf,
+            kernel: None,
+            initrd: None,
+        };
+        let snp = QemuBoot::load(&firmware_only, Tee::Snp { ovmf_hash: None })?.snp()?;
+        println!("{}", hex::encode(snp.ovmf_hash()));
         return Ok(());
     }
     let kernel = present(&c.kernel);
@@ -167,25 +170,30 @@ pub(crate) fn run_compat(c: Compat) -> Result<()> {
     };
     let features = nonneg("guest-features", features)?;
 
+    let files = BootFiles {
+        firmware: ovmf,
+        kernel,
+        initrd,
+    };
     let (name, ld, ovmf_hash, l) = match mode {
         "sev" => {
-            let l = inputs::load(ovmf, kernel, initrd, |fw| Ok(SevPrepared::new(fw)))?;
-            let kh = kernel_hashes(&l, append);
-            let ld = l.prepared.sev_digest(kh.as_ref())?.to_vec();
-            ("SEV", ld, None, l.map_unit())
+            let l = QemuBoot::load(&files, Tee::Sev)?;
+            let kh = kernel_hashes(&l, append)?;
+            let ld = l.sev().sev_digest(kh.as_ref())?.to_vec();
+            ("SEV", ld, None, l)
         }
         "seves" => {
             let vcpus = need_vcpus()?;
-            let l = inputs::load(ovmf, kernel, initrd, |fw| Ok(SevPrepared::new(fw)))?;
-            let kh = kernel_hashes(&l, append);
-            let ld = l
-                .prepared
+            let l = QemuBoot::load(&files, Tee::Sev)?;
+            let kh = kernel_hashes(&l, append)?;
+            let sev = l.sev();
+            let ld = sev
                 .seves_digest(kh.as_ref(), vcpus, vcpu_sig, vmm)?
                 .to_vec();
             if c.dump_vmsa {
-                write_vmsas(&l.prepared.vmsa(vcpu_sig, vmm)?.pages(vcpus)?)?;
+                write_vmsas(&sev.vmsa(vcpu_sig, vmm)?.pages(vcpus)?)?;
             }
-            ("SEV_ES", ld, None, l.map_unit())
+            ("SEV_ES", ld, None, l)
         }
         _ => {
             let vcpus = need_vcpus()?;
@@ -195,22 +203,28 @@ pub(crate) fn run_compat(c: Compat) -> Result<()> {
                 .map(parse_ovmf_hash)
                 .transpose()
                 .context("--snp-ovmf-hash")?;
-            let l = inputs::load(ovmf, kernel, initrd, |fw| match seed {
-                Some(s) => Ok(SnpPrepared::with_ovmf_hash(fw, s)),
-                None => SnpPrepared::new(fw),
-            })?;
-            let kh = kernel_hashes(&l, append);
-            let params = SnpParams {
+            let l = QemuBoot::load(&files, Tee::Snp { ovmf_hash: seed })?;
+            let snp = l.snp()?;
+            let launch = SnpLaunch {
                 vcpus,
-                vcpu_sig,
+                vcpu: Vcpu {
+                    name: None,
+                    sig: vcpu_sig,
+                },
                 guest_features: features,
                 vmm,
             };
-            let ld = l.prepared.digest(kh.as_ref(), &params)?.to_vec();
+            let m = snp.measure(append.unwrap_or_default(), &launch)?;
             if c.dump_vmsa {
-                write_vmsas(&l.prepared.vmsa_pages(&params)?)?;
+                let params = SnpParams {
+                    vcpus,
+                    vcpu_sig,
+                    guest_features: features,
+                    vmm,
+                };
+                write_vmsas(&snp.prepared().vmsa_pages(&params)?)?;
             }
-            ("SEV_SNP", ld, Some(l.prepared.ovmf_hash()), l.map_unit())
+            ("SEV_SNP", m.measurement.to_vec(), Some(m.ovmf_hash), l)
         }
     };
     let out = encode(&ld, &c.output_format);
@@ -218,7 +232,7 @@ pub(crate) fn run_compat(c: Compat) -> Result<()> {
         let mut v = json!({
             "mode": mode,
             "measurement": out,
-            "inputs": inputs_json(&l, ovmf, append, &firmware_sha256(&l.firmware)),
+            "inputs": inputs_json(&l, ovmf, append),
             "settings": {
                 "vcpus": (mode != "sev").then(|| need_vcpus().ok()).flatten(),
                 "vcpu_type": c.vcpu_type,
@@ -239,19 +253,4 @@ pub(crate) fn run_compat(c: Compat) -> Result<()> {
         println!("{out}");
     }
     Ok(())
-}
-
-trait MapUnit {
-    fn map_unit(self) -> Loaded<()>;
-}
-
-impl<T> MapUnit for Loaded<T> {
-    fn map_unit(self) -> Loaded<()> {
-        Loaded {
-            firmware: self.firmware,
-            prepared: (),
-            kernel: self.kernel,
-            initrd: self.initrd,
-        }
-    }
 }

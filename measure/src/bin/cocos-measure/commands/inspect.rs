@@ -12,8 +12,6 @@ use cocos_measure::inputs;
 use cocos_measure::inspect::capabilities;
 use cocos_measure::ovmf::{guid_name, Parsed};
 
-use crate::render::*;
-
 #[derive(Args)]
 pub(crate) struct InspectCmd {
     /// Firmware image
@@ -61,7 +59,7 @@ pub(crate) fn run_inspect(c: InspectCmd) -> Result<()> {
         let v = json!({
             "path": c.ovmf,
             "size": fw.size(),
-            "sha256": hex::encode(firmware_sha256(&fw)),
+            "sha256": hex::encode(fw.sha256()),
             "footer_table": fw.has_footer_table(),
             "entries": entries,
             "sev_es_reset_eip": reset.map(|e| format!("{e:#x}")),
@@ -78,7 +76,7 @@ pub(crate) fn run_inspect(c: InspectCmd) -> Result<()> {
         "{}: {} bytes, sha256 {}",
         c.ovmf.display(),
         fw.size(),
-        hex::encode(firmware_sha256(&fw))
+        hex::encode(fw.sha256())
     );
     println!("\nlaunch types:");
     for cap in &caps {

@@ -4,10 +4,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use cocos_measure::cpu;
-use cocos_measure::inputs;
 use cocos_measure::snp::check_vcpus;
-use cocos_measure::{SnpParams, SnpPrepared, VmmType};
+use cocos_measure::{QemuBoot, Tee, Vcpu, VmmType};
 
 use crate::cli::*;
 use crate::pyint::*;
@@ -45,43 +43,31 @@ pub(crate) fn run_matrix(c: MatrixCmd) -> Result<()> {
         .iter()
         .map(|&v| check_vcpus(v))
         .collect::<Result<_, _>>()?;
-    let types: Vec<(&str, u64)> = c
+    let types: Vec<Vcpu> = c
         .vcpu_types
         .iter()
-        .map(|t| cpu::lookup(t))
+        .map(|t| Vcpu::named(t))
         .collect::<Result<_, _>>()?;
     let b = &c.boot;
-    let l = inputs::load(
-        &b.ovmf,
-        b.kernel.as_deref(),
-        b.initrd.as_deref(),
-        SnpPrepared::new,
-    )?;
+    let l = QemuBoot::load(&super::sev::files(b), Tee::Snp { ovmf_hash: None })?;
     let append = b.append.as_deref();
-    let kh = kernel_hashes(&l, append);
-    let mut rows = Vec::new();
-    for &(name, sig) in &types {
-        for &features in &c.guest_features {
-            for &n in &vcpus {
-                let p = SnpParams {
-                    vcpus: n,
-                    vcpu_sig: sig,
-                    guest_features: features,
-                    vmm: c.vmm_type,
-                };
-                rows.push((name, sig, features, n, l.prepared.digest(kh.as_ref(), &p)?));
-            }
-        }
-    }
+    let snp = l.snp()?;
+    let rows = snp.matrix(
+        append.unwrap_or_default(),
+        &types,
+        &c.guest_features,
+        &vcpus,
+        c.vmm_type,
+    )?;
     if c.json {
         let v = json!({
             "mode": "snp",
             "vmm_type": c.vmm_type.name(),
-            "ovmf_hash": hex::encode(l.prepared.ovmf_hash()),
-            "inputs": inputs_json(&l, &b.ovmf, append, &firmware_sha256(&l.firmware)),
-            "measurements": rows.iter().map(|(name, sig, f, n, ld)| json!({
-                "vcpus": n, "vcpu_type": name, "vcpu_sig": format!("{sig:#x}"),
-                "guest_features": format!("{f:#x}"), "measurement": hex::encode(ld),
+            "ovmf_hash": hex::encode(snp.ovmf_hash()),
+            "inputs": inputs_json(&l, &b.ovmf, append),
+            "measurements": rows.iter().map(|m| json!({
+                "vcpus": m.vcpus, "vcpu_type": m.vcpu_type, "vcpu_sig": format!("{:#x}", m.vcpu_sig),
+                "guest_features": format!("{:#x}", m.guest_features), "measurement": hex::encode(m.measurement),
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -90,11 +76,13 @@ pub(crate) fn run_matrix(c: MatrixCmd) -> Result<()> {
             "{:<6} {:<15} {:<9} measurement",
             "vcpus", "vcpu-type", "features"
         );
-        for (name, _, f, n, ld) in rows {
+        for m in rows {
             println!(
-                "{n:<6} {name:<15} {:<9} {}",
-                format!("{f:#x}"),
-                hex::encode(ld)
+                "{:<6} {:<15} {:<9} {}",
+                m.vcpus,
+                m.vcpu_type.as_deref().unwrap_or("custom"),
+                format!("{:#x}", m.guest_features),
+                hex::encode(m.measurement)
             );
         }
     }

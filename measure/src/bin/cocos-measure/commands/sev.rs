@@ -5,9 +5,8 @@ use clap::Args;
 use serde_json::json;
 
 use cocos_measure::cpu::{self, cpu_sig};
-use cocos_measure::inputs;
 use cocos_measure::snp::{check_vcpus, parse_ovmf_hash};
-use cocos_measure::{SevPrepared, SnpParams, SnpPrepared, VmmType};
+use cocos_measure::{BootFiles, QemuBoot, SnpLaunch, Tee, Vcpu, VmmType};
 
 use crate::cli::*;
 use crate::pyint::*;
@@ -74,6 +73,14 @@ pub(crate) fn resolve_cpu(c: &VcpuArgs) -> Result<(u64, Option<&'static str>)> {
     Ok((0, None))
 }
 
+pub(crate) fn files(b: &BootArgs) -> BootFiles<'_> {
+    BootFiles {
+        firmware: &b.ovmf,
+        kernel: b.kernel.as_deref(),
+        initrd: b.initrd.as_deref(),
+    }
+}
+
 pub(crate) fn run_snp(c: SnpCmd) -> Result<()> {
     let vcpus = check_vcpus(c.vcpus)?;
     let (sig, name) = resolve_cpu(&c.cpu)?;
@@ -84,24 +91,15 @@ pub(crate) fn run_snp(c: SnpCmd) -> Result<()> {
         .transpose()
         .context("--ovmf-hash")?;
     let b = &c.boot;
-    let l = inputs::load(
-        &b.ovmf,
-        b.kernel.as_deref(),
-        b.initrd.as_deref(),
-        |fw| match seed {
-            Some(s) => Ok(SnpPrepared::with_ovmf_hash(fw, s)),
-            None => SnpPrepared::new(fw),
-        },
-    )?;
+    let l = QemuBoot::load(&files(b), Tee::Snp { ovmf_hash: seed })?;
     let append = b.append.as_deref();
-    let kh = kernel_hashes(&l, append);
-    let params = SnpParams {
+    let launch = SnpLaunch {
         vcpus,
-        vcpu_sig: sig,
+        vcpu: Vcpu { name, sig },
         guest_features: c.guest_features,
         vmm: c.cpu.vmm_type,
     };
-    let ld = l.prepared.digest(kh.as_ref(), &params)?;
+    let m = l.snp()?.measure(append.unwrap_or_default(), &launch)?;
     if c.json {
         let mut settings = settings_json(vcpus, sig, name, c.cpu.vmm_type);
         if let Some(o) = settings.as_object_mut() {
@@ -112,14 +110,14 @@ pub(crate) fn run_snp(c: SnpCmd) -> Result<()> {
         }
         let v = json!({
             "mode": "snp",
-            "measurement": hex::encode(ld),
-            "ovmf_hash": hex::encode(l.prepared.ovmf_hash()),
-            "inputs": inputs_json(&l, &b.ovmf, append, &firmware_sha256(&l.firmware)),
+            "measurement": hex::encode(m.measurement),
+            "ovmf_hash": hex::encode(m.ovmf_hash),
+            "inputs": inputs_json(&l, &b.ovmf, append),
             "settings": settings,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let mut lines = vec![("SEV-SNP digest", hex::encode(ld))];
+        let mut lines = vec![("SEV-SNP digest", hex::encode(m.measurement))];
         lines.extend(input_lines(&l, &b.ovmf, append));
         lines.push((
             "vcpus",
@@ -136,19 +134,17 @@ pub(crate) fn run_seves(c: SevesCmd) -> Result<()> {
     let vcpus = check_vcpus(c.vcpus)?;
     let (sig, name) = resolve_cpu(&c.cpu)?;
     let b = &c.boot;
-    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| {
-        Ok(SevPrepared::new(fw))
-    })?;
+    let l = QemuBoot::load(&files(b), Tee::Sev)?;
     let append = b.append.as_deref();
-    let kh = kernel_hashes(&l, append);
+    let kh = kernel_hashes(&l, append)?;
     let ld = l
-        .prepared
+        .sev()
         .seves_digest(kh.as_ref(), vcpus, sig, c.cpu.vmm_type)?;
     if c.json {
         let v = json!({
             "mode": "seves",
             "measurement": hex::encode(ld),
-            "inputs": inputs_json(&l, &b.ovmf, append, &firmware_sha256(&l.firmware)),
+            "inputs": inputs_json(&l, &b.ovmf, append),
             "settings": settings_json(vcpus, sig, name, c.cpu.vmm_type),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -167,17 +163,15 @@ pub(crate) fn run_seves(c: SevesCmd) -> Result<()> {
 
 pub(crate) fn run_sev(c: SevCmd) -> Result<()> {
     let b = &c.boot;
-    let l = inputs::load(&b.ovmf, b.kernel.as_deref(), b.initrd.as_deref(), |fw| {
-        Ok(SevPrepared::new(fw))
-    })?;
+    let l = QemuBoot::load(&files(b), Tee::Sev)?;
     let append = b.append.as_deref();
-    let kh = kernel_hashes(&l, append);
-    let ld = l.prepared.sev_digest(kh.as_ref())?;
+    let kh = kernel_hashes(&l, append)?;
+    let ld = l.sev().sev_digest(kh.as_ref())?;
     if c.json {
         let v = json!({
             "mode": "sev",
             "measurement": hex::encode(ld),
-            "inputs": inputs_json(&l, &b.ovmf, append, &firmware_sha256(&l.firmware)),
+            "inputs": inputs_json(&l, &b.ovmf, append),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -6,16 +6,14 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use cocos_measure::bzimage::{KernelSetup, LinuxLoad};
+use cocos_measure::bzimage::KernelSetup;
 use cocos_measure::edk2::Edk2Release;
 use cocos_measure::efivar::EfiVars;
-use cocos_measure::inputs;
 use cocos_measure::machine::parse_memory;
 use cocos_measure::rtmr::{AcpiBlobs, InitrdOption, Platform, FW_CFG_MEASURED};
-use cocos_measure::tdx_launch::{
-    measure, StubMeasures, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch, TdxMeasurement, TdxOptions,
-};
+use cocos_measure::tdx_launch::{StubMeasures, TdxLaunch, TdxMeasurement, TdxOptions};
 use cocos_measure::tdx_rules::{QemuVersion, Source, Stated};
+use cocos_measure::{BootFiles, QemuBoot, TdxBoot, Tee};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -228,67 +226,16 @@ fn run_inner(c: TdxCmd) -> Result<()> {
     let launch = launch(&c)?;
     let platform = platform(&c)?;
     let cmdline = c.append.clone().unwrap_or_default();
-
-    // Hash the initrd on another core while the firmware and kernel are read here.
-    let (fw, kernel, initrd, opts, rules) = std::thread::scope(|s| -> Result<_> {
-        let initrd_job = c.initrd.as_ref().map(|p| {
-            s.spawn(move || -> Result<TdxInitrd> {
-                inputs::check_file(p)?;
-                Ok(TdxInitrd::from_file(p)?)
-            })
-        });
-        let fw = TdxFirmware::new(inputs::read_firmware(&c.firmware)?)
-            .with_context(|| c.firmware.display().to_string())?;
-        // Which behaviours this launch gets: from the stated QEMU version and what the
-        // firmware's drivers show (reading them decompresses its DXE volume).
-        let (opts, rules) = launch.options(&fw);
-        let kernel = match &c.kernel {
-            Some(p) => {
-                inputs::check_file(p)?;
-                Some(TdxKernel::from_file(p)?)
-            }
-            None => None,
-        };
-        // While the initrd is hashed: MRTD, and the kernel's Authenticode digest for
-        // this launch (the initrd's size is all it needs), both cached for `measure`.
-        fw.mrtd(opts.two_pass)?;
-        if let Some(k) = &kernel {
-            let initrd_size = match &c.initrd {
-                Some(p) => Some(
-                    std::fs::metadata(p)
-                        .with_context(|| format!("cannot read {}", p.display()))?
-                        .len(),
-                ),
-                None => None,
-            };
-            let load = LinuxLoad {
-                memory: opts.memory,
-                initrd_size,
-                cmdline: &cmdline,
-            };
-            k.authenticode(&load, opts.kernel_setup)?;
-        }
-        let initrd = match initrd_job {
-            Some(j) => Some(
-                j.join()
-                    .map_err(|_| anyhow::anyhow!("initrd hashing thread failed"))??,
-            ),
-            None => None,
-        };
-        Ok((fw, kernel, initrd, opts, rules))
-    })?;
-
-    let mut m = measure(
-        &fw,
-        kernel.as_ref(),
-        initrd.as_ref(),
-        &cmdline,
-        &platform,
-        &opts,
-    )?;
-    m.rules = rules;
+    let files = BootFiles {
+        firmware: &c.firmware,
+        kernel: c.kernel.as_deref(),
+        initrd: c.initrd.as_deref(),
+    };
+    let boot = QemuBoot::load(&files, Tee::Tdx)?.tdx()?;
+    let (opts, _) = launch.options(boot.firmware());
+    let m = boot.measure(&cmdline, &platform, &launch)?;
     if c.json {
-        let v = to_json(&c, &opts, &m, kernel.as_ref(), initrd.as_ref(), &fw);
+        let v = to_json(&c, &opts, &m, &boot)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -324,31 +271,18 @@ fn run_inner(c: TdxCmd) -> Result<()> {
     Ok(())
 }
 
-fn to_json(
-    c: &TdxCmd,
-    opts: &TdxOptions,
-    m: &TdxMeasurement,
-    kernel: Option<&TdxKernel>,
-    initrd: Option<&TdxInitrd>,
-    fw: &TdxFirmware,
-) -> Value {
-    let mut v = m.registers_json();
+fn to_json(c: &TdxCmd, opts: &TdxOptions, m: &TdxMeasurement, boot: &TdxBoot) -> Result<Value> {
+    let mut v = serde_json::to_value(m)?;
+    let fw = boot.firmware();
     let rest = json!({
-        "events": m.events.iter().map(|e| json!({
-            "rtmr": e.rtmr,
-            "event_type": e.event_type.name(),
-            "event_type_value": format!("{:#x}", e.event_type.value()),
-            "digest": hex::encode(e.digest),
-            "what": e.what,
-        })).collect::<Vec<_>>(),
         "inputs": {
             "firmware": {"path": c.firmware, "size": fw.firmware().size(), "edk2": fw.behaviour()},
-            "kernel": kernel.map(|k| json!({
+            "kernel": boot.kernel().map(|k| json!({
                 "path": c.kernel, "size": k.len(),
                 "boot_protocol": format!("{}.{:02}", k.header().protocol >> 8, k.header().protocol & 0xff),
                 "version": k.header().version,
             })),
-            "initrd": initrd.map(|i| json!({"path": c.initrd, "size": i.size, "sha384": hex::encode(i.sha384)})),
+            "initrd": boot.initrd().map(|i| json!({"path": c.initrd, "size": i.size, "sha384": hex::encode(i.sha384)})),
             "cmdline": c.append,
         },
         "settings": {
@@ -366,5 +300,5 @@ fn to_json(
     if let (Some(o), Value::Object(r)) = (v.as_object_mut(), rest) {
         o.extend(r);
     }
-    v
+    Ok(v)
 }
