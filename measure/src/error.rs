@@ -22,8 +22,8 @@ pub enum FirmwareError {
     /// No footer GUID 32 bytes before the end.
     #[error(
         "no OVMF footer table (GUID 96b582de-1fb2-45f7-baea-a366c55a082d) before the last 32 \
-         bytes: not an OVMF image built with SEV-ES/SNP/TDX support, or truncated; use \
-         `cocos-measure inspect --ovmf FILE` to see what it supports"
+         bytes: not an OVMF image built with SEV-ES/SNP/TDX support, or truncated (`cocos-measure \
+         inspect` shows what an image supports)"
     )]
     NoFooterTable,
     /// The footer table is malformed.
@@ -83,15 +83,15 @@ pub enum MeasureError {
     #[error(
         "a kernel was given but the firmware's SEV metadata has no SNP_KERNEL_HASHES section, so \
          QEMU's kernel-hashes=on cannot measure kernel/initrd/cmdline into an SNP launch; use an \
-         OVMF built from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh), or measure \
-         without --kernel/--initrd/--append"
+         OVMF built from OvmfPkg/AmdSev/AmdSevX64.dsc (scripts/build-ovmf.sh), or measure a \
+         launch without a kernel"
     )]
     NoSnpKernelHashes,
     /// A kernel was given but the firmware reserves no hash table.
     #[error(
         "a kernel was given but the firmware has no SEV_HASH_TABLE_RV entry (or its GPA is 0), \
          so QEMU cannot measure kernel/initrd/cmdline; use an OVMF built from \
-         OvmfPkg/AmdSev/AmdSevX64.dsc, or measure without --kernel/--initrd/--append"
+         OvmfPkg/AmdSev/AmdSevX64.dsc, or measure a launch without a kernel"
     )]
     NoSevHashTable,
     /// The hash table does not fit in its page.
@@ -120,14 +120,14 @@ pub enum MeasureError {
     /// Reset EIP 0 with application processors.
     #[error(
         "firmware's SEV-ES reset block gives AP reset EIP 0, so it cannot start {vcpus} vCPUs \
-         (only 1); use --vcpus 1 or a firmware with a valid reset block"
+         (only 1); measure 1 vCPU or use a firmware with a valid reset block"
     )]
     NoApResetEip {
         /// vCPUs asked for.
         vcpus: u32,
     },
     /// vCPU count out of range.
-    #[error("--vcpus must be between 1 and {max}, got {got}")]
+    #[error("the vCPU count must be between 1 and {max}, got {got}")]
     BadVcpus {
         /// What was asked for.
         got: u64,
@@ -141,7 +141,7 @@ pub enum MeasureError {
     #[error("unknown VMM type '{0}' (expected QEMU, ec2 or gce)")]
     UnknownVmm(String),
     /// Bad precalculated OVMF hash.
-    #[error("a precomputed OVMF hash must be 96 hex digits (the SHA-384 printed by --mode snp:ovmf-hash), got '{0}'")]
+    #[error("a precomputed OVMF hash must be 96 hex digits (the SHA-384 launch digest after the firmware pages alone, as sev-snp-measure's snp:ovmf-hash mode prints it), got '{0}'")]
     BadOvmfHash(String),
     /// The kernel cannot be loaded as QEMU's direct boot would (TDX RTMR1).
     #[error("kernel: {0}")]

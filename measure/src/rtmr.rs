@@ -221,15 +221,14 @@ pub fn missing_rtmr0_inputs(platform: &Platform) -> Option<MeasureError> {
         return Some(MeasureError::Platform(
             "RTMR0 needs QEMU's ACPI blobs: in a guest started with the same QEMU options, copy \
              /sys/firmware/qemu_fw_cfg/by_name/etc/acpi/tables/raw, .../etc/acpi/rsdp/raw and \
-             .../etc/table-loader/raw (modprobe qemu_fw_cfg) and pass --acpi-tables, --acpi-rsdp, \
-             --acpi-loader"
+             .../etc/table-loader/raw (modprobe qemu_fw_cfg)"
                 .into(),
         ));
     }
     if platform.efivars.is_none() {
         return Some(MeasureError::Platform(
             "RTMR0 needs the guest's boot variables: copy /sys/firmware/efi/efivars (at least \
-             BootOrder-* and Boot####-*) from a guest of the same configuration and pass --efivars DIR"
+             BootOrder-* and Boot####-*) from a guest of the same configuration"
                 .into(),
         ));
     }

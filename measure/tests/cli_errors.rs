@@ -236,7 +236,10 @@ fn kernel_with_debian_ovmf_snp() {
     expect_error(
         &dir,
         &snp_compat(s(&fw), &["--kernel", s(&k)]),
-        &["SNP_KERNEL_HASHES"],
+        &[
+            "SNP_KERNEL_HASHES",
+            "leave out --kernel, --initrd and --append",
+        ],
     );
 }
 
@@ -248,7 +251,7 @@ fn kernel_with_debian_ovmf_sev() {
     expect_error(
         &dir,
         &["--mode", "sev", "--ovmf", s(&fw), "--kernel", s(&k)],
-        &["SEV_HASH_TABLE_RV"],
+        &["SEV_HASH_TABLE_RV", "leave out --kernel"],
     );
 }
 
@@ -543,7 +546,7 @@ fn zero_ap_reset_eip_with_two_vcpus() {
             "--ovmf",
             s(&fw),
         ],
-        &["AP reset EIP 0", "2 vCPUs"],
+        &["AP reset EIP 0", "2 vCPUs", "(--vcpus 1)"],
     );
 }
 

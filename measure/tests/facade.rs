@@ -39,12 +39,8 @@ fn snp_facade_matches_the_prepared_layer() {
         if !info.kernel_hashes || fw.len() % 4096 != 0 {
             continue;
         }
-        let kernel: Vec<u8> = (0..rng.gen_range(1..300_000))
-            .map(|_| rng.gen())
-            .collect();
-        let initrd: Vec<u8> = (0..rng.gen_range(0..300_000))
-            .map(|_| rng.gen())
-            .collect();
+        let kernel: Vec<u8> = (0..rng.gen_range(1..300_000)).map(|_| rng.gen()).collect();
+        let initrd: Vec<u8> = (0..rng.gen_range(0..300_000)).map(|_| rng.gen()).collect();
         let cmdline = cocos_testkit::random_cmdline(&mut rng);
         let files = (
             write(d.path(), "fw", &fw).unwrap(),
@@ -157,9 +153,7 @@ fn tdx_facade_matches_measure_launch() {
             "COCOS_TEST_SEED={seed}: the generator gives no usable firmware"
         );
         let fw = synth_tdvf(&mut rng);
-        let initrd: Vec<u8> = (0..rng.gen_range(0..300_000))
-            .map(|_| rng.gen())
-            .collect();
+        let initrd: Vec<u8> = (0..rng.gen_range(0..300_000)).map(|_| rng.gen()).collect();
         let cmdline = cocos_testkit::random_cmdline(&mut rng);
         let fw_path = write(d.path(), "fw", &fw).unwrap();
         let initrd_path = write(d.path(), "i", &initrd).unwrap();

@@ -166,7 +166,8 @@ pub fn run() -> Result<()> {
         Err(e) if cocos_measure::cli_error::is_help(&e) => e.exit(),
         Err(e) => bail!("{} (see --help)", cocos_measure::cli_error::one_line(&e)),
     };
-    match cli.cmd {
+    let tdx = matches!(cli.cmd, Some(Cmd::Tdx(_)));
+    let result = match cli.cmd {
         None => run_compat(cli.compat),
         Some(Cmd::Snp(c)) => run_snp(c),
         Some(Cmd::Seves(c)) => run_seves(c),
@@ -175,5 +176,27 @@ pub fn run() -> Result<()> {
         Some(Cmd::Inspect(c)) => run_inspect(c),
         Some(Cmd::VcpuTypes(j)) => run_vcpu_types(j.json),
         Some(Cmd::Tdx(c)) => crate::commands::tdx::run(*c),
+    };
+    result.map_err(|e| name_flags(e, tdx))
+}
+
+/// The library's errors say what is wrong without naming flags; here they get the
+/// flag that fixes them.
+fn name_flags(e: anyhow::Error, tdx: bool) -> anyhow::Error {
+    use cocos_measure::MeasureError as M;
+    let Some(m) = e.downcast_ref::<M>() else {
+        return e;
+    };
+    let vcpus = if tdx { "--cpus" } else { "--vcpus" };
+    match m {
+        M::BadVcpus { got, max } => {
+            anyhow::anyhow!("{vcpus} must be between 1 and {max}, got {got}")
+        }
+        M::NoApResetEip { .. } => anyhow::anyhow!("{m} ({vcpus} 1)"),
+        M::NoSnpKernelHashes | M::NoSevHashTable => {
+            anyhow::anyhow!("{m} (leave out --kernel, --initrd and --append)")
+        }
+        M::MemoryTooSmall(msg) => anyhow::anyhow!("{msg} (--memory)"),
+        _ => e,
     }
 }

@@ -212,17 +212,8 @@ fn launch(c: &TdxCmd) -> Result<TdxLaunch> {
     })
 }
 
-/// Runs `cocos-measure tdx`; the library's errors get the flag that fixes them.
+/// Runs `cocos-measure tdx`.
 pub fn run(c: TdxCmd) -> Result<()> {
-    run_inner(c).map_err(|e| match e.downcast_ref::<cocos_measure::MeasureError>() {
-        Some(cocos_measure::MeasureError::MemoryTooSmall(m)) => {
-            anyhow::anyhow!("{m} (--memory)")
-        }
-        _ => e,
-    })
-}
-
-fn run_inner(c: TdxCmd) -> Result<()> {
     let launch = launch(&c)?;
     let platform = platform(&c)?;
     let cmdline = c.append.clone().unwrap_or_default();
@@ -260,7 +251,11 @@ fn run_inner(c: TdxCmd) -> Result<()> {
         }
     }
     for (i, why) in &m.unavailable {
-        eprintln!("cocos-measure: RTMR{i} not computed: {why}");
+        let flags = match i {
+            0 => " (--acpi-tables, --acpi-rsdp, --acpi-loader and --efivars)",
+            _ => "",
+        };
+        eprintln!("cocos-measure: RTMR{i} not computed: {why}{flags}");
     }
     for n in &m.notes {
         eprintln!("cocos-measure: note: {n}");
