@@ -240,34 +240,37 @@ fn version_string(vols: &Volumes) -> Option<String> {
 
 fn utf16_version(image: &[u8]) -> Option<String> {
     // Candidates start at an even offset with 4 digits and '.' as UTF-16LE, or with
-    // "edk2-stable".
+    // "edk2-stable"; found with memchr's SIMD search, checked in offset order.
     let pat = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
     let stable = pat("edk2-stable");
-    let mut i = 0;
-    while i + 10 <= image.len() {
-        let w = image.get(i..).unwrap_or(&[]);
+    let mut starts: Vec<usize> = memchr::memmem::find_iter(image, b".\0")
+        .filter_map(|dot| dot.checked_sub(8))
+        .chain(memchr::memmem::find_iter(image, &stable))
+        .filter(|i| i % 2 == 0)
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts.into_iter().find_map(|i| {
+        let w = image.get(i..)?;
         let digits4 = (0..4)
             .all(|k| w.get(2 * k).is_some_and(u8::is_ascii_digit) && w.get(2 * k + 1) == Some(&0))
             && w.get(8) == Some(&b'.')
             && w.get(9) == Some(&0);
-        if digits4 || w.starts_with(&stable) {
-            let units: Vec<u16> = (0..64)
-                .map_while(|k| {
-                    let lo = *w.get(2 * k)?;
-                    let hi = *w.get(2 * k + 1)?;
-                    (hi == 0 && lo.is_ascii_graphic()).then_some(u16::from(lo))
-                })
-                .collect();
-            let s = String::from_utf16_lossy(&units);
-            if Edk2Release::parse(&s).is_some()
-                && w.get(2 * units.len()..2 * units.len() + 2) == Some(&[0, 0])
-            {
-                return Some(s);
-            }
+        if !digits4 && !w.starts_with(&stable) {
+            return None;
         }
-        i += 2;
-    }
-    None
+        let units: Vec<u16> = (0..64)
+            .map_while(|k| {
+                let lo = *w.get(2 * k)?;
+                let hi = *w.get(2 * k + 1)?;
+                (hi == 0 && lo.is_ascii_graphic()).then_some(u16::from(lo))
+            })
+            .collect();
+        let s = String::from_utf16_lossy(&units);
+        (Edk2Release::parse(&s).is_some()
+            && w.get(2 * units.len()..2 * units.len() + 2) == Some(&[0, 0]))
+        .then_some(s)
+    })
 }
 
 #[cfg(test)]

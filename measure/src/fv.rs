@@ -13,8 +13,6 @@
 //! decompressed bytes are bounded, and anything not understood is recorded as a
 //! problem instead of failing the whole walk.
 
-use std::io::Read;
-
 use uuid::{uuid, Uuid};
 
 use crate::bytes::{le_u16, le_u32, le_u64};
@@ -80,7 +78,7 @@ pub struct FfsFile {
 impl FfsFile {
     /// Whether the module's image contains `needle`.
     pub fn contains(&self, needle: &[u8]) -> bool {
-        !needle.is_empty() && self.image.windows(needle.len()).any(|w| w == needle)
+        !needle.is_empty() && memchr::memmem::find(&self.image, needle).is_some()
     }
 }
 
@@ -352,12 +350,26 @@ pub fn lzma_decode(payload: &[u8], limit: u64) -> Result<Vec<u8>, String> {
         ));
     }
     // 64 MiB of decoder memory covers every dictionary size edk2's tools choose.
-    let stream = xz2::stream::Stream::new_lzma_decoder(64 << 20).map_err(|e| e.to_string())?;
-    let mut plain = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
-    xz2::read::XzDecoder::new_stream(payload, stream)
-        .take(declared)
-        .read_to_end(&mut plain)
-        .map_err(|e| format!("corrupt stream ({e})"))?;
+    let mut stream = xz2::stream::Stream::new_lzma_decoder(64 << 20).map_err(|e| e.to_string())?;
+    let declared_len = usize::try_from(declared).map_err(|e| e.to_string())?;
+    // Decode straight into the reserved output (no zero-filling, no regrowth), up to
+    // the declared size, as edk2's decoder does.
+    let mut plain = Vec::with_capacity(declared_len);
+    while plain.len() < declared_len {
+        let consumed = usize::try_from(stream.total_in()).map_err(|e| e.to_string())?;
+        let input = payload.get(consumed..).unwrap_or_default();
+        let before = (consumed, plain.len());
+        let status = stream
+            .process_vec(input, &mut plain, xz2::stream::Action::Run)
+            .map_err(|e| format!("corrupt stream ({e})"))?;
+        let after = (
+            usize::try_from(stream.total_in()).map_err(|e| e.to_string())?,
+            plain.len(),
+        );
+        if status == xz2::stream::Status::StreamEnd || after == before {
+            break;
+        }
+    }
     if plain.len() as u64 != declared {
         return Err(format!(
             "{} bytes decoded, {declared} declared",
@@ -370,6 +382,7 @@ pub fn lzma_decode(payload: &[u8], limit: u64) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::io::Read;
 
     /// A volume header with a valid checksum around `files` (FFS2).
     pub(crate) fn volume(files: &[u8]) -> Vec<u8> {

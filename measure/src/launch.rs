@@ -130,7 +130,8 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> MeasureError + '_ {
 fn hash_file(path: &Path, tee: Tee) -> Result<InitrdInput, MeasureError> {
     check_file(path)?;
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut buf = vec![0u8; 1 << 20];
+    // Small enough to stay in cache between the read and the hash.
+    let mut buf = vec![0u8; 128 << 10];
     let mut size = 0u64;
     let (mut s256, mut s384) = match tee {
         Tee::Tdx => (None, Some(crate::sha384::Sha384::new())),
@@ -222,6 +223,12 @@ impl QemuBoot {
             let other = s.spawn(|| -> Result<_, MeasureError> {
                 let kernel = files.kernel.map(|p| read_kernel(p, tee)).transpose()?;
                 let initrd = files.initrd.map(|p| hash_file(p, tee)).transpose()?;
+                // TDX: the digest of the kernel file as is, which launches on QEMU and
+                // firmware that load the unpatched kernel measure (the others patch
+                // its header per launch), while this thread would otherwise wait.
+                if let Some(k) = kernel.as_ref().and_then(|k| k.tdx.as_ref()) {
+                    k.warm_unmodified()?;
+                }
                 Ok((kernel, initrd))
             });
             let firmware_side = read_firmware(files.firmware).map(Arc::new).and_then(|fw| {

@@ -1,8 +1,9 @@
-//! Bulk SHA-384 for the TDX inputs (initrd, kernel image), through the system OpenSSL:
+//! Bulk SHA-384 for the TDX inputs (initrd, kernel image, MRTD's 4 MiB of page
+//! records), through the system OpenSSL:
 //! its AVX2 SHA-512 code hashes about 30% faster on x86-64 than the pure-Rust and
 //! BoringSSL-derived implementations measured side by side (63 vs 89 ms for 50 MB on
-//! this project's EPYC; `scripts/bench-tdx.sh`). Small records (MRTD, events) keep
-//! using the `sha2` crate.
+//! this project's EPYC; `scripts/bench-tdx.sh`). Small records (events) keep using the
+//! `sha2` crate.
 
 use sha2::digest::Update;
 

@@ -13,7 +13,7 @@
 //! TEMP_MEM pages are zero, and the PAGE_AUG attribute is ignored (QEMU adds those
 //! pages too; some calculators skip them). RTMRs are in [`crate::rtmr`].
 
-use sha2::{Digest, Sha384};
+use crate::sha384::Sha384;
 
 use crate::ovmf::{Firmware, Parsed, PAGE_SIZE};
 use crate::tdvf::{TdvfSection, TdvfSectionKind};
@@ -33,13 +33,13 @@ fn record(op: &[u8], gpa: u64) -> [u8; 128] {
 }
 
 fn page_add(h: &mut Sha384, gpa: u64) {
-    h.update(record(b"MEM.PAGE.ADD", gpa));
+    h.update(&record(b"MEM.PAGE.ADD", gpa));
 }
 
 fn extend_page(h: &mut Sha384, gpa: u64, page: &[u8]) {
     let zero = [0u8; CHUNK];
     for i in 0..PAGE_SIZE / CHUNK {
-        h.update(record(b"MR.EXTEND", gpa + (i * CHUNK) as u64));
+        h.update(&record(b"MR.EXTEND", gpa + (i * CHUNK) as u64));
         let chunk = page
             .get(i * CHUNK..(i + 1) * CHUNK)
             .filter(|c| c.len() == CHUNK);
@@ -100,7 +100,7 @@ pub fn mrtd(fw: &Firmware, two_pass: bool) -> Result<[u8; 48], MeasureError> {
             }
         }
     }
-    Ok(h.finalize().into())
+    Ok(h.finish())
 }
 
 #[cfg(test)]
@@ -113,7 +113,7 @@ mod tests {
         let Ok(data) = std::fs::read("/usr/share/ovmf/OVMF.fd") else {
             panic!("/usr/share/ovmf/OVMF.fd missing: run scripts/setup.sh");
         };
-        let sha = hex::encode(<sha2::Sha256 as Digest>::digest(&data));
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
         assert_eq!(
             sha, "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773",
             "Debian's OVMF.fd is not the 2022.11-6+deb12u2 build these known values are for"

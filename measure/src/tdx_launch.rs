@@ -205,10 +205,14 @@ impl TdxFirmware {
 /// Authenticode digests already computed, per patched header window.
 type DigestCache = Arc<Mutex<Vec<(Vec<u8>, Digest384)>>>;
 
-/// A kernel, read once; clones share the bytes and the digest cache.
+/// A kernel, read once; clones share the image and the digest cache. A launch's
+/// digest patches the header window in place (under a lock) and restores it, so the
+/// image is never copied.
 #[derive(Debug, Clone)]
 pub struct TdxKernel {
-    bytes: Arc<[u8]>,
+    image: Arc<Mutex<Vec<u8>>>,
+    len: usize,
+    window: Arc<[u8]>,
     header: SetupHeader,
     cache: DigestCache,
 }
@@ -235,11 +239,17 @@ pub fn authenticode_sha384(image: &[u8]) -> Result<Digest384, MeasureError> {
 
 impl TdxKernel {
     /// Takes a kernel's bytes; checks the boot header and that it is a PE image.
-    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Result<Self, MeasureError> {
-        let bytes: Arc<[u8]> = bytes.into();
+    pub fn new(bytes: Vec<u8>) -> Result<Self, MeasureError> {
         let header = SetupHeader::parse(&bytes)?;
+        let len = bytes.len();
+        let window: Arc<[u8]> = bytes
+            .get(..header_window(&header, len))
+            .unwrap_or(&[])
+            .into();
         Ok(Self {
-            bytes,
+            image: Arc::new(Mutex::new(bytes)),
+            len,
+            window,
             header,
             cache: Arc::new(Mutex::new(Vec::new())),
         })
@@ -264,12 +274,12 @@ impl TdxKernel {
 
     /// Size in bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     /// Whether the file is empty (never true for a parsed kernel).
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len == 0
     }
 
     /// The Authenticode digest of the image OVMF loads for this launch.
@@ -278,20 +288,39 @@ impl TdxKernel {
         load: &LinuxLoad<'_>,
         mode: KernelSetup,
     ) -> Result<Digest384, MeasureError> {
-        let window = header_window(&self.header, self.bytes.len());
-        let mut head = self.bytes.get(..window).unwrap_or(&[]).to_vec();
+        let mut head = self.window.to_vec();
         // The checks and patches only touch the header window: work on a copy of it.
-        apply_qemu_load(&mut head, self.bytes.len(), load, mode)?;
+        apply_qemu_load(&mut head, self.len, load, mode)?;
+        self.digest_with_head(head)
+    }
+
+    /// Computes (and caches) the digest of the file as is, which every launch whose
+    /// kernel setup is [`KernelSetup::Unmodified`] measures; [`crate::launch`] does
+    /// this on its second thread while the firmware's drivers are read.
+    pub fn warm_unmodified(&self) -> Result<Digest384, MeasureError> {
+        self.digest_with_head(self.window.to_vec())
+    }
+
+    fn digest_with_head(&self, head: Vec<u8>) -> Result<Digest384, MeasureError> {
         if let Ok(cache) = self.cache.lock() {
             if let Some((_, d)) = cache.iter().find(|(k, _)| *k == head) {
                 return Ok(*d);
             }
         }
-        let mut image = self.bytes.to_vec();
-        if let Some(dst) = image.get_mut(..window) {
-            dst.copy_from_slice(&head);
-        }
-        let d = authenticode_sha384(&image)?;
+        let d = {
+            let mut image = self.image.lock().map_err(|_| {
+                MeasureError::Kernel("an earlier digest of this kernel failed midway".into())
+            })?;
+            let n = head.len();
+            if let Some(dst) = image.get_mut(..n) {
+                dst.copy_from_slice(&head);
+            }
+            let d = authenticode_sha384(&image);
+            if let Some(dst) = image.get_mut(..n) {
+                dst.copy_from_slice(&self.window);
+            }
+            d?
+        };
         if let Ok(mut cache) = self.cache.lock() {
             cache.push((head, d));
         }
