@@ -208,3 +208,91 @@ impl Expected {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn snp() -> ExpectedMeasurement {
+        ExpectedMeasurement::Snp(SnpMeasurement {
+            measurement: [0xab; 48],
+            vcpus: 4,
+            vcpu_type: Some("EPYC-Genoa".into()),
+            vcpu_sig: 0x00a1_0f10,
+            guest_features: 0x1,
+            vmm_type: VmmType::Qemu,
+            ovmf_hash: [0x01; 48],
+            cmdline: Some("console=ttyS0".into()),
+        })
+    }
+
+    fn tdx() -> ExpectedMeasurement {
+        ExpectedMeasurement::Tdx(TdxExpected {
+            registers: TdxRegisters {
+                mrtd: [0x11; 48],
+                rtmr0: None,
+                rtmr1: Some([0x22; 48]),
+                rtmr2: Some([0x33; 48]),
+                rtmrs_extended: true,
+                unavailable: BTreeMap::from([("rtmr0".into(), "needs ACPI".into())]),
+                notes: vec!["a note".into()],
+                rules: Vec::new(),
+            },
+            memory: 2 << 30,
+            qemu_version: QemuVersion::parse("10.1"),
+            vcpus: 2,
+            cmdline: "quiet".into(),
+        })
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_with_the_cli_field_names() {
+        for e in [
+            ExpectedMeasurement::None {
+                note: "plain".into(),
+            },
+            snp(),
+            tdx(),
+        ] {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(serde_json::from_value::<ExpectedMeasurement>(v).unwrap(), e);
+        }
+        let v = serde_json::to_value(snp()).unwrap();
+        assert_eq!(v["tee"], "snp");
+        assert_eq!(v["measurement"], "ab".repeat(48));
+        assert_eq!(v["vcpu_sig"], "0xa10f10");
+        assert_eq!(v["vmm_type"], "QEMU");
+        let v = serde_json::to_value(tdx()).unwrap();
+        assert_eq!(v["tee"], "tdx");
+        assert_eq!(v["rtmr0"], serde_json::Value::Null);
+        assert_eq!(v["unavailable"]["rtmr0"], "needs ACPI");
+        assert_eq!(v["qemu_version"], "10.1");
+        // The API's text form has sorted keys, as before the type existed.
+        let text = snp().to_string();
+        let keys: Vec<&str> = text
+            .split("\":")
+            .filter_map(|k| k.rsplit('"').next())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted, "{text}");
+    }
+
+    #[test]
+    fn forged_stored_values_are_refused_not_trusted() {
+        let good = serde_json::to_value(snp()).unwrap();
+        let forge = |key: &str, value: serde_json::Value| {
+            let mut v = good.clone();
+            v[key] = value;
+            serde_json::from_value::<ExpectedMeasurement>(v)
+        };
+        assert!(forge("measurement", "ab".repeat(47).into()).is_err());
+        assert!(forge("measurement", "zz".repeat(48).into()).is_err());
+        assert!(forge("vcpu_sig", "0xnothex".into()).is_err());
+        assert!(forge("tee", "sev".into()).is_err());
+        assert!(forge("vmm_type", "xen".into()).is_err());
+        assert!(serde_json::from_str::<ExpectedMeasurement>("{\"tee\":\"tdx\"}").is_err());
+        assert!(serde_json::from_str::<ExpectedMeasurement>("[]").is_err());
+    }
+}

@@ -15,18 +15,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::runtime::{ApiError, Manager, RunRequest};
+use crate::runtime::{ApiError, ApiErrorKind, Manager, RunRequest};
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let msg = e.to_string();
-        match e {
-            ApiError::BadRequest(_) => Status::invalid_argument(msg),
-            ApiError::Conflict(_) => Status::already_exists(msg),
-            ApiError::NotFound(_) => Status::not_found(msg),
-            ApiError::Capacity(_) => Status::resource_exhausted(msg),
-            ApiError::Refused(_) => Status::failed_precondition(msg),
-            ApiError::Internal(_) => Status::internal(msg),
+        match e.kind() {
+            ApiErrorKind::BadRequest => Status::invalid_argument(msg),
+            ApiErrorKind::Conflict => Status::already_exists(msg),
+            ApiErrorKind::NotFound => Status::not_found(msg),
+            ApiErrorKind::Capacity => Status::resource_exhausted(msg),
+            ApiErrorKind::Refused => Status::failed_precondition(msg),
+            ApiErrorKind::Internal => Status::internal(msg),
         }
     }
 }
@@ -95,7 +95,9 @@ impl ManagerService for Service {
         let id = req.into_inner().id;
         let v = self.0.policy(&id)?;
         Ok(Response::new(AttestationPolicyRes {
-            info: serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?,
+            info: v
+                .to_json_bytes()
+                .map_err(|e| Status::internal(e.to_string()))?,
             id,
         }))
     }

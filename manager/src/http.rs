@@ -15,17 +15,17 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::runtime::{ApiError, Manager, RunRequest};
+use crate::runtime::{ApiError, ApiErrorKind, Manager, RunRequest, VmSummary};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = match &self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Capacity(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let code = match self.kind() {
+            ApiErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ApiErrorKind::Conflict => StatusCode::CONFLICT,
+            ApiErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ApiErrorKind::Capacity => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorKind::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (code, Json(json!({"error": self.to_string()}))).into_response()
     }
@@ -55,16 +55,14 @@ async fn run(State(m): State<Arc<Manager>>, body: Bytes) -> Result<Response, Api
     Ok((StatusCode::CREATED, Json(r)).into_response())
 }
 
-async fn list(State(m): State<Arc<Manager>>) -> Json<Value> {
-    Json(Value::Array(
-        m.list().iter().map(|v| Manager::describe(v)).collect(),
-    ))
+async fn list(State(m): State<Arc<Manager>>) -> Json<Vec<VmSummary>> {
+    Json(m.list().iter().map(|v| Manager::describe(v)).collect())
 }
 
 async fn one(
     State(m): State<Arc<Manager>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VmSummary>, ApiError> {
     let vm = m.get(&id)?;
     Ok(Json(Manager::describe(&vm)))
 }

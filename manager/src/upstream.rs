@@ -225,15 +225,14 @@ async fn session(
                     .await;
             }
             Some(S::AttestationPolicyReq(r)) => {
-                let v = mgr.policy(&r.id).unwrap_or_else(
-                    |e| serde_json::json!({"computation_id": r.id, "error": e.to_string()}),
-                );
+                let info = match mgr.policy(&r.id).map(|p| p.to_json_bytes()) {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(e)) => error_json(&r.id, &e),
+                    Err(e) => error_json(&r.id, &e),
+                };
                 let _ = tx
                     .send(msg(client_stream_message::Message::AttestationPolicy(
-                        AttestationPolicy {
-                            info: v.to_string().into_bytes(),
-                            id: r.id,
-                        },
+                        AttestationPolicy { info, id: r.id },
                     )))
                     .await;
             }
@@ -311,4 +310,11 @@ async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
             confirmed = s;
         }
     }
+}
+
+/// The policy reply when there is none: `{"computation_id", "error"}`.
+fn error_json(id: &str, e: &dyn std::fmt::Display) -> Vec<u8> {
+    serde_json::json!({"computation_id": id, "error": e.to_string()})
+        .to_string()
+        .into_bytes()
 }

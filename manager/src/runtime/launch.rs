@@ -3,179 +3,222 @@
 
 use super::*;
 
+/// The three release files, verified and open: QEMU inherits them as fds 3, 4, 5.
+struct Files {
+    kernel: release::Verified,
+    initrd: release::Verified,
+    firmware: release::Verified,
+}
+
+/// What a launch needs from [`Manager::launch`]'s caller.
+pub(super) struct LaunchRequest<'a> {
+    pub id: &'a str,
+    pub vcpus: u32,
+    pub ttl: Option<Duration>,
+    pub cid: Option<u32>,
+    pub port: Option<u16>,
+    pub t0: Instant,
+}
+
 impl Manager {
+    /// Verifies, measures, spawns and records one VM; each step below says what it
+    /// owns, and a failure in any of them leaves nothing behind.
     pub(super) async fn launch(
         self: &Arc<Self>,
-        id: &str,
-        vcpus: u32,
-        ttl: Option<Duration>,
-        cid: Option<u32>,
-        port: Option<u16>,
-        t0: Instant,
+        req: LaunchRequest<'_>,
     ) -> Result<RunResult, ApiError> {
-        let cmdline = self.cmdline_for(id)?;
-        // Verify from open descriptors and compute the measurement off the runtime.
-        let (files, expected) = {
-            let m = self.clone();
-            let cmdline = cmdline.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-                let refuse = |e: release::ReleaseError| ApiError::Refused(e.to_string());
-                let k = release::open_verified(&m.release.kernel.path, &m.release.kernel.sha256)
-                    .map_err(refuse)?;
-                let i = release::open_verified(&m.release.initrd.path, &m.release.initrd.sha256)
-                    .map_err(refuse)?;
-                let f = release::open_verified(&m.cfg.ovmf, &m.firmware_sha256).map_err(refuse)?;
-                let e = m
-                    .expected
-                    .compute(&cmdline, vcpus)
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                Ok(([k, i, f], e))
-            })
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
-        };
-        let dir = self.vms_dir.join(id);
-        let internal = |what: &str, e: std::io::Error| {
-            ApiError::Internal(format!("{what} {}: {e}", dir.display()))
-        };
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| internal("cannot clear stale", e))?;
+        let cmdline = self.cmdline_for(req.id)?;
+        let (files, expected) = self.verify_and_measure(&cmdline, req.vcpus).await?;
+        let dir = self.vms_dir.join(req.id);
+        let qemu_log = make_vm_dir(&dir)?;
+        let spec = self.vm_spec(&req, &dir, &cmdline)?;
+        if let Err(e) = self.check_host(&spec) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
         }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| internal("cannot create", e))?;
-        let private = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(dir.join(name))
+        let (child, pid) = match self.spawn_qemu(&spec, files, qemu_log) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         };
-        private("console.log").map_err(|e| internal("console.log in", e))?;
-        let qemu_log = private("qemu.log").map_err(|e| internal("qemu.log in", e))?;
-        let name = format!("cocos-{id}");
-        let [k, i, f] = files;
-        let spec = VmSpec {
-            name: name.clone(),
+        let launch_ms = req.t0.elapsed().as_secs_f64() * 1000.0;
+        let record = self.record(&req, &spec, dir, pid, expected, launch_ms);
+        self.persist_and_announce(&record).await;
+        self.spawn_supervisor(record.clone(), Some(child));
+        Ok(RunResult {
+            computation_id: record.id,
+            expected_measurement: record.expected,
+            pid,
+            cmdline: record.cmdline,
+            vcpus: record.vcpus,
+            launch_ms,
+            forwarded_port: record.forwarded_port,
+        })
+    }
+
+    /// Opens each release file once, checks it against release.json from that open
+    /// descriptor, and computes the launch's measurement, off the async runtime.
+    async fn verify_and_measure(
+        self: &Arc<Self>,
+        cmdline: &str,
+        vcpus: u32,
+    ) -> Result<(Files, ExpectedMeasurement), ApiError> {
+        let m = self.clone();
+        let cmdline = cmdline.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let r = &m.release;
+            let files = Files {
+                kernel: release::open_verified(&r.kernel.path, &r.kernel.sha256)?,
+                initrd: release::open_verified(&r.initrd.path, &r.initrd.sha256)?,
+                firmware: release::open_verified(&m.cfg.ovmf, &m.firmware_sha256)?,
+            };
+            let expected = m.expected.compute(&cmdline, vcpus)?;
+            Ok((files, expected))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("verification task: {e}")))?
+    }
+
+    /// QEMU's description of this VM (argv is built from it).
+    fn vm_spec(
+        &self,
+        req: &LaunchRequest<'_>,
+        dir: &Path,
+        cmdline: &str,
+    ) -> Result<VmSpec, ApiError> {
+        Ok(VmSpec {
+            name: format!("cocos-{}", req.id),
             accel: match self.cfg.accel {
                 AccelKind::Kvm => Accel::Kvm,
                 AccelKind::Tcg => Accel::Tcg,
                 AccelKind::Auto if Path::new("/dev/kvm").exists() => Accel::Kvm,
                 AccelKind::Auto => Accel::Tcg,
             },
-            cpus: vcpus,
+            cpus: req.vcpus,
             cpu_model: self.cpu_model(),
             memory_mib: self.cfg.memory_mib().map_err(ApiError::Internal)?,
             firmware: PathBuf::from("/dev/fd/5"),
             kernel: PathBuf::from("/dev/fd/3"),
             initrd: Some(PathBuf::from("/dev/fd/4")),
-            cmdline: cmdline.clone(),
+            cmdline: cmdline.to_owned(),
             tee: self.tee(),
-            transport: match cid {
+            transport: match req.cid {
                 Some(cid) => AgentTransport::Vsock { cid },
                 None => AgentTransport::Serial {
                     socket: dir.join("agent.sock"),
                     name: SERIAL_PORT.into(),
                 },
             },
-            forward: port.zip(self.cfg.agent_guest_port),
+            forward: req.port.zip(self.cfg.agent_guest_port),
             console_log: dir.join("console.log"),
             qmp_socket: dir.join("qmp.sock"),
-        };
-        if !self.cfg.skip_host_check {
-            let caps = qemu::detect_host(Path::new("/sys"), Path::new("/dev"));
-            if let Some(why) = caps.refuse(&spec.tee, spec.accel) {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(ApiError::Refused(why));
-            }
+        })
+    }
+
+    /// Refuses a TEE or accelerator this host cannot give (unless told to skip).
+    fn check_host(&self, spec: &VmSpec) -> Result<(), ApiError> {
+        if self.cfg.skip_host_check {
+            return Ok(());
         }
+        let caps = qemu::detect_host(Path::new("/sys"), Path::new("/dev"));
+        match caps.refuse(&spec.tee, spec.accel) {
+            Some(why) => Err(ApiError::Host(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Spawns QEMU in its own process group with the verified descriptors as fds 3–5.
+    fn spawn_qemu(
+        &self,
+        spec: &VmSpec,
+        files: Files,
+        qemu_log: std::fs::File,
+    ) -> Result<(tokio::process::Child, u32), ApiError> {
+        let qemu_bin = self.cfg.qemu_bin.display();
         let mut cmd = tokio::process::Command::new(&self.cfg.qemu_bin);
-        cmd.args(qemu::argv(&spec))
+        cmd.args(qemu::argv(spec))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(qemu_log)
             // Its own process group: a signal to the manager's group leaves VMs running.
             .process_group(0)
             .kill_on_drop(false);
+        let fd = |f: release::Verified, child_fd| FdMapping {
+            parent_fd: f.file.into(),
+            child_fd,
+        };
         cmd.fd_mappings(vec![
-            FdMapping {
-                parent_fd: k.file.into(),
-                child_fd: 3,
-            },
-            FdMapping {
-                parent_fd: i.file.into(),
-                child_fd: 4,
-            },
-            FdMapping {
-                parent_fd: f.file.into(),
-                child_fd: 5,
-            },
+            fd(files.kernel, 3),
+            fd(files.initrd, 4),
+            fd(files.firmware, 5),
         ])
         .map_err(|e| ApiError::Internal(format!("fd mapping: {e}")))?;
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(ApiError::Internal(format!(
-                    "cannot start {}: {e}",
-                    self.cfg.qemu_bin.display()
-                )));
-            }
-        };
+        let child = cmd
+            .spawn()
+            .map_err(|e| ApiError::Internal(format!("cannot start {qemu_bin}: {e}")))?;
         drop(cmd); // closes our copies of the verified descriptors
-        let Some(pid) = child.id() else {
-            // Only a child already reaped has no pid; nothing was recorded yet.
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(ApiError::Internal(format!(
-                "{} exited before its pid could be read",
-                self.cfg.qemu_bin.display()
-            )));
-        };
-        let launch_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let start_time = procs::start_time(Path::new("/proc"), pid).unwrap_or(0);
+                   // Only a child already reaped has no pid; nothing was recorded yet.
+        let pid = child.id().ok_or_else(|| {
+            ApiError::Internal(format!("{qemu_bin} exited before its pid could be read"))
+        })?;
+        Ok((child, pid))
+    }
+
+    /// What the store keeps about a running VM (enough to re-adopt it).
+    fn record(
+        &self,
+        req: &LaunchRequest<'_>,
+        spec: &VmSpec,
+        dir: PathBuf,
+        pid: u32,
+        expected: ExpectedMeasurement,
+        launch_ms: f64,
+    ) -> VmRecord {
         let created_ms = now_ms();
-        let record = VmRecord {
-            id: id.into(),
-            name,
+        VmRecord {
+            id: req.id.into(),
+            name: spec.name.clone(),
             pid,
-            start_time,
+            start_time: procs::start_time(Path::new("/proc"), pid).unwrap_or(0),
             dir,
-            vcpus,
+            vcpus: req.vcpus,
             memory_mib: spec.memory_mib,
-            cmdline: cmdline.clone(),
+            cmdline: spec.cmdline.clone(),
             tee: self.cfg.tee,
-            cid,
-            forwarded_port: port,
+            cid: req.cid,
+            forwarded_port: req.port,
             created_ms,
-            deadline_ms: ttl.map(|t| created_ms.saturating_add(t.as_millis() as u64)),
-            expected: expected.clone(),
+            deadline_ms: req
+                .ttl
+                .map(|t| created_ms.saturating_add(t.as_millis() as u64)),
+            expected,
             launch_ms,
-        };
-        let rec_json =
-            serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if let Err(e) = self.store.put_vm(id, &rec_json) {
-            tracing::error!("{e}; the VM runs but will not be re-adopted after a restart");
+        }
+    }
+
+    /// Stores the record (a failure is logged: the VM runs but will not be re-adopted)
+    /// and emits vm-provision with what its attestation must show.
+    async fn persist_and_announce(&self, record: &VmRecord) {
+        match serde_json::to_vec(record) {
+            Ok(json) => {
+                if let Err(e) = self.store.put_vm(&record.id, &json) {
+                    tracing::error!("{e}; the VM runs but will not be re-adopted after a restart");
+                }
+            }
+            Err(e) => tracing::error!("VM record: {e}; the VM will not be re-adopted"),
         }
         self.emit(
-            id,
+            &record.id,
             "vm-provision",
             "ok",
-            json!({"pid": pid, "cmdline": cmdline, "vcpus": vcpus, "expected_measurement": expected,
+            json!({"pid": record.pid, "cmdline": record.cmdline, "vcpus": record.vcpus,
+                   "expected_measurement": record.expected,
                    "release": {"name": self.release.name, "version": self.release.version},
-                   "launch_ms": launch_ms}),
+                   "launch_ms": record.launch_ms}),
         )
         .await;
-        self.spawn_supervisor(record, Some(child));
-        Ok(RunResult {
-            computation_id: id.into(),
-            expected_measurement: expected,
-            pid,
-            cmdline,
-            vcpus,
-            launch_ms,
-            forwarded_port: port,
-        })
     }
 
     /// QEMU's -cpu: an SNP guest runs the vCPU type its measurement assumes.
@@ -200,4 +243,28 @@ impl Manager {
             },
         }
     }
+}
+
+/// The per-VM directory (0700, cleared if stale) with its console.log and qemu.log
+/// (0600); returns qemu.log for QEMU's stderr.
+fn make_vm_dir(dir: &Path) -> Result<std::fs::File, ApiError> {
+    let internal = |what: &str, e: std::io::Error| {
+        ApiError::Internal(format!("{what} {}: {e}", dir.display()))
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| internal("cannot clear stale", e))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| internal("cannot create", e))?;
+    let private = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join(name))
+    };
+    private("console.log").map_err(|e| internal("console.log in", e))?;
+    private("qemu.log").map_err(|e| internal("qemu.log in", e))
 }

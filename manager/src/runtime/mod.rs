@@ -37,6 +37,8 @@ mod lifecycle;
 mod supervise;
 mod writer;
 
+use launch::LaunchRequest;
+
 pub use writer::{agent_payload, manager_event, EventWriter};
 pub(crate) use writer::{now_ms, timestamp};
 
@@ -134,12 +136,53 @@ pub enum ApiError {
     /// MANAGER_MAX_VMS reached.
     #[error("{0}")]
     Capacity(String),
-    /// The release's files do not verify.
+    /// A release file does not verify against release.json (nothing is launched).
+    #[error(transparent)]
+    Refused(#[from] release::ReleaseError),
+    /// This host cannot give the TEE or accelerator asked for.
     #[error("{0}")]
-    Refused(String),
-    /// Launch or store failure.
+    Host(String),
+    /// The launch's expected measurement cannot be computed (e.g. the command line or
+    /// vCPU count is one QEMU would refuse).
+    #[error(transparent)]
+    Expected(#[from] crate::expected::ExpectedError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Launch failure (QEMU could not be started, the VM directory cannot be made).
     #[error("{0}")]
     Internal(String),
+}
+
+impl ApiError {
+    /// The error's class, for HTTP status codes and gRPC codes.
+    pub fn kind(&self) -> ApiErrorKind {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Expected(_) => ApiErrorKind::BadRequest,
+            ApiError::Conflict(_) => ApiErrorKind::Conflict,
+            ApiError::NotFound(_) => ApiErrorKind::NotFound,
+            ApiError::Capacity(_) => ApiErrorKind::Capacity,
+            ApiError::Refused(_) | ApiError::Host(_) => ApiErrorKind::Refused,
+            ApiError::Store(_) | ApiError::Internal(_) => ApiErrorKind::Internal,
+        }
+    }
+}
+
+/// [`ApiError`]'s classes, one per HTTP status / gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// 400 / INVALID_ARGUMENT.
+    BadRequest,
+    /// 409 / ALREADY_EXISTS.
+    Conflict,
+    /// 404 / NOT_FOUND.
+    NotFound,
+    /// 503 / RESOURCE_EXHAUSTED.
+    Capacity,
+    /// 422 / FAILED_PRECONDITION.
+    Refused,
+    /// 500 / INTERNAL.
+    Internal,
 }
 
 /// Why the manager cannot start (bad configuration or release: exit code 2).
@@ -535,7 +578,16 @@ impl Manager {
             vms.insert(id.clone(), Slot::Launching { cid, port });
             (cid, port)
         };
-        let r = self.launch(&id, vcpus, ttl, cid, port, t0).await;
+        let r = self
+            .launch(LaunchRequest {
+                id: &id,
+                vcpus,
+                ttl,
+                cid,
+                port,
+                t0,
+            })
+            .await;
         if r.is_err() {
             self.lock().remove(&id);
         }
@@ -566,31 +618,100 @@ impl Manager {
     }
 
     /// The attestation policy for a computation: the reference values its report
-    /// must match, as JSON.
-    pub fn policy(&self, id: &str) -> Result<Value, ApiError> {
+    /// must match.
+    pub fn policy(&self, id: &str) -> Result<Policy, ApiError> {
         let vm = self.get(id)?;
-        Ok(json!({
-            "computation_id": id,
-            "release": {"name": self.release.name, "version": self.release.version},
-            // The TEE the expected values are for (--measure-as, else --tee) and the
-            // one the VM was launched under.
-            "tee": self.cfg.measure_target(),
-            "launched_under": self.cfg.tee,
-            "expected_measurement": vm.record.expected,
-        }))
+        Ok(Policy {
+            computation_id: id.to_owned(),
+            expected_measurement: vm.record.expected.clone(),
+            launched_under: self.cfg.tee,
+            release: ReleaseName {
+                name: self.release.name.clone(),
+                version: self.release.version.clone(),
+            },
+            tee: self.cfg.measure_target(),
+        })
     }
 
     /// A VM's summary for listings.
-    pub fn describe(vm: &Vm) -> Value {
+    pub fn describe(vm: &Vm) -> VmSummary {
         let r = &vm.record;
-        json!({
-            "computation_id": r.id, "pid": r.pid, "vcpus": r.vcpus, "memory_mib": r.memory_mib,
-            "cmdline": r.cmdline, "tee": r.tee, "created_ms": r.created_ms, "deadline_ms": r.deadline_ms,
-            "expected_measurement": r.expected, "launch_ms": r.launch_ms,
-            "forwarded_port": r.forwarded_port,
-            "stopping": vm.stopping.load(Ordering::SeqCst),
-        })
+        VmSummary {
+            computation_id: r.id.clone(),
+            cmdline: r.cmdline.clone(),
+            created_ms: r.created_ms,
+            deadline_ms: r.deadline_ms,
+            expected_measurement: r.expected.clone(),
+            forwarded_port: r.forwarded_port,
+            launch_ms: r.launch_ms,
+            memory_mib: r.memory_mib,
+            pid: r.pid,
+            stopping: vm.stopping.load(Ordering::SeqCst),
+            tee: r.tee,
+            vcpus: r.vcpus,
+        }
     }
+}
+
+/// A release by name and version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReleaseName {
+    /// Name from release.json.
+    pub name: String,
+    /// Version from release.json.
+    pub version: String,
+}
+
+/// The attestation policy of one computation (fields in sorted order, as the JSON
+/// carries them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Policy {
+    /// Computation id.
+    pub computation_id: String,
+    /// What its attestation must show.
+    pub expected_measurement: ExpectedMeasurement,
+    /// The TEE the VM was launched under.
+    pub launched_under: TeeKind,
+    /// The release it runs.
+    pub release: ReleaseName,
+    /// The TEE the expected values are for (`--measure-as`, else `--tee`).
+    pub tee: TeeKind,
+}
+
+impl Policy {
+    /// JSON with every object's keys sorted (what `AttestationPolicy.info` carries).
+    pub fn to_json_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&serde_json::to_value(self)?)
+    }
+}
+
+/// One VM in a listing (fields in sorted order).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VmSummary {
+    /// Computation id.
+    pub computation_id: String,
+    /// The exact kernel command line.
+    pub cmdline: String,
+    /// Created, ms since the epoch.
+    pub created_ms: u64,
+    /// TTL deadline, ms since the epoch.
+    pub deadline_ms: Option<u64>,
+    /// What its attestation must show.
+    pub expected_measurement: ExpectedMeasurement,
+    /// Host port forwarded to the agent, if any.
+    pub forwarded_port: Option<u16>,
+    /// Request to QEMU spawned, ms.
+    pub launch_ms: f64,
+    /// RAM, MiB.
+    pub memory_mib: u64,
+    /// QEMU's pid.
+    pub pid: u32,
+    /// Being stopped.
+    pub stopping: bool,
+    /// TEE launched under.
+    pub tee: TeeKind,
+    /// vCPUs.
+    pub vcpus: u32,
 }
 
 /// Verifies the firmware against release.json and prepares the measurement. Each
