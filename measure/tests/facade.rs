@@ -7,6 +7,8 @@
 //! against sev-snp-measure, the sev crate and tdx-measure go through the facade too:
 //! the CLI, cocos-hal and the manager all call it.)
 
+#![allow(clippy::unwrap_used, clippy::panic)] // also in helpers outside #[test] fns
+
 use std::path::Path;
 
 use cocos_measure::launch::{BootFiles, QemuBoot, SnpLaunch, SnpMeasurement, Tee, Vcpu};
@@ -17,6 +19,29 @@ use cocos_measure::tdx_launch::{
 use cocos_measure::{Firmware, KernelHashes, MeasureError, SnpParams, SnpPrepared, VmmType};
 use cocos_testkit::firmware::{synth_firmware, synth_tdvf};
 use rand::{Rng, SeedableRng};
+
+/// The facade's two results (loaded from files, from bytes) and the layer below's:
+/// when the layer below refuses, both facade results must refuse with the same
+/// message (`None`); otherwise the three values.
+fn agree<A, W>(
+    a: Result<A, MeasureError>,
+    b: Result<A, MeasureError>,
+    want: Result<W, MeasureError>,
+    ctx: &str,
+) -> Option<(A, A, W)> {
+    match want {
+        Ok(w) => Some((a.unwrap(), b.unwrap(), w)),
+        Err(e) => {
+            for got in [a, b] {
+                match got {
+                    Err(g) => assert_eq!(g.to_string(), e.to_string(), "{ctx}"),
+                    Ok(_) => panic!("{ctx}: the layer below refuses ({e}), the facade does not"),
+                }
+            }
+            None
+        }
+    }
+}
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<std::path::PathBuf> {
     let p = dir.join(name);
@@ -83,17 +108,10 @@ fn snp_facade_matches_the_prepared_layer() {
         };
         let a = loaded.snp().unwrap().measure(&cmdline, &launch);
         let b = from_bytes.snp().unwrap().measure(&cmdline, &launch);
-        let want = match prepared.digest(Some(&hashes), &params) {
-            Ok(w) => w,
-            Err(e) => {
-                // A firmware the layer below refuses is refused the same way.
-                assert_eq!(a.unwrap_err().to_string(), e.to_string(), "{ctx}");
-                assert_eq!(b.unwrap_err().to_string(), e.to_string(), "{ctx}");
-                refused += 1;
-                continue;
-            }
+        let Some((a, b, want)) = agree(a, b, prepared.digest(Some(&hashes), &params), &ctx) else {
+            refused += 1;
+            continue;
         };
-        let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.measurement, want, "{ctx}: loaded from files");
         assert_eq!(b.measurement, want, "{ctx}: from bytes");
         assert_eq!(a, b, "{ctx}");
@@ -190,16 +208,10 @@ fn tdx_facade_matches_measure_launch() {
             &platform,
             &launch,
         );
-        let want = match want {
-            Ok(w) => w,
-            Err(e) => {
-                assert_eq!(a.unwrap_err().to_string(), e.to_string(), "{ctx}");
-                assert_eq!(b.unwrap_err().to_string(), e.to_string(), "{ctx}");
-                refused += 1;
-                continue;
-            }
+        let Some((a, b, want)) = agree(a, b, want, &ctx) else {
+            refused += 1;
+            continue;
         };
-        let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a, want, "{ctx}: loaded from files");
         assert_eq!(b, want, "{ctx}: from bytes");
         assert!(a.rtmr[1].is_some() && a.rtmr[2].is_some(), "{ctx}");
