@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::bytes::{hex_array, hex_array_opt, hex_u64, Digest384};
+use crate::bzimage::LinuxLoad;
 use crate::hashes::KernelHashes;
 use crate::inputs::{check_file, read_firmware};
 use crate::ovmf::Firmware;
@@ -210,6 +211,17 @@ fn joined<T>(
     .transpose()
 }
 
+/// A firmware error, with the firmware's path.
+fn with_path(e: MeasureError, files: &BootFiles<'_>) -> MeasureError {
+    match e {
+        MeasureError::Firmware(source) => MeasureError::FirmwareFile {
+            path: files.firmware.to_owned(),
+            source,
+        },
+        other => other,
+    }
+}
+
 impl QemuBoot {
     /// Reads and hashes the files for `tee`: the firmware is read and prepared here
     /// while kernel and initrd are hashed on another thread. Errors name the file.
@@ -223,22 +235,10 @@ impl QemuBoot {
             let other = s.spawn(|| -> Result<_, MeasureError> {
                 let kernel = files.kernel.map(|p| read_kernel(p, tee)).transpose()?;
                 let initrd = files.initrd.map(|p| hash_file(p, tee)).transpose()?;
-                // TDX: the digest of the kernel file as is, which launches on QEMU and
-                // firmware that load the unpatched kernel measure (the others patch
-                // its header per launch), while this thread would otherwise wait.
-                if let Some(k) = kernel.as_ref().and_then(|k| k.tdx.as_ref()) {
-                    k.warm_unmodified()?;
-                }
                 Ok((kernel, initrd))
             });
             let firmware_side = read_firmware(files.firmware).map(Arc::new).and_then(|fw| {
-                let prepared = prepare(&fw, tee).map_err(|e| match e {
-                    MeasureError::Firmware(source) => MeasureError::FirmwareFile {
-                        path: files.firmware.to_owned(),
-                        source,
-                    },
-                    other => other,
-                })?;
+                let prepared = prepare(&fw, tee).map_err(|e| with_path(e, files))?;
                 Ok((fw, prepared))
             });
             let inputs = joined(Some(other));
@@ -250,6 +250,77 @@ impl QemuBoot {
                 initrd,
                 prepared,
             })
+        })
+    }
+
+    /// TDX, loaded for one known launch (what `cocos-measure tdx` does): as
+    /// [`QemuBoot::load`], but the firmware's drivers are read only if the launch's
+    /// stated settings leave a behaviour open, and the work is split so that neither
+    /// core waits: this thread reads the firmware, settles the launch's options (the
+    /// drivers, if needed) and computes its kernel digest; the other reads the kernel and
+    /// hashes the initrd; MRTD goes to whichever is free first. [`TdxBoot::measure`]
+    /// then finds both digests cached.
+    pub fn load_tdx(
+        files: &BootFiles<'_>,
+        cmdline: &str,
+        launch: &TdxLaunch,
+    ) -> Result<TdxBoot, MeasureError> {
+        if files.kernel.is_none() && files.initrd.is_some() {
+            return Err(MeasureError::Kernel(
+                "an initrd needs a kernel (QEMU accepts -initrd only with -kernel)".into(),
+            ));
+        }
+        // The initrd's size places it in guest memory (the patched header records
+        // where); a file that changes size meanwhile only costs a second digest.
+        let initrd_size = match files.initrd {
+            Some(p) => Some(std::fs::metadata(p).map_err(io_err(p))?.len()),
+            None => None,
+        };
+        std::thread::scope(|s| {
+            let (kernel_tx, kernel_rx) = std::sync::mpsc::channel::<TdxKernel>();
+            let (fw_tx, fw_rx) = std::sync::mpsc::channel::<TdxFirmware>();
+            let other = s.spawn(move || -> Result<_, MeasureError> {
+                let kernel = files.kernel.map(|p| read_kernel(p, Tee::Tdx)).transpose()?;
+                if let Some(k) = kernel.as_ref().and_then(|k| k.tdx.clone()) {
+                    let _ = kernel_tx.send(k);
+                }
+                drop(kernel_tx);
+                let initrd = files.initrd.map(|p| hash_file(p, Tee::Tdx)).transpose()?;
+                if let Ok(fw) = fw_rx.recv() {
+                    fw.mrtd(launch.two_pass)?;
+                }
+                Ok((kernel, initrd))
+            });
+            let firmware_side = read_firmware(files.firmware).map(Arc::new).and_then(|fw| {
+                let t = TdxFirmware::new(Arc::clone(&fw)).map_err(|e| with_path(e, files))?;
+                let _ = fw_tx.send(t.clone());
+                let (opts, _) = launch.options(&t);
+                if let Ok(k) = kernel_rx.recv() {
+                    let load = LinuxLoad {
+                        memory: opts.memory,
+                        initrd_size,
+                        cmdline,
+                    };
+                    // An error here is the measurement's to report: it runs the
+                    // same checks again.
+                    let _ = k.authenticode(&load, opts.kernel_setup);
+                }
+                // MRTD here too: whichever thread is free first computes it (the
+                // other finds it cached).
+                t.mrtd(launch.two_pass)?;
+                Ok((fw, t))
+            });
+            drop(fw_tx);
+            let inputs = joined(Some(other));
+            let (firmware, t) = firmware_side?;
+            let (kernel, initrd) = inputs?.unwrap_or((None, None));
+            Self {
+                firmware,
+                kernel,
+                initrd,
+                prepared: Prepared::Tdx(Box::new(t)),
+            }
+            .tdx()
         })
     }
 

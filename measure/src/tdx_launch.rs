@@ -121,14 +121,15 @@ impl TdxLaunch {
     }
 }
 
-/// A TDX firmware, validated; its MRTDs are computed once, on first use. Clones share
-/// the image.
+/// A TDX firmware, validated; its MRTDs and drivers are read once, on first use.
+/// Clones share the image and those results (one thread can compute MRTD while
+/// another reads the drivers).
 #[derive(Debug, Clone)]
 pub struct TdxFirmware {
     fw: Arc<Firmware>,
     sections: Vec<TdvfSection>,
-    mrtd: [OnceLock<Digest384>; 2],
-    behaviour: OnceLock<Edk2Behaviour>,
+    mrtd: Arc<[OnceLock<Digest384>; 2]>,
+    behaviour: Arc<OnceLock<Edk2Behaviour>>,
 }
 
 impl TdxFirmware {
@@ -148,8 +149,8 @@ impl TdxFirmware {
         Ok(Self {
             fw,
             sections,
-            mrtd: [OnceLock::new(), OnceLock::new()],
-            behaviour: OnceLock::new(),
+            mrtd: Arc::new([OnceLock::new(), OnceLock::new()]),
+            behaviour: Arc::new(OnceLock::new()),
         })
     }
 
@@ -292,13 +293,6 @@ impl TdxKernel {
         // The checks and patches only touch the header window: work on a copy of it.
         apply_qemu_load(&mut head, self.len, load, mode)?;
         self.digest_with_head(head)
-    }
-
-    /// Computes (and caches) the digest of the file as is, which every launch whose
-    /// kernel setup is [`KernelSetup::Unmodified`] measures; [`crate::launch`] does
-    /// this on its second thread while the firmware's drivers are read.
-    pub fn warm_unmodified(&self) -> Result<Digest384, MeasureError> {
-        self.digest_with_head(self.window.to_vec())
     }
 
     fn digest_with_head(&self, head: Vec<u8>) -> Result<Digest384, MeasureError> {

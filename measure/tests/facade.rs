@@ -198,6 +198,17 @@ fn tdx_facade_matches_measure_launch() {
                 .tdx()
                 .unwrap();
         let platform = Platform::default();
+        // Loaded for this launch (digests computed while loading) gives the same.
+        let for_launch = QemuBoot::load_tdx(
+            &BootFiles {
+                firmware: &fw_path,
+                kernel: Some(&kernel_path),
+                initrd: Some(&initrd_path),
+            },
+            &cmdline,
+            &launch,
+        )
+        .and_then(|b| b.measure(&cmdline, &platform, &launch));
         let a = loaded.measure(&cmdline, &platform, &launch);
         let b = from_bytes.measure(&cmdline, &platform, &launch);
         let want = measure_launch(
@@ -208,10 +219,16 @@ fn tdx_facade_matches_measure_launch() {
             &platform,
             &launch,
         );
+        let refuses = want.is_err();
         let Some((a, b, want)) = agree(a, b, want, &ctx) else {
+            assert!(
+                refuses && for_launch.is_err(),
+                "{ctx}: loaded for the launch"
+            );
             refused += 1;
             continue;
         };
+        assert_eq!(for_launch.unwrap(), want, "{ctx}: loaded for the launch");
         assert_eq!(a, want, "{ctx}: loaded from files");
         assert_eq!(b, want, "{ctx}: from bytes");
         assert!(a.rtmr[1].is_some() && a.rtmr[2].is_some(), "{ctx}");

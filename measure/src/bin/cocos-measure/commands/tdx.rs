@@ -13,7 +13,7 @@ use cocos_measure::machine::parse_memory;
 use cocos_measure::rtmr::{AcpiBlobs, InitrdOption, Platform, FW_CFG_MEASURED};
 use cocos_measure::tdx_launch::{StubMeasures, TdxLaunch, TdxMeasurement, TdxOptions};
 use cocos_measure::tdx_rules::{QemuVersion, Source, Stated};
-use cocos_measure::{BootFiles, QemuBoot, TdxBoot, Tee};
+use cocos_measure::{BootFiles, QemuBoot, TdxBoot};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -222,7 +222,7 @@ pub fn run(c: TdxCmd) -> Result<()> {
         kernel: c.kernel.as_deref(),
         initrd: c.initrd.as_deref(),
     };
-    let boot = QemuBoot::load(&files, Tee::Tdx)?.tdx()?;
+    let boot = QemuBoot::load_tdx(&files, &cmdline, &launch)?;
     let (opts, _) = launch.options(boot.firmware());
     let m = boot.measure(&cmdline, &platform, &launch)?;
     if c.json {
