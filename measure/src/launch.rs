@@ -232,16 +232,19 @@ impl QemuBoot {
             ));
         }
         std::thread::scope(|s| {
-            let other = s.spawn(|| -> Result<_, MeasureError> {
-                let kernel = files.kernel.map(|p| read_kernel(p, tee)).transpose()?;
-                let initrd = files.initrd.map(|p| hash_file(p, tee)).transpose()?;
-                Ok((kernel, initrd))
+            // A second thread only when there is something to hash on it.
+            let other = files.kernel.is_some().then(|| {
+                s.spawn(|| -> Result<_, MeasureError> {
+                    let kernel = files.kernel.map(|p| read_kernel(p, tee)).transpose()?;
+                    let initrd = files.initrd.map(|p| hash_file(p, tee)).transpose()?;
+                    Ok((kernel, initrd))
+                })
             });
             let firmware_side = read_firmware(files.firmware).map(Arc::new).and_then(|fw| {
                 let prepared = prepare(&fw, tee).map_err(|e| with_path(e, files))?;
                 Ok((fw, prepared))
             });
-            let inputs = joined(Some(other));
+            let inputs = joined(other);
             let (firmware, prepared) = firmware_side?;
             let (kernel, initrd) = inputs?.unwrap_or((None, None));
             Ok(Self {
