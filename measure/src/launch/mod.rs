@@ -1,9 +1,10 @@
 //! The measurement facade: one QEMU direct boot (firmware, kernel, initrd) loaded once
 //! with [`QemuBoot`], then measured per launch for SEV-SNP ([`QemuBoot::snp`] →
 //! [`SnpBoot::measure`] / [`SnpBoot::matrix`]), SEV/SEV-ES ([`QemuBoot::sev`]) or TDX
-//! ([`QemuBoot::tdx`] → [`TdxBoot::measure`]). The results ([`SnpMeasurement`],
-//! [`TdxMeasurement`]) are typed and serialisable; `cocos-measure`, `cocos-hal` and
-//! `cocos-manager` all go through here.
+//! ([`QemuBoot::tdx`] or [`QemuBoot::load_tdx`] → [`TdxBoot::measure`]). The results
+//! ([`SnpMeasurement`], [`TdxMeasurement`](crate::tdx_launch::TdxMeasurement)) are typed
+//! and serialisable; `cocos-measure`, `cocos-hal` and `cocos-manager` all go through
+//! here. SNP lives in [`snp`], TDX in [`tdx`]; this file loads the inputs.
 //!
 //! Files are hashed as they are read, through one reused buffer per input, with the
 //! digest the TEE needs (SHA-256 for the SEV family's kernel-hashes table, SHA-384 for
@@ -31,22 +32,23 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::bytes::{hex_array, hex_array_opt, hex_u64, Digest384};
-use crate::bzimage::LinuxLoad;
+use crate::bytes::{hex_array_opt, Digest384};
 use crate::hashes::KernelHashes;
 use crate::inputs::{check_file, read_firmware};
 use crate::ovmf::Firmware;
-use crate::rtmr::Platform;
 use crate::sev::SevPrepared;
-use crate::snp::{SnpParams, SnpPrepared};
-use crate::tdx_launch::{
-    measure_launch, TdxFirmware, TdxInitrd, TdxKernel, TdxLaunch, TdxMeasurement,
-};
-use crate::vmsa::VmmType;
-use crate::{cpu, MeasureError};
+use crate::snp::SnpPrepared;
+use crate::tdx_launch::{TdxFirmware, TdxInitrd, TdxKernel};
+use crate::MeasureError;
+
+pub mod snp;
+pub mod tdx;
+
+pub use snp::{SnpBoot, SnpLaunch, SnpMeasurement, Vcpu};
+pub use tdx::TdxBoot;
 
 /// The files QEMU is given: `-bios`, `-kernel`, `-initrd`.
 #[derive(Debug, Clone, Copy)]
@@ -256,77 +258,6 @@ impl QemuBoot {
         })
     }
 
-    /// TDX, loaded for one known launch (what `cocos-measure tdx` does): as
-    /// [`QemuBoot::load`], but the firmware's drivers are read only if the launch's
-    /// stated settings leave a behaviour open, and the work is split so that neither
-    /// core waits: this thread reads the firmware, settles the launch's options (the
-    /// drivers, if needed) and computes its kernel digest; the other reads the kernel and
-    /// hashes the initrd; MRTD goes to whichever is free first. [`TdxBoot::measure`]
-    /// then finds both digests cached.
-    pub fn load_tdx(
-        files: &BootFiles<'_>,
-        cmdline: &str,
-        launch: &TdxLaunch,
-    ) -> Result<TdxBoot, MeasureError> {
-        if files.kernel.is_none() && files.initrd.is_some() {
-            return Err(MeasureError::Kernel(
-                "an initrd needs a kernel (QEMU accepts -initrd only with -kernel)".into(),
-            ));
-        }
-        // The initrd's size places it in guest memory (the patched header records
-        // where); a file that changes size meanwhile only costs a second digest.
-        let initrd_size = match files.initrd {
-            Some(p) => Some(std::fs::metadata(p).map_err(io_err(p))?.len()),
-            None => None,
-        };
-        std::thread::scope(|s| {
-            let (kernel_tx, kernel_rx) = std::sync::mpsc::channel::<TdxKernel>();
-            let (fw_tx, fw_rx) = std::sync::mpsc::channel::<TdxFirmware>();
-            let other = s.spawn(move || -> Result<_, MeasureError> {
-                let kernel = files.kernel.map(|p| read_kernel(p, Tee::Tdx)).transpose()?;
-                if let Some(k) = kernel.as_ref().and_then(|k| k.tdx.clone()) {
-                    let _ = kernel_tx.send(k);
-                }
-                drop(kernel_tx);
-                let initrd = files.initrd.map(|p| hash_file(p, Tee::Tdx)).transpose()?;
-                if let Ok(fw) = fw_rx.recv() {
-                    fw.mrtd(launch.two_pass)?;
-                }
-                Ok((kernel, initrd))
-            });
-            let firmware_side = read_firmware(files.firmware).map(Arc::new).and_then(|fw| {
-                let t = TdxFirmware::new(Arc::clone(&fw)).map_err(|e| with_path(e, files))?;
-                let _ = fw_tx.send(t.clone());
-                let (opts, _) = launch.options(&t);
-                if let Ok(k) = kernel_rx.recv() {
-                    let load = LinuxLoad {
-                        memory: opts.memory,
-                        initrd_size,
-                        cmdline,
-                    };
-                    // An error here is the measurement's to report: it runs the
-                    // same checks again.
-                    let _ = k.authenticode(&load, opts.kernel_setup);
-                }
-                // MRTD here too: whichever thread is free first computes it (the
-                // other finds it cached).
-                t.mrtd(launch.two_pass)?;
-                Ok((fw, t))
-            });
-            drop(fw_tx);
-            let inputs = joined(Some(other));
-            let (firmware, t) = firmware_side?;
-            let (kernel, initrd) = inputs?.unwrap_or((None, None));
-            Self {
-                firmware,
-                kernel,
-                initrd,
-                prepared: Prepared::Tdx(Box::new(t)),
-            }
-            .tdx()
-        })
-    }
-
     /// The same from bytes in memory (a release being built, files already verified).
     pub fn from_bytes(
         firmware: Vec<u8>,
@@ -456,193 +387,5 @@ impl QemuBoot {
             None => None,
         };
         Ok(TdxBoot { fw, kernel, initrd })
-    }
-}
-
-/// A vCPU model as the VMSAs carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Vcpu {
-    /// The type name, when given by name (`cocos-measure vcpu-types`).
-    pub name: Option<&'static str>,
-    /// CPUID signature (family/model/stepping).
-    pub sig: u64,
-}
-
-impl Vcpu {
-    /// A known vCPU type by name (case-insensitive).
-    pub fn named(name: &str) -> Result<Self, MeasureError> {
-        let (name, sig) = cpu::lookup(name)?;
-        Ok(Self {
-            name: Some(name),
-            sig,
-        })
-    }
-}
-
-/// The per-launch settings of an SNP guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnpLaunch {
-    /// vCPU count.
-    pub vcpus: u32,
-    /// vCPU model.
-    pub vcpu: Vcpu,
-    /// SEV_FEATURES of the VMSAs.
-    pub guest_features: u64,
-    /// The VMM that builds the VMSAs.
-    pub vmm: VmmType,
-}
-
-/// One SEV-SNP launch digest with the settings that produced it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnpMeasurement {
-    /// The launch digest (MEASUREMENT in the attestation report).
-    #[serde(with = "hex_array")]
-    pub measurement: Digest384,
-    /// vCPU count.
-    pub vcpus: u32,
-    /// vCPU type name (null for a signature given as a number).
-    pub vcpu_type: Option<String>,
-    /// CPUID signature in the VMSAs.
-    #[serde(with = "hex_u64")]
-    pub vcpu_sig: u64,
-    /// SEV_FEATURES.
-    #[serde(with = "hex_u64")]
-    pub guest_features: u64,
-    /// The VMM.
-    pub vmm_type: VmmType,
-    /// The digest after the firmware pages (`snp:ovmf-hash`).
-    #[serde(with = "hex_array")]
-    pub ovmf_hash: Digest384,
-    /// The kernel command line measured (null without a kernel).
-    pub cmdline: Option<String>,
-}
-
-/// SEV-SNP state for one boot: firmware pages hashed, kernel and initrd digests.
-#[derive(Debug, Clone)]
-pub struct SnpBoot {
-    prepared: SnpPrepared,
-    hashes: Option<([u8; 32], Option<[u8; 32]>)>,
-}
-
-impl SnpBoot {
-    /// The prepared firmware state (VMSA dumps, metadata).
-    pub fn prepared(&self) -> &SnpPrepared {
-        &self.prepared
-    }
-
-    /// Whether the firmware can measure kernel, initrd and command line.
-    pub fn supports_kernel_hashes(&self) -> bool {
-        self.prepared.supports_kernel_hashes()
-    }
-
-    /// The digest after the firmware pages.
-    pub fn ovmf_hash(&self) -> Digest384 {
-        self.prepared.ovmf_hash()
-    }
-
-    /// QEMU's kernel-hashes table for `cmdline`, if a kernel is booted.
-    pub fn kernel_hashes(&self, cmdline: &str) -> Option<KernelHashes> {
-        self.hashes
-            .map(|(k, i)| KernelHashes::new(k, i, cmdline.as_bytes()))
-    }
-
-    /// The launch digest of one launch.
-    pub fn measure(&self, cmdline: &str, l: &SnpLaunch) -> Result<SnpMeasurement, MeasureError> {
-        let hashes = self.kernel_hashes(cmdline);
-        self.measure_with(hashes.as_ref(), cmdline, l)
-    }
-
-    fn measure_with(
-        &self,
-        hashes: Option<&KernelHashes>,
-        cmdline: &str,
-        l: &SnpLaunch,
-    ) -> Result<SnpMeasurement, MeasureError> {
-        let p = SnpParams {
-            vcpus: l.vcpus,
-            vcpu_sig: l.vcpu.sig,
-            guest_features: l.guest_features,
-            vmm: l.vmm,
-        };
-        Ok(SnpMeasurement {
-            measurement: self.prepared.digest(hashes, &p)?,
-            vcpus: l.vcpus,
-            vcpu_type: l.vcpu.name.map(str::to_owned),
-            vcpu_sig: l.vcpu.sig,
-            guest_features: l.guest_features,
-            vmm_type: l.vmm,
-            ovmf_hash: self.prepared.ovmf_hash(),
-            cmdline: hashes.map(|_| cmdline.to_owned()),
-        })
-    }
-
-    /// Every combination, in the order vCPU type, guest features, vCPU count.
-    pub fn matrix(
-        &self,
-        cmdline: &str,
-        vcpu_types: &[Vcpu],
-        guest_features: &[u64],
-        vcpus: &[u32],
-        vmm: VmmType,
-    ) -> Result<Vec<SnpMeasurement>, MeasureError> {
-        let hashes = self.kernel_hashes(cmdline);
-        let mut out = Vec::new();
-        for &vcpu in vcpu_types {
-            for &features in guest_features {
-                for &n in vcpus {
-                    let l = SnpLaunch {
-                        vcpus: n,
-                        vcpu,
-                        guest_features: features,
-                        vmm,
-                    };
-                    out.push(self.measure_with(hashes.as_ref(), cmdline, &l)?);
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// TDX state for one boot: the firmware (MRTD cached, drivers read), kernel, initrd.
-#[derive(Debug, Clone)]
-pub struct TdxBoot {
-    fw: TdxFirmware,
-    kernel: Option<TdxKernel>,
-    initrd: Option<TdxInitrd>,
-}
-
-impl TdxBoot {
-    /// The firmware.
-    pub fn firmware(&self) -> &TdxFirmware {
-        &self.fw
-    }
-
-    /// The kernel.
-    pub fn kernel(&self) -> Option<&TdxKernel> {
-        self.kernel.as_ref()
-    }
-
-    /// The initrd's size and SHA-384.
-    pub fn initrd(&self) -> Option<&TdxInitrd> {
-        self.initrd.as_ref()
-    }
-
-    /// MRTD and RTMR0–2 of one launch, with the expected event log, the notes and the
-    /// rule behind each QEMU/edk2 behaviour.
-    pub fn measure(
-        &self,
-        cmdline: &str,
-        platform: &Platform,
-        launch: &TdxLaunch,
-    ) -> Result<TdxMeasurement, MeasureError> {
-        measure_launch(
-            &self.fw,
-            self.kernel.as_ref(),
-            self.initrd.as_ref(),
-            cmdline,
-            platform,
-            launch,
-        )
     }
 }
