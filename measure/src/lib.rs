@@ -36,6 +36,8 @@ pub mod tdvf;
 pub mod tdx;
 pub mod tdx_launch;
 pub mod tdx_rules;
+#[cfg(feature = "verify")]
+pub mod verify;
 pub mod vmsa;
 
 pub use error::{FirmwareError, MeasureError};

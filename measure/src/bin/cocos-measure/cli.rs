@@ -65,6 +65,9 @@ pub(crate) enum Cmd {
     VcpuTypes(JsonFlag),
     /// TDX MRTD and RTMR0-2 for QEMU direct kernel boot (--events: expected event log)
     Tdx(Box<crate::commands::tdx::TdxCmd>),
+    /// Verify attestation evidence against AMD's chain and the expected launch (exit 0 verified, 1 not, 2 unusable input)
+    #[command(subcommand)]
+    Verify(crate::commands::verify::VerifyCmd),
 }
 
 #[derive(Args)]
@@ -157,8 +160,9 @@ pub(crate) fn check_append_values(args: &[std::ffi::OsString]) -> Result<()> {
     Ok(())
 }
 
-/// Entry point: parses arguments and runs.
-pub fn run() -> Result<()> {
+/// Entry point: parses arguments and runs; the exit code on success (0, or 1 when
+/// `verify` finds evidence that does not match).
+pub fn run() -> Result<u8> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     check_append_values(&args)?;
     let cli = match Cli::try_parse_from(&args) {
@@ -167,6 +171,9 @@ pub fn run() -> Result<()> {
         Err(e) => bail!("{} (see --help)", cocos_measure::cli_error::one_line(&e)),
     };
     let tdx = matches!(cli.cmd, Some(Cmd::Tdx(_)));
+    if let Some(Cmd::Verify(v)) = cli.cmd {
+        return crate::commands::verify::run_verify(v);
+    }
     let result = match cli.cmd {
         None => run_compat(cli.compat),
         Some(Cmd::Snp(c)) => run_snp(c),
@@ -176,8 +183,9 @@ pub fn run() -> Result<()> {
         Some(Cmd::Inspect(c)) => run_inspect(c),
         Some(Cmd::VcpuTypes(j)) => run_vcpu_types(j.json),
         Some(Cmd::Tdx(c)) => crate::commands::tdx::run(*c),
+        Some(Cmd::Verify(_)) => Ok(()),
     };
-    result.map_err(|e| name_flags(e, tdx))
+    result.map(|()| 0).map_err(|e| name_flags(e, tdx))
 }
 
 /// The library's errors say what is wrong without naming flags; here they get the

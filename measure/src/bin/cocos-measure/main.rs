@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli::run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("cocos-measure: error: {msg}");

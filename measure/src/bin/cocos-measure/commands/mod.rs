@@ -5,6 +5,7 @@ pub(crate) mod inspect;
 pub(crate) mod matrix;
 pub(crate) mod sev;
 pub(crate) mod tdx;
+pub(crate) mod verify;
 
 pub(crate) use compat::*;
 pub(crate) use inspect::*;

@@ -1,0 +1,309 @@
+//! `cocos-measure verify snp`: check that an SEV-SNP report is genuine (AMD's chain,
+//! the report signature) and shows the launch we expected, bound to the nonce sent.
+//! Exit 0 verified, 1 genuine-looking evidence that fails a check, 2 unusable input.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use cocos_measure::verify::amd::{Cert, Tcb};
+use cocos_measure::verify::snp::{self, CertTable, Certs, Expectations};
+use cocos_measure::verify::{hex_exact, parse_time, Verdict};
+
+#[derive(Subcommand)]
+pub(crate) enum VerifyCmd {
+    /// Verify an SEV-SNP attestation report against AMD's chain and the expected launch
+    Snp(Box<SnpVerify>),
+}
+
+#[derive(Args)]
+pub(crate) struct SnpVerify {
+    /// The attestation report (1184 bytes: configfs-tsm outblob, or /dev/sev-guest's report)
+    #[arg(long, value_name = "FILE")]
+    report: PathBuf,
+    /// The VCEK (PEM or DER); AMD's KDS serves it for the report's chip ID and TCB
+    #[arg(long, value_name = "FILE", conflicts_with = "vlek")]
+    vcek: Option<PathBuf>,
+    /// The VLEK (PEM or DER), for reports signed by a cloud provider's loaded key
+    #[arg(long, value_name = "FILE")]
+    vlek: Option<PathBuf>,
+    /// The report's certificate table (configfs-tsm auxblob): VCEK/VLEK, ASK, ARK
+    #[arg(long, value_name = "FILE")]
+    certs: Option<PathBuf>,
+    /// Intermediate and root certificates (PEM bundle, e.g. KDS cert_chain: ASK or ASVK, ARK)
+    #[arg(long, value_name = "FILE")]
+    chain: Option<PathBuf>,
+    /// The expected launch measurement: 96 hex digits, the JSON `cocos-measure snp --json` prints, or a release.json (select with --vcpus/--vcpu-type/--guest-features)
+    #[arg(long, value_name = "HEX|FILE")]
+    expected: String,
+    /// vCPU count of the launch (release.json: which digest)
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// vCPU type of the launch (release.json)
+    #[arg(long, value_name = "TYPE")]
+    vcpu_type: Option<String>,
+    /// SEV features of the launch (release.json; default 0x1)
+    #[arg(long, value_name = "BITS")]
+    guest_features: Option<String>,
+    /// The nonce sent (hex): REPORT_DATA must be its SHA-512, as cocos-agent binds it
+    #[arg(long, value_name = "HEX", group = "binding")]
+    nonce: Option<String>,
+    /// The expected REPORT_DATA itself (128 hex digits), for evidence bound another way
+    #[arg(long, value_name = "HEX", group = "binding")]
+    report_data: Option<String>,
+    /// Do not check REPORT_DATA (the report's freshness is then not established)
+    #[arg(long, group = "binding")]
+    any_report_data: bool,
+    /// Time the certificates must be valid at (RFC 3339; default: now)
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// VMPL the report must come from
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    vmpl: u32,
+    /// Expected HOST_DATA (64 hex digits)
+    #[arg(long, value_name = "HEX")]
+    host_data: Option<String>,
+    /// Lowest REPORTED_TCB accepted, e.g. bl=3,tee=0,snp=8,ucode=115
+    #[arg(long, value_name = "TCB")]
+    min_tcb: Option<String>,
+    /// Lowest firmware ABI the policy may require (MAJOR.MINOR)
+    #[arg(long, value_name = "X.Y")]
+    min_abi: Option<String>,
+    /// Allowed CHIP_ID (128 hex digits); repeatable; default any
+    #[arg(long = "chip-id", value_name = "HEX")]
+    chip_ids: Vec<String>,
+    /// Expected ID_KEY_DIGEST (96 hex digits) of the launch's ID block
+    #[arg(long, value_name = "HEX")]
+    id_key_digest: Option<String>,
+    /// Accept a policy that allows debugging
+    #[arg(long)]
+    allow_debug: bool,
+    /// Accept a policy that allows a migration agent
+    #[arg(long)]
+    allow_migration_agent: bool,
+    /// Refuse a policy that allows SMT
+    #[arg(long)]
+    deny_smt: bool,
+    /// JSON output (every check, values seen and expected, the chain)
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{what} {} is a directory, expected a file", path.display());
+    }
+    if meta.len() > 16 << 20 {
+        bail!(
+            "{what} {} is {} bytes: far larger than any evidence",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn cert(path: &Path, what: &str) -> Result<Cert> {
+    Cert::from_bytes(&read(path, what)?).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// The expected measurement from hex, `cocos-measure snp --json`-shaped JSON (or a
+/// manager's expected value), or a release.json and the launch settings.
+fn expected_measurement(c: &SnpVerify) -> Result<[u8; 48]> {
+    let hex48 = |s: &str, what: &str| -> Result<[u8; 48]> {
+        let v = hex_exact(what, s, 48)?;
+        let mut out = [0u8; 48];
+        out.copy_from_slice(&v);
+        Ok(out)
+    };
+    let e = c.expected.trim();
+    if e.len() == 96 && e.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return hex48(e, "--expected");
+    }
+    let path = Path::new(e);
+    let bytes = read(path, "--expected")?;
+    let v: Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "--expected {}: neither 96 hex digits nor JSON",
+            path.display()
+        )
+    })?;
+    if let Some(m) = v.get("measurement").and_then(Value::as_str) {
+        return hex48(m, "--expected measurement");
+    }
+    let Some(snp) = v.pointer("/measurements/snp") else {
+        bail!(
+            "--expected {}: no \"measurement\" and no release.json \"measurements.snp\"",
+            path.display()
+        );
+    };
+    let digests = snp
+        .get("digests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if digests.is_empty() {
+        let why = snp
+            .get("unsupported")
+            .and_then(Value::as_str)
+            .unwrap_or("no digests");
+        bail!(
+            "--expected {}: the release has no SNP digests ({why})",
+            path.display()
+        );
+    }
+    let features = c.guest_features.clone().unwrap_or_else(|| "0x1".into());
+    let matching: Vec<&Value> = digests
+        .iter()
+        .filter(|d| {
+            c.vcpus
+                .is_none_or(|n| d.get("vcpus").and_then(Value::as_u64) == Some(u64::from(n)))
+        })
+        .filter(|d| {
+            c.vcpu_type.as_deref().is_none_or(|t| {
+                d.get("vcpu_type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|x| x.eq_ignore_ascii_case(t))
+            })
+        })
+        .filter(|d| d.get("guest_features").and_then(Value::as_str) == Some(features.as_str()))
+        .collect();
+    match matching.as_slice() {
+        [one] => hex48(one.get("digest").and_then(Value::as_str).unwrap_or_default(), "release.json digest"),
+        [] => bail!("--expected {}: no SNP digest for vcpus {:?}, vcpu type {:?}, guest features {features} (the release lists {} digests)", path.display(), c.vcpus, c.vcpu_type, digests.len()),
+        many => bail!("--expected {}: {} SNP digests match; choose one with --vcpus and --vcpu-type", path.display(), many.len()),
+    }
+}
+
+fn expectations(c: &SnpVerify) -> Result<Expectations> {
+    let fixed = |what: &str, s: &Option<String>, n: usize| -> Result<Option<Vec<u8>>> {
+        Ok(s.as_deref().map(|h| hex_exact(what, h, n)).transpose()?)
+    };
+    let report_data = match (&c.nonce, &c.report_data, c.any_report_data) {
+        (Some(n), _, _) => {
+            let nonce = hex::decode(n.trim()).context("--nonce: not hex")?;
+            Some(snp::report_data_for_nonce(&nonce))
+        }
+        (None, Some(_), _) => fixed("--report-data", &c.report_data, 64)?.and_then(|v| v.try_into().ok()),
+        (None, None, true) => None,
+        (None, None, false) => bail!("give --nonce HEX (the nonce sent), --report-data HEX, or --any-report-data: without one, a replayed report would pass"),
+    };
+    let min_abi = match &c.min_abi {
+        Some(s) => {
+            let (a, b) = s
+                .split_once('.')
+                .context("--min-abi: write MAJOR.MINOR, e.g. 1.51")?;
+            Some((
+                a.parse().context("--min-abi major")?,
+                b.parse().context("--min-abi minor")?,
+            ))
+        }
+        None => None,
+    };
+    let mut chip_ids = Vec::new();
+    for id in &c.chip_ids {
+        let v = hex_exact("--chip-id", id, 64)?;
+        let mut a = [0u8; 64];
+        a.copy_from_slice(&v);
+        chip_ids.push(a);
+    }
+    Ok(Expectations {
+        measurement: Some(expected_measurement(c)?),
+        report_data,
+        host_data: fixed("--host-data", &c.host_data, 32)?.and_then(|v| v.try_into().ok()),
+        vmpl: c.vmpl,
+        allow_debug: c.allow_debug,
+        allow_migration_agent: c.allow_migration_agent,
+        deny_smt: c.deny_smt,
+        min_abi,
+        min_tcb: c.min_tcb.as_deref().map(Tcb::parse).transpose()?,
+        chip_ids,
+        id_key_digest: fixed("--id-key-digest", &c.id_key_digest, 48)?
+            .and_then(|v| v.try_into().ok()),
+        now: match &c.now {
+            Some(t) => parse_time(t)?,
+            None => time_now(),
+        },
+    })
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn certs(c: &SnpVerify) -> Result<Certs> {
+    let mut certs = Certs::default();
+    if let Some(p) = &c.certs {
+        let t = CertTable::parse(&read(p, "--certs")?)
+            .with_context(|| format!("--certs {}", p.display()))?;
+        let one = |b: &Option<Vec<u8>>, what: &str| -> Result<Option<Cert>> {
+            b.as_deref()
+                .map(|d| {
+                    Cert::from_bytes(d)
+                        .with_context(|| format!("--certs {}: the {what}", p.display()))
+                })
+                .transpose()
+        };
+        certs.vek = one(&t.vcek, "VCEK")?.or(one(&t.vlek, "VLEK")?);
+        certs.chain.extend(one(&t.ask, "ASK")?);
+        certs.chain.extend(one(&t.ark, "ARK")?);
+    }
+    if let Some(p) = c.vcek.as_ref().or(c.vlek.as_ref()) {
+        certs.vek = Some(cert(p, if c.vcek.is_some() { "--vcek" } else { "--vlek" })?);
+    }
+    if let Some(p) = &c.chain {
+        certs.chain.extend(
+            Cert::all_from_bytes(&read(p, "--chain")?)
+                .with_context(|| format!("--chain {}", p.display()))?,
+        );
+    }
+    Ok(certs)
+}
+
+/// Runs `cocos-measure verify …`; returns the exit code (0 verified, 1 not).
+pub(crate) fn run_verify(cmd: VerifyCmd) -> Result<u8> {
+    let VerifyCmd::Snp(c) = cmd;
+    let report = read(&c.report, "--report")?;
+    let exp = expectations(&c)?;
+    let certs = certs(&c)?;
+    let verdict = snp::verify(&report, &certs, &exp)
+        .with_context(|| format!("--report {}", c.report.display()))?;
+    print(&verdict, c.json)?;
+    Ok(if verdict.verified { 0 } else { 1 })
+}
+
+fn print(v: &Verdict, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    let tee = if v.tee == "snp" {
+        "SEV-SNP report"
+    } else {
+        "TDX quote"
+    };
+    match v.first_failure() {
+        None => println!("{tee}: VERIFIED ({} checks)", v.checks.len()),
+        Some(f) => println!("{tee}: NOT VERIFIED: {}: {}", f.name, f.detail),
+    }
+    println!("chain: {}", v.chain.join(" -> "));
+    for c in &v.checks {
+        let values = match (&c.seen, &c.expected, c.ok) {
+            (Some(s), Some(e), false) => format!(" (seen {s}, expected {e})"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:<7} {:<30} {}{values}",
+            if c.ok { "ok" } else { "FAILED" },
+            c.name,
+            c.detail
+        );
+    }
+    Ok(())
+}
