@@ -279,8 +279,11 @@ pub(crate) fn run_verify(cmd: VerifyCmd) -> Result<u8> {
 }
 
 fn print(v: &Verdict, json: bool) -> Result<()> {
+    use std::io::Write as _;
+    // Written (not println!) so that a closed stdout is an error, not a panic.
+    let mut o = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        writeln!(o, "{}", serde_json::to_string_pretty(v)?)?;
         return Ok(());
     }
     let tee = if v.tee == "snp" {
@@ -289,21 +292,17 @@ fn print(v: &Verdict, json: bool) -> Result<()> {
         "TDX quote"
     };
     match v.first_failure() {
-        None => println!("{tee}: VERIFIED ({} checks)", v.checks.len()),
-        Some(f) => println!("{tee}: NOT VERIFIED: {}: {}", f.name, f.detail),
+        None => writeln!(o, "{tee}: VERIFIED ({} checks)", v.checks.len())?,
+        Some(f) => writeln!(o, "{tee}: NOT VERIFIED: {}: {}", f.name, f.detail)?,
     }
-    println!("chain: {}", v.chain.join(" -> "));
+    writeln!(o, "chain: {}", v.chain.join(" -> "))?;
     for c in &v.checks {
         let values = match (&c.seen, &c.expected, c.ok) {
             (Some(s), Some(e), false) => format!(" (seen {s}, expected {e})"),
             _ => String::new(),
         };
-        println!(
-            "  {:<7} {:<30} {}{values}",
-            if c.ok { "ok" } else { "FAILED" },
-            c.name,
-            c.detail
-        );
+        let mark = if c.ok { "ok" } else { "FAILED" };
+        writeln!(o, "  {mark:<7} {:<30} {}{values}", c.name, c.detail)?;
     }
     Ok(())
 }
