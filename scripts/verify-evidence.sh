@@ -69,10 +69,39 @@ done
 for fx in "$DIR"/tdx/*/; do
     [ -d "$fx" ] || continue
     name=tdx/$(basename "$fx")
-    if ! "$BIN" verify tdx --help >/dev/null 2>&1; then
-        row "$name" "all" "0" "unsupported" "cocos-measure verify tdx does not exist yet"
-        continue
-    fi
+    meta=$fx/expected.json
+    now=$(field "$meta" "['now']")
+    m=$(field "$meta" "['mrtd']")
+    rd=$(field "$meta" "['report_data']")
+    body=$(field "$meta" "['mutations']['signed_body_byte']")
+    sig=$(field "$meta" "['mutations']['signature_byte']")
+    trunc=$(field "$meta" "['mutations']['truncate_to']")
+    python3 - "$fx/quote.bin" "$WORK" "$body" "$sig" "$trunc" <<'PY'
+import sys
+r = bytearray(open(sys.argv[1], 'rb').read()); w = sys.argv[2]
+for name, at in (("body", int(sys.argv[3])), ("sig", int(sys.argv[4]))):
+    b = bytearray(r); b[at] ^= 1; open(f"{w}/{name}.bin", "wb").write(b)
+open(f"{w}/trunc.bin", "wb").write(r[:int(sys.argv[5])])
+PY
+    wrong=$(python3 -c "import sys; m=sys.argv[1]; print(m[:-1] + ('0' if m[-1] != '0' else '1'))" "$m")
+    regs=()
+    for r in rtmr0 rtmr1 rtmr2 rtmr3; do regs+=(--"$r" "$(field "$meta" "['$r']")"); done
+    for case in genuine wrong-mrtd flipped-body flipped-signature truncated; do
+        quote=$fx/quote.bin exp=$m want=1
+        case $case in
+            genuine) want=0 ;;
+            wrong-mrtd) exp=$wrong ;;
+            flipped-body) quote=$WORK/body.bin ;;
+            flipped-signature) quote=$WORK/sig.bin ;;
+            truncated) quote=$WORK/trunc.bin want=2 ;;
+        esac
+        set +e
+        out=$("$BIN" verify tdx --quote "$quote" --collateral "$fx/collateral.json" --mrtd "$exp" \
+            "${regs[@]}" --report-data "$rd" --now "$now" 2>&1)
+        got=$?
+        set -e
+        row "$name" "$case" "$want" "$got" "${out%%$'\n'*}"
+    done
 done
 
 echo

@@ -12,6 +12,7 @@
 
 pub mod amd;
 pub mod snp;
+pub mod tdx;
 
 use serde::Serialize;
 

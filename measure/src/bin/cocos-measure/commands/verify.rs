@@ -10,12 +10,76 @@ use serde_json::Value;
 
 use cocos_measure::verify::amd::{Cert, Tcb};
 use cocos_measure::verify::snp::{self, CertTable, Certs, Expectations};
+use cocos_measure::verify::tdx;
 use cocos_measure::verify::{hex_exact, parse_time, Verdict};
 
 #[derive(Subcommand)]
 pub(crate) enum VerifyCmd {
     /// Verify an SEV-SNP attestation report against AMD's chain and the expected launch
     Snp(Box<SnpVerify>),
+    /// Verify a TDX quote (v4/v5) with Intel's collateral against the expected launch
+    Tdx(Box<TdxVerify>),
+}
+
+#[derive(Args)]
+pub(crate) struct TdxVerify {
+    /// The quote (configfs-tsm outblob for TDX, or a DCAP quote file)
+    #[arg(long, value_name = "FILE")]
+    quote: PathBuf,
+    /// Intel's collateral as JSON (PCCS fields: pck_crl_issuer_chain, root_ca_crl, pck_crl, tcb_info_issuer_chain, tcb_info, tcb_info_signature, qe_identity_issuer_chain, qe_identity, qe_identity_signature; binary fields hex)
+    #[arg(long, value_name = "FILE")]
+    collateral: PathBuf,
+    /// Expected registers: the JSON `cocos-measure tdx --json` prints (mrtd, rtmr0-3), or a release.json (select with --memory/--qemu-version)
+    #[arg(long, value_name = "FILE")]
+    expected: Option<PathBuf>,
+    /// Guest memory of the launch (release.json: which entry, as the spec wrote it)
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// QEMU version of the launch (release.json: which entry)
+    #[arg(long, value_name = "X.Y")]
+    qemu_version: Option<String>,
+    /// Expected MRTD (96 hex digits; overrides --expected)
+    #[arg(long, value_name = "HEX")]
+    mrtd: Option<String>,
+    /// Expected RTMR0 (96 hex digits)
+    #[arg(long, value_name = "HEX")]
+    rtmr0: Option<String>,
+    /// Expected RTMR1
+    #[arg(long, value_name = "HEX")]
+    rtmr1: Option<String>,
+    /// Expected RTMR2
+    #[arg(long, value_name = "HEX")]
+    rtmr2: Option<String>,
+    /// Expected RTMR3
+    #[arg(long, value_name = "HEX")]
+    rtmr3: Option<String>,
+    /// The nonce sent (hex): REPORT_DATA must be its SHA-512, as cocos-agent binds it
+    #[arg(long, value_name = "HEX", group = "binding")]
+    nonce: Option<String>,
+    /// The expected REPORT_DATA itself (128 hex digits)
+    #[arg(long, value_name = "HEX", group = "binding")]
+    report_data: Option<String>,
+    /// Do not check REPORT_DATA (the quote's freshness is then not established)
+    #[arg(long, group = "binding")]
+    any_report_data: bool,
+    /// Time the collateral must be valid at (RFC 3339; default: now)
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Expected XFAM (16 hex digits)
+    #[arg(long, value_name = "HEX")]
+    xfam: Option<String>,
+    /// Allowed MR_SEAM (TDX module measurement, 96 hex digits); repeatable; default any
+    #[arg(long = "mr-seam", value_name = "HEX")]
+    mr_seam: Vec<String>,
+    /// Accept a TD with the DEBUG attribute
+    #[arg(long)]
+    allow_debug: bool,
+    /// Accept this TCB status besides UpToDate (e.g. SWHardeningNeeded); repeatable
+    #[arg(long = "accept-tcb", value_name = "STATUS")]
+    accept_tcb: Vec<String>,
+    /// JSON output (every check, values seen and expected)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -268,7 +332,10 @@ fn certs(c: &SnpVerify) -> Result<Certs> {
 
 /// Runs `cocos-measure verify …`; returns the exit code (0 verified, 1 not).
 pub(crate) fn run_verify(cmd: VerifyCmd) -> Result<u8> {
-    let VerifyCmd::Snp(c) = cmd;
+    let c = match cmd {
+        VerifyCmd::Snp(c) => c,
+        VerifyCmd::Tdx(t) => return run_tdx(*t),
+    };
     let report = read(&c.report, "--report")?;
     let exp = expectations(&c)?;
     let certs = certs(&c)?;
@@ -305,4 +372,134 @@ fn print(v: &Verdict, json: bool) -> Result<()> {
         writeln!(o, "  {mark:<7} {:<30} {}{values}", c.name, c.detail)?;
     }
     Ok(())
+}
+
+fn hex48(what: &str, s: &str) -> Result<[u8; 48]> {
+    let v = hex_exact(what, s, 48)?;
+    let mut out = [0u8; 48];
+    out.copy_from_slice(&v);
+    Ok(out)
+}
+
+/// Expected registers from `cocos-measure tdx --json`-shaped JSON or a release.json.
+fn tdx_expected_file(c: &TdxVerify, path: &Path) -> Result<[Option<[u8; 48]>; 5]> {
+    let v: Value = serde_json::from_slice(&read(path, "--expected")?)
+        .with_context(|| format!("--expected {}: not JSON", path.display()))?;
+    let entry = match v
+        .pointer("/measurements/tdx/launches")
+        .and_then(Value::as_array)
+    {
+        Some(launches) => {
+            let m: Vec<&Value> = launches
+                .iter()
+                .filter(|l| {
+                    c.memory
+                        .as_deref()
+                        .is_none_or(|m| l.get("memory").and_then(Value::as_str) == Some(m))
+                })
+                .filter(|l| {
+                    c.qemu_version
+                        .as_deref()
+                        .is_none_or(|q| l.get("qemu_version").and_then(Value::as_str) == Some(q))
+                })
+                .collect();
+            match m.as_slice() {
+                [one] => (*one).clone(),
+                [] => bail!(
+                    "--expected {}: no TDX launch for memory {:?}, QEMU {:?}",
+                    path.display(),
+                    c.memory,
+                    c.qemu_version
+                ),
+                many => bail!(
+                    "--expected {}: {} TDX launches match; choose with --memory and --qemu-version",
+                    path.display(),
+                    many.len()
+                ),
+            }
+        }
+        None => v,
+    };
+    let mut out = [None; 5];
+    for (i, k) in ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"]
+        .iter()
+        .enumerate()
+    {
+        // A register given as text that is not hex (release.json's RTMR0 explains why
+        // it depends on the host) is not compared.
+        if let Some(h) = entry
+            .get(*k)
+            .and_then(Value::as_str)
+            .filter(|h| h.len() == 96 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(hex48(&format!("--expected {k}"), h)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tdx_expectations(c: &TdxVerify) -> Result<tdx::Expectations> {
+    let mut regs = match &c.expected {
+        Some(p) => tdx_expected_file(c, p)?,
+        None => [None; 5],
+    };
+    for (i, (flag, v)) in [
+        ("--mrtd", &c.mrtd),
+        ("--rtmr0", &c.rtmr0),
+        ("--rtmr1", &c.rtmr1),
+        ("--rtmr2", &c.rtmr2),
+        ("--rtmr3", &c.rtmr3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let (Some(h), Some(slot)) = (v, regs.get_mut(i)) {
+            *slot = Some(hex48(flag, h)?);
+        }
+    }
+    let [mrtd, r0, r1, r2, r3] = regs;
+    if mrtd.is_none() {
+        bail!("give the expected MRTD: --expected FILE (cocos-measure tdx --json, or release.json) or --mrtd HEX");
+    }
+    let report_data = match (&c.nonce, &c.report_data, c.any_report_data) {
+        (Some(n), _, _) => Some(snp::report_data_for_nonce(&hex::decode(n.trim()).context("--nonce: not hex")?)),
+        (None, Some(d), _) => Some(hex_exact("--report-data", d, 64)?.try_into().map_err(|_| anyhow::anyhow!("--report-data"))?),
+        (None, None, true) => None,
+        (None, None, false) => bail!("give --nonce HEX (the nonce sent), --report-data HEX, or --any-report-data: without one, a replayed quote would pass"),
+    };
+    let mut mr_seam = Vec::new();
+    for m in &c.mr_seam {
+        mr_seam.push(hex48("--mr-seam", m)?);
+    }
+    Ok(tdx::Expectations {
+        mrtd,
+        rtmr: [r0, r1, r2, r3],
+        report_data,
+        xfam: c
+            .xfam
+            .as_deref()
+            .map(|x| hex_exact("--xfam", x, 8))
+            .transpose()?
+            .and_then(|v| v.try_into().ok()),
+        mr_seam,
+        allow_debug: c.allow_debug,
+        accept_status: c.accept_tcb.clone(),
+        now: match &c.now {
+            Some(t) => parse_time(t)?,
+            None => time_now(),
+        },
+    })
+}
+
+fn run_tdx(c: TdxVerify) -> Result<u8> {
+    let quote = read(&c.quote, "--quote")?;
+    let collateral = tdx::Collateral::from_json(&read(&c.collateral, "--collateral")?)
+        .with_context(|| format!("--collateral {}", c.collateral.display()))?;
+    let exp = tdx_expectations(&c)?;
+    let verdict = tdx::verify(&quote, &collateral, &exp)
+        .with_context(|| format!("--quote {}", c.quote.display()))?;
+    print(&verdict, c.json)?;
+    Ok(if verdict.verified { 0 } else { 1 })
 }
