@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds the seed corpus for a fuzz target (`firmware`, the default, or `tdx`) from the
-# distribution's OVMF images (whole, and their last 64 KiB, which keeps the footer
-# table; `tdx` also gets the head of Debian's kernel) and runs one libFuzzer job.
-# Usage: run.sh [firmware|tdx]. FUZZ_SECONDS (default 600) bounds the run.
+# Builds the seed corpus for a fuzz target (`firmware`, the default, `tdx` or
+# `evidence`) and runs one libFuzzer job. firmware/tdx: the distribution's OVMF images
+# (whole, and their last 64 KiB, which keeps the footer table; `tdx` also gets the head
+# of Debian's kernel). evidence: the genuine reports, certificates, quotes and
+# collateral under measure/tests/data/evidence.
+# Usage: run.sh [firmware|tdx|evidence]. FUZZ_SECONDS (default 600) bounds the run.
 set -euo pipefail
 
 fuzz_dir="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
 target="${1:-firmware}"
 case "${target}" in
-firmware | tdx) ;;
+firmware | tdx | evidence) ;;
 *)
-    echo "run.sh: unknown target ${target} (firmware or tdx)" >&2
+    echo "run.sh: unknown target ${target} (firmware, tdx or evidence)" >&2
     exit 2
     ;;
 esac
@@ -18,7 +20,14 @@ corpus="${fuzz_dir}/corpus/${target}"
 mkdir -p "${corpus}"
 
 seeded=0
+if [[ "${target}" == evidence ]]; then
+    while IFS= read -r -d '' f; do
+        cp -- "${f}" "${corpus}/$(basename -- "$(dirname -- "${f}")")_$(basename -- "${f}")"
+        seeded=$((seeded + 1))
+    done < <(find "${fuzz_dir}/../tests/data/evidence" -type f \( -name '*.bin' -o -name '*.der' -o -name '*.pem' -o -name 'collateral.json' \) -print0)
+fi
 for src in /usr/share/OVMF/OVMF_CODE.fd /usr/share/ovmf/OVMF.fd; do
+    [[ "${target}" == evidence ]] && break
     if [[ ! -r "${src}" ]]; then
         echo "run.sh: ${src} not found, skipping" >&2
         continue
