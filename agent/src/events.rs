@@ -60,10 +60,18 @@ pub fn attestation_details(tee: Tee, result: Result<Report, String>) -> (Value, 
             json!({"tee": "none", "reason": "this guest runs in no TEE (no SEV-SNP or TDX guest support detected), so there is no report"}),
             "unavailable",
         ),
-        (_, Ok(r)) => (
-            json!({"tee": tee.name(), "provider": r.provider, "report": hex::encode(&r.outblob), "report_data": hex::encode(r.report_data)}),
-            "ok",
-        ),
+        (_, Ok(r)) => {
+            let mut d = json!({"tee": tee.name(), "provider": r.provider, "report": hex::encode(&r.outblob), "report_data": hex::encode(r.report_data)});
+            if let Some(o) = d.as_object_mut() {
+                if let Some(a) = &r.auxblob {
+                    o.insert("certs".into(), hex::encode(a).into());
+                }
+                if let Some(l) = &r.event_log {
+                    o.insert("event_log".into(), hex::encode(l).into());
+                }
+            }
+            (d, "ok")
+        }
         (_, Err(e)) => (json!({"tee": tee.name(), "error": e}), "error"),
     }
 }

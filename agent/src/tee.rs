@@ -1,9 +1,11 @@
 //! Which TEE the guest runs in, and attestation reports through the kernel's
 //! configfs-tsm interface (`/sys/kernel/config/tsm/report`, Linux 6.7+, both SEV-SNP
 //! and TDX): create a report directory, write 64 bytes of report data to `inblob`,
-//! read `outblob` (the SNP report or TDX quote) and `provider`. Report data is
-//! SHA-512 of the manager's nonce. Without a TEE the agent says so plainly instead of
-//! producing anything that looks like a report.
+//! read `outblob` (the SNP report or TDX quote), `auxblob` (SNP: the certificate table
+//! with the VCEK, when the host provides one) and `provider`; for TDX also the CCEL
+//! event log (`/sys/firmware/acpi/tables/data/CCEL`), which a verifier replays into the
+//! RTMRs. Report data is SHA-512 of the manager's nonce. Without a TEE the agent says so
+//! plainly instead of producing anything that looks like a report.
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,30 @@ pub struct Report {
     pub outblob: Vec<u8>,
     /// The report data that was requested.
     pub report_data: [u8; 64],
+    /// configfs-tsm `auxblob` (SNP: certificate table), if any.
+    pub auxblob: Option<Vec<u8>>,
+    /// The TDX CCEL event log, if any.
+    pub event_log: Option<Vec<u8>>,
+}
+
+/// The largest auxblob or event log passed on (a certificate table is a few KiB, a
+/// CCEL log tens of KiB; an agent frame carries at most 1 MiB).
+pub const MAX_AUX: u64 = 256 << 10;
+
+/// Reads `path` if it exists, is non-empty and at most [`MAX_AUX`] bytes.
+fn read_optional(path: &Path) -> Option<Vec<u8>> {
+    let len = std::fs::metadata(path).ok()?.len();
+    if len > MAX_AUX {
+        return None;
+    }
+    std::fs::read(path)
+        .ok()
+        .filter(|b| !b.is_empty() && b.len() as u64 <= MAX_AUX)
+}
+
+/// The CCEL event log under `root` (`/` in the guest).
+pub fn ccel(root: &Path) -> Option<Vec<u8>> {
+    read_optional(&root.join("sys/firmware/acpi/tables/data/CCEL"))
 }
 
 /// Requests a report through configfs-tsm under `tsm` (normally
@@ -88,6 +114,8 @@ pub fn configfs_report(tsm: &Path, name: &str, nonce: &[u8]) -> Result<Report, S
             provider,
             outblob,
             report_data: rd,
+            auxblob: read_optional(&dir.join("auxblob")),
+            event_log: None,
         })
     })();
     let _ = std::fs::remove_dir(&dir);
@@ -134,5 +162,20 @@ mod tests {
             report_data(b"nonce"),
             <[u8; 64]>::from(Sha512::digest(b"nonce"))
         );
+    }
+
+    #[test]
+    fn event_log_and_auxblob_are_optional_and_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(ccel(d.path()), None);
+        let dir = d.path().join("sys/firmware/acpi/tables/data");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("CCEL"), b"").unwrap();
+        assert_eq!(ccel(d.path()), None, "an empty log is no log");
+        std::fs::write(dir.join("CCEL"), b"events").unwrap();
+        assert_eq!(ccel(d.path()).as_deref(), Some(&b"events"[..]));
+        // A log larger than a frame can carry is left out rather than truncated.
+        std::fs::write(dir.join("CCEL"), vec![0u8; MAX_AUX as usize + 1]).unwrap();
+        assert_eq!(ccel(d.path()), None);
     }
 }

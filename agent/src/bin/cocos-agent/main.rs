@@ -136,7 +136,13 @@ fn main() {
                             Path::new("/sys/kernel/config/tsm/report"),
                             &format!("cocos-{fid}"),
                             &r.nonce,
-                        );
+                        )
+                        .map(|mut rep| {
+                            if tee == tee::Tee::Tdx {
+                                rep.event_log = tee::ccel(Path::new("/"));
+                            }
+                            rep
+                        });
                         let (details, status) = events::attestation_details(tee, result);
                         eprintln!("cocos-agent: attestation request {fid}: {status}");
                         push(events::event(&id, "attestation", status, &details));
