@@ -148,6 +148,12 @@ pub struct Config {
     /// TDX quote generation service socket.
     #[arg(long, env = "MANAGER_QEMU_TDX_QUOTE_SOCKET")]
     pub tdx_quote_socket: Option<PathBuf>,
+    /// Intel collateral (PCS/PCCS JSON for the host's FMSPC) to verify TD quotes with
+    #[arg(long, env = "MANAGER_TDX_COLLATERAL", value_name = "FILE")]
+    pub tdx_collateral: Option<PathBuf>,
+    /// Extra SEV-SNP certificates (PEM: e.g. the ASVK chain for VLEK-signed reports)
+    #[arg(long, env = "MANAGER_SNP_CHAIN", value_name = "FILE")]
+    pub snp_chain: Option<PathBuf>,
     /// Agent transport.
     #[arg(long, env = "MANAGER_AGENT_TRANSPORT", value_enum, default_value_t = TransportKind::Serial)]
     pub transport: TransportKind,

@@ -7,6 +7,7 @@
 //! state and event outbox.
 
 pub mod agent_channel;
+pub mod attest;
 pub mod config;
 pub mod events;
 pub mod expected;

@@ -175,6 +175,9 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A start-up task failed.
+    #[error(transparent)]
+    Trust(#[from] crate::attest::TrustError),
+    /// A start-up task failed.
     #[error("start-up task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

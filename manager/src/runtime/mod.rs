@@ -109,7 +109,12 @@ pub struct Vm {
     stop_reason: Mutex<String>,
     done_tx: watch::Sender<bool>,
     attest_tx: mpsc::Sender<Vec<u8>>,
+    /// The nonces sent to this VM's agent, newest last (at most [`MAX_NONCES`]).
+    nonces: Mutex<std::collections::VecDeque<Vec<u8>>>,
 }
+
+/// How many outstanding nonces a VM's attestation may answer.
+pub const MAX_NONCES: usize = 16;
 
 #[derive(Debug)]
 enum Slot {
@@ -151,6 +156,7 @@ pub struct Manager {
     release: Release,
     firmware_sha256: [u8; 32],
     expected: Expected,
+    verifier: crate::attest::Verifier,
     store: Arc<Store>,
     writer: EventWriter,
     seq_rx: watch::Receiver<u64>,
@@ -202,6 +208,11 @@ impl Manager {
             let (cfg, release, target) = (cfg.clone(), release.clone(), target.clone());
             tokio::task::spawn_blocking(move || prepare(&cfg, &release, &target)).await??
         };
+        let verifier = crate::attest::Verifier::load(
+            cfg.tdx_collateral.as_deref(),
+            cfg.snp_chain.as_deref(),
+            None,
+        )?;
         let retention = if cfg.grpc_url.is_some() {
             Retention::Confirmed
         } else {
@@ -230,6 +241,7 @@ impl Manager {
             release,
             firmware_sha256,
             expected,
+            verifier,
             store,
             writer,
             seq_rx,

@@ -30,6 +30,7 @@ impl Manager {
             stop_reason: Mutex::new(String::new()),
             done_tx,
             attest_tx,
+            nonces: Mutex::new(std::collections::VecDeque::new()),
         });
         self.lock()
             .insert(vm.record.id.clone(), Slot::Running(vm.clone()));
@@ -178,7 +179,7 @@ impl Manager {
                         let items: Vec<Append> = inc.new.into_iter().map(|d| Append {
                             vm: id.clone(),
                             frame_id: Some(d.frame_id),
-                            payload: agent_payload(&id, d.frame_id, d.message),
+                            payload: agent_payload(&id, d.frame_id, self.with_verdict(&vm, d.message)),
                         }).collect();
                         let results = match self.writer.append(items).await {
                             Ok(r) => r,
@@ -238,9 +239,53 @@ impl Manager {
             return Err(ApiError::BadRequest("nonce: 1 to 64 bytes".into()));
         }
         let vm = self.get(id)?;
+        if let Ok(mut n) = vm.nonces.lock() {
+            if n.len() == MAX_NONCES {
+                n.pop_front();
+            }
+            n.push_back(nonce.clone());
+        }
         vm.attest_tx
             .send(nonce)
             .await
             .map_err(|_| ApiError::NotFound(format!("computation {id} is gone")))
+    }
+
+    /// An agent's attestation event gets the verdict: its report or quote checked
+    /// against this launch's expected measurement and the nonces sent. Other messages
+    /// pass unchanged; so does an attestation whose details are not JSON (the
+    /// verdict then says why).
+    fn with_verdict(&self, vm: &Vm, message: Option<AgentMessage>) -> Option<AgentMessage> {
+        let Some(AgentMessage {
+            message: Some(agent_message::Message::AgentEvent(mut ev)),
+        }) = message
+        else {
+            return message;
+        };
+        if ev.event_type == "attestation" && ev.status == "ok" {
+            let nonces: Vec<Vec<u8>> = vm
+                .nonces
+                .lock()
+                .map(|n| n.iter().cloned().collect())
+                .unwrap_or_default();
+            let mut details: Value = serde_json::from_slice(&ev.details).unwrap_or_else(|e| {
+                json!({"unparsed": String::from_utf8_lossy(&ev.details), "error": format!("details are not JSON: {e}")})
+            });
+            let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+            let verdict = self
+                .verifier
+                .verdict(&vm.record.expected, &nonces, &details, now);
+            let summary = verdict.get("summary").cloned();
+            if let Some(o) = details.as_object_mut() {
+                o.insert("verdict".into(), verdict);
+            } else {
+                details = json!({"agent_details": details, "verdict": verdict});
+            }
+            tracing::info!(computation = %vm.record.id, "attestation: {}", summary.unwrap_or_default());
+            ev.details = details.to_string().into_bytes();
+        }
+        Some(AgentMessage {
+            message: Some(agent_message::Message::AgentEvent(ev)),
+        })
     }
 }
