@@ -312,3 +312,39 @@ fn exit_codes_and_one_line_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("ASVK") && err.contains("--chain"), "{err}");
 }
+
+/// The same checks over a chain a test made (cocos_testkit::snp_evidence): trusted only
+/// when its root is given as the trust anchor, refused under AMD's roots.
+#[test]
+fn a_test_chain_verifies_only_under_its_own_anchor() {
+    use cocos_testkit::snp_evidence::{report_data, TestChain};
+    let chain = TestChain::new();
+    let measurement = [0x5a; 48];
+    let report = chain.report(&measurement, &report_data(b"nonce"));
+    let table = snp::CertTable::parse(&chain.cert_table()).unwrap();
+    let certs = |anchor: bool| Certs {
+        vek: Some(Cert::from_der(table.vcek.as_ref().unwrap()).unwrap()),
+        chain: vec![Cert::from_der(table.ask.as_ref().unwrap()).unwrap()],
+        trust_anchor: anchor.then(|| Cert::from_pem(chain.root_pem.as_bytes()).unwrap()),
+    };
+    let exp = Expectations {
+        measurement: Some(measurement),
+        report_data: Some(report_data(b"nonce")),
+        now: parse_time("2030-01-01T00:00:00Z").unwrap(),
+        ..Expectations::default()
+    };
+    let v = snp::verify(&report, &certs(true), &exp).unwrap();
+    assert!(v.verified, "{:?}", v.first_failure());
+    assert_eq!(v.chain, ["TEST-ARK", "TEST-ASK", "SEV-VCEK"]);
+    // Without the anchor the chain is nobody's: unusable, not "verified".
+    let e = snp::verify(&report, &certs(false), &exp)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not an AMD SEV-SNP signing key"), "{e}");
+    // Another test chain's root does not sign this one.
+    let other = TestChain::new();
+    let mut c = certs(true);
+    c.trust_anchor = Some(Cert::from_pem(other.root_pem.as_bytes()).unwrap());
+    let v = snp::verify(&report, &c, &exp).unwrap();
+    assert_eq!(failed(&v), ["intermediate_signed_by_root"]);
+}

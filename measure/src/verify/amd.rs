@@ -177,6 +177,7 @@ const OID_SNP: &str = "1.3.6.1.4.1.3704.1.3.3";
 const OID_UCODE: &str = "1.3.6.1.4.1.3704.1.3.8";
 const OID_FMC: &str = "1.3.6.1.4.1.3704.1.3.9";
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
+const ECDSA_WITH_SHA384: &str = "1.2.840.10045.4.3.3";
 
 impl Cert {
     /// From DER.
@@ -310,11 +311,33 @@ impl Cert {
         Some(id)
     }
 
-    /// Whether `self`'s key signs `subject` (RSA-PSS SHA-384, as AMD signs).
+    /// Whether `self`'s key signs `subject`: RSA-PSS SHA-384 as AMD signs (through
+    /// `sev`), or ECDSA P-384 SHA-384, which only a root with a P-384 key can produce
+    /// (a test's trust anchor; AMD's roots are RSA, so this path cannot succeed under
+    /// them).
     pub fn signs(&self, subject: &Cert) -> Result<(), String> {
-        (&self.sev, &subject.sev)
-            .verify()
-            .map_err(|e| e.to_string())
+        if subject.x509.signature_algorithm.oid.to_string() != ECDSA_WITH_SHA384 {
+            return (&self.sev, &subject.sev)
+                .verify()
+                .map_err(|e| e.to_string());
+        }
+        use p384::ecdsa::signature::Verifier as _;
+        let key =
+            p384::ecdsa::VerifyingKey::from_sec1_bytes(self.public_key_sec1()).map_err(|_| {
+                format!(
+                    "{} has no P-384 key to check an ECDSA signature with",
+                    self.subject_cn()
+                )
+            })?;
+        let sig = p384::ecdsa::Signature::from_der(subject.x509.signature.raw_bytes())
+            .map_err(|e| format!("ECDSA signature: {e}"))?;
+        let tbs = subject
+            .x509
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| format!("certificate re-encoding: {e}"))?;
+        key.verify(&tbs, &sig)
+            .map_err(|_| format!("{}'s ECDSA signature does not verify", subject.subject_cn()))
     }
 }
 

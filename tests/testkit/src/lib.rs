@@ -1,7 +1,8 @@
 //! Test support shared by every crate's tests (a dev-dependency only; it depends on no
 //! workspace crate, so the graph stays one-way): where the workspace and the inputs
 //! installed by `scripts/setup.sh` / `scripts/test.sh` are, replayable seeds, random
-//! kernel command lines, and synthetic firmware images ([`firmware`]).
+//! kernel command lines, synthetic firmware images ([`firmware`]), and SEV-SNP evidence
+//! signed by a test-only certificate chain ([`snp_evidence`]).
 //!
 //! Missing inputs fail the test with set-up instructions rather than skipping it.
 
@@ -15,6 +16,7 @@
 )]
 
 pub mod firmware;
+pub mod snp_evidence;
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
