@@ -154,6 +154,10 @@ pub struct Config {
     /// Extra SEV-SNP certificates (PEM: e.g. the ASVK chain for VLEK-signed reports)
     #[arg(long, env = "MANAGER_SNP_CHAIN", value_name = "FILE")]
     pub snp_chain: Option<PathBuf>,
+    /// TESTS ONLY: a root that replaces AMD's for attestation verdicts (refused by
+    /// release builds; every verdict says it was used)
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub insecure_test_trust_anchor: Option<PathBuf>,
     /// Agent transport.
     #[arg(long, env = "MANAGER_AGENT_TRANSPORT", value_enum, default_value_t = TransportKind::Serial)]
     pub transport: TransportKind,
@@ -292,6 +296,9 @@ impl Config {
 
     /// Checks settings that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if self.insecure_test_trust_anchor.is_some() && !cfg!(debug_assertions) {
+            return Err("--insecure-test-trust-anchor is for tests and refused by release builds: it makes the manager trust a root that is not AMD's".into());
+        }
         listen_addr(&self.http)?;
         listen_addr(&self.grpc_listen)?;
         if self.vcpus == 0 || self.vcpus > self.max_vcpus {

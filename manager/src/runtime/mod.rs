@@ -211,8 +211,11 @@ impl Manager {
         let verifier = crate::attest::Verifier::load(
             cfg.tdx_collateral.as_deref(),
             cfg.snp_chain.as_deref(),
-            None,
+            cfg.insecure_test_trust_anchor.as_deref(),
         )?;
+        if verifier.is_test() {
+            tracing::warn!("attestation verdicts use a TEST trust anchor (--insecure-test-trust-anchor), not AMD's roots");
+        }
         let retention = if cfg.grpc_url.is_some() {
             Retention::Confirmed
         } else {

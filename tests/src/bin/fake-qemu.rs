@@ -5,7 +5,11 @@
 //! on the virtio-serial chardev socket with cocos-agent's own outbox: a boot event,
 //! then heartbeats `{"seq": n}` at FAKE_QEMU_RATE per second (default 5), up to
 //! FAKE_QEMU_EVENTS (default unlimited). FAKE_QEMU_IGNORE_POWERDOWN=1 makes it ignore
-//! system_powerdown (so the manager must signal it).
+//! system_powerdown (so the manager must signal it). FAKE_QEMU_SNP_DIR=DIR (a
+//! `cocos_testkit::snp_evidence::TestChain` saved there, and DIR/measurement in hex)
+//! answers attestation requests as an SEV-SNP guest would: a report over SHA-512 of the
+//! nonce, signed by the test VCEK, with the certificate table, through cocos-agent's
+//! own event builder.
 
 #![allow(
     clippy::unwrap_used,
@@ -116,7 +120,10 @@ fn main() {
             for c in l.incoming() {
                 let Ok(c) = c else { continue };
                 let r = c.try_clone().unwrap();
-                let _ = serve(c, r, &outbox, |_, _| {});
+                let (answer, id) = (outbox.clone(), id.clone());
+                let _ = serve(c, r, &outbox, move |_, payload| {
+                    attest(&answer, &id, &payload)
+                });
             }
         });
     }
@@ -160,4 +167,48 @@ fn qmp(c: UnixStream, name: &str, ignore_powerdown: bool) {
         };
         let _ = w.write_all(format!("{reply}\n").as_bytes());
     }
+}
+
+/// Answers an attestation request as an SEV-SNP guest with FAKE_QEMU_SNP_DIR's test chain
+/// (ignored without it, as a guest without a TEE driver would not answer either).
+fn attest(outbox: &Outbox, id: &str, payload: &[u8]) {
+    use cocos_proto::messages::{manager_message, ManagerMessage};
+    use prost::Message as _;
+    let Ok(dir) = std::env::var("FAKE_QEMU_SNP_DIR") else {
+        return;
+    };
+    let Ok(ManagerMessage {
+        message: Some(manager_message::Message::AttestationRequest(req)),
+    }) = ManagerMessage::decode(payload)
+    else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    let chain = cocos_testkit::snp_evidence::TestChain::load(dir);
+    let m: [u8; 48] = hex::decode(
+        std::fs::read_to_string(dir.join("measurement"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let rd = cocos_testkit::snp_evidence::report_data(&req.nonce);
+    let report = cocos_agent::tee::Report {
+        provider: "sev_guest".into(),
+        outblob: chain.report(&m, &rd),
+        report_data: rd,
+        auxblob: Some(chain.cert_table()),
+        event_log: None,
+    };
+    let (details, status) =
+        cocos_agent::events::attestation_details(cocos_agent::tee::Tee::SevSnp, Ok(report));
+    outbox
+        .push(&cocos_agent::events::event(
+            id,
+            "attestation",
+            status,
+            &details,
+        ))
+        .unwrap();
 }

@@ -23,6 +23,7 @@ pub struct TestChain {
     pub vcek_der: Vec<u8>,
     /// The chip ID the VCEK is issued for.
     pub chip_id: [u8; 64],
+    vcek_pkcs8: Vec<u8>,
     vcek_key: p384::ecdsa::SigningKey,
 }
 
@@ -69,12 +70,40 @@ impl TestChain {
             CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 3704, 1, 4], chip_id.to_vec()),
         ];
         let vcek = p.signed_by(&vcek_key, &ask, &ask_key).unwrap();
+        let vcek_pkcs8 = vcek_key.serialize_der();
         Self {
             root_pem: root.pem(),
             ask_der: ask.der().to_vec(),
             vcek_der: vcek.der().to_vec(),
             chip_id,
-            vcek_key: p384::ecdsa::SigningKey::from_pkcs8_der(&vcek_key.serialize_der()).unwrap(),
+            vcek_key: p384::ecdsa::SigningKey::from_pkcs8_der(&vcek_pkcs8).unwrap(),
+            vcek_pkcs8,
+        }
+    }
+
+    /// Writes the chain and the VCEK's key into `dir` (for another process to sign).
+    pub fn save(&self, dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("root.pem"), &self.root_pem).unwrap();
+        std::fs::write(dir.join("ask.der"), &self.ask_der).unwrap();
+        std::fs::write(dir.join("vcek.der"), &self.vcek_der).unwrap();
+        std::fs::write(dir.join("chip_id"), self.chip_id).unwrap();
+        std::fs::write(dir.join("vcek.pkcs8"), &self.vcek_pkcs8).unwrap();
+    }
+
+    /// Reads what [`TestChain::save`] wrote.
+    pub fn load(dir: &std::path::Path) -> Self {
+        let vcek_pkcs8 = std::fs::read(dir.join("vcek.pkcs8")).unwrap();
+        Self {
+            root_pem: std::fs::read_to_string(dir.join("root.pem")).unwrap(),
+            ask_der: std::fs::read(dir.join("ask.der")).unwrap(),
+            vcek_der: std::fs::read(dir.join("vcek.der")).unwrap(),
+            chip_id: std::fs::read(dir.join("chip_id"))
+                .unwrap()
+                .try_into()
+                .unwrap(),
+            vcek_key: p384::ecdsa::SigningKey::from_pkcs8_der(&vcek_pkcs8).unwrap(),
+            vcek_pkcs8,
         }
     }
 
