@@ -183,6 +183,7 @@ impl Verifier {
                     mrtd: Some(r.mrtd),
                     rtmr: [r.rtmr0, r.rtmr1, r.rtmr2, None],
                     report_data: bound(&td.report_data),
+                    event_log: blob("event_log")?,
                     now,
                     ..tdx::Expectations::default()
                 };

@@ -2,11 +2,13 @@
 //! arbitrary bytes are tried as an SEV-SNP report (and, verified against a built-in
 //! AMD certificate, as one whose signature must simply fail), as an extended-report
 //! certificate table, as a certificate (PEM or DER, bundles too), as a TDX DCAP quote,
-//! and as DCAP collateral JSON. Nothing may panic; errors are fine.
+//! as DCAP collateral JSON, and as a CCEL event log (parsed and replayed). Nothing may
+//! panic; errors are fine.
 
 #![no_main]
 
 use cocos_measure::verify::amd::{Cert, Product};
+use cocos_measure::verify::ccel;
 use cocos_measure::verify::snp::{self, CertTable, Certs, Expectations, Report};
 use cocos_measure::verify::tdx::{self, Collateral};
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = Cert::all_from_bytes(data);
     let _ = tdx::parse(data);
     let _ = Collateral::from_json(data);
+    if let Ok(events) = ccel::parse(data) {
+        let _ = ccel::replay(&events);
+    }
     // A report-sized input goes through the whole SNP verification with AMD's Milan
     // ASK standing in for the endorsement key: every check must run without panicking.
     if data.len() >= snp::REPORT_LEN {

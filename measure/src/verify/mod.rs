@@ -11,6 +11,7 @@
 //! network: certificates come from files or the report's certificate table.
 
 pub mod amd;
+pub mod ccel;
 pub mod snp;
 pub mod tdx;
 

@@ -78,6 +78,11 @@ pub struct Expectations {
     pub accept_status: Vec<String>,
     /// The time collateral must be valid at (seconds since the epoch).
     pub now: i64,
+    /// The guest's CCEL event log, replayed into RTMR0–3 and compared with the quote.
+    pub event_log: Option<Vec<u8>>,
+    /// The events we expect in it (`cocos-measure tdx --json`'s `events`); compared
+    /// event by event when given with a log.
+    pub events: Vec<super::ccel::Expected>,
 }
 
 /// The parsed quote's version and TD report.
@@ -241,6 +246,9 @@ pub fn verify(
             expected: None,
         });
     }
+    if let Some(log) = &exp.event_log {
+        event_log_checks(log, &td, &exp.events, &mut checks);
+    }
     for (k, v) in [
         ("mrtd", hex::encode(td.mr_td)),
         ("rtmr0", hex::encode(td.rt_mr0)),
@@ -256,4 +264,57 @@ pub fn verify(
         evidence.insert(k.into(), v.into());
     }
     Ok(Verdict::new("tdx", checks, chain, evidence))
+}
+
+/// The log replayed against the quote's RTMRs, then (with expected events) the first
+/// event where it and the launch we computed part ways.
+fn event_log_checks(
+    log: &[u8],
+    td: &TDReport10,
+    expected: &[super::ccel::Expected],
+    checks: &mut Vec<Check>,
+) {
+    let events = match super::ccel::parse(log) {
+        Ok(e) => e,
+        Err(why) => {
+            checks.push(Check::new(
+                "event_log_replay",
+                false,
+                format!("the event log cannot be read: {why}"),
+            ));
+            return;
+        }
+    };
+    let replayed = super::ccel::replay(&events);
+    let quoted = [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3];
+    let differ: Vec<String> = (0..4)
+        .filter(|&i| replayed.get(i) != quoted.get(i))
+        .map(|i| format!("RTMR{i}"))
+        .collect();
+    checks.push(Check::new(
+        "event_log_replay",
+        differ.is_empty(),
+        if differ.is_empty() {
+            format!(
+                "the log's {} events replay to the quote's RTMR0-3",
+                events.len()
+            )
+        } else {
+            format!(
+                "the log's events do not replay to the quote's {}: the log is not this TD's",
+                differ.join(", ")
+            )
+        },
+    ));
+    if expected.is_empty() {
+        return;
+    }
+    for rtmr in 0..3u8 {
+        let diff = super::ccel::first_difference(&events, expected, rtmr);
+        checks.push(Check::new(
+            "event_log_matches_expected",
+            diff.is_none(),
+            diff.unwrap_or_else(|| format!("RTMR{rtmr}'s events are the ones expected")),
+        ));
+    }
 }

@@ -77,6 +77,9 @@ pub(crate) struct TdxVerify {
     /// Accept this TCB status besides UpToDate (e.g. SWHardeningNeeded); repeatable
     #[arg(long = "accept-tcb", value_name = "STATUS")]
     accept_tcb: Vec<String>,
+    /// The guest's event log (/sys/firmware/acpi/tables/data/CCEL): replayed against the quote, and compared event by event with --expected's events
+    #[arg(long, value_name = "FILE")]
+    event_log: Option<PathBuf>,
     /// JSON output (every check, values seen and expected)
     #[arg(long)]
     json: bool,
@@ -381,6 +384,38 @@ fn hex48(what: &str, s: &str) -> Result<[u8; 48]> {
     Ok(out)
 }
 
+/// Expected events from `cocos-measure tdx --json`'s `events`.
+fn tdx_expected_events(path: &Path) -> Result<Vec<cocos_measure::verify::ccel::Expected>> {
+    let v: Value = serde_json::from_slice(&read(path, "--expected")?)
+        .with_context(|| format!("--expected {}: not JSON", path.display()))?;
+    let Some(events) = v.get("events").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let field = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .with_context(|| format!("--expected events[{i}]: no {k}"))
+            };
+            let ty = field("event_type_value")?;
+            Ok(cocos_measure::verify::ccel::Expected {
+                rtmr: e
+                    .get("rtmr")
+                    .and_then(Value::as_u64)
+                    .and_then(|r| u8::try_from(r).ok())
+                    .with_context(|| format!("--expected events[{i}]: no rtmr"))?,
+                event_type: u32::from_str_radix(ty.trim_start_matches("0x"), 16)
+                    .with_context(|| format!("--expected events[{i}]: event_type_value {ty:?}"))?,
+                digest: hex48(&format!("--expected events[{i}] digest"), field("digest")?)?,
+                what: field("what")?.to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// Expected registers from `cocos-measure tdx --json`-shaped JSON or a release.json.
 fn tdx_expected_file(c: &TdxVerify, path: &Path) -> Result<[Option<[u8; 48]>; 5]> {
     let v: Value = serde_json::from_slice(&read(path, "--expected")?)
@@ -486,6 +521,15 @@ fn tdx_expectations(c: &TdxVerify) -> Result<tdx::Expectations> {
         mr_seam,
         allow_debug: c.allow_debug,
         accept_status: c.accept_tcb.clone(),
+        event_log: c
+            .event_log
+            .as_deref()
+            .map(|p| read(p, "--event-log"))
+            .transpose()?,
+        events: match (&c.expected, &c.event_log) {
+            (Some(p), Some(_)) => tdx_expected_events(p)?,
+            _ => Vec::new(),
+        },
         now: match &c.now {
             Some(t) => parse_time(t)?,
             None => time_now(),
