@@ -27,6 +27,19 @@ row() { # fixture case want got first-line
     printf '%-24s %-22s want %s got %s %-5s %s\n' "$1" "$2" "$3" "$4" "$ok" "$5"
 }
 field() { python3 -c "import json,sys; v=json.load(open(sys.argv[1])); print(eval('v'+sys.argv[2]))" "$@"; }
+# mutants EVIDENCE META: $WORK/{body,sig,trunc}.bin, one byte flipped in the signed body
+# or the signature, or truncated, at the offsets META's "mutations" give.
+mutants() {
+    python3 - "$1" "$2" "$WORK" <<'PY'
+import json, sys
+r = bytearray(open(sys.argv[1], 'rb').read()); m = json.load(open(sys.argv[2]))["mutations"]; w = sys.argv[3]
+for name, at in (("body", m["signed_body_byte"]), ("sig", m["signature_byte"])):
+    b = bytearray(r); b[at] ^= 1; open(f"{w}/{name}.bin", "wb").write(b)
+open(f"{w}/trunc.bin", "wb").write(r[:m["truncate_to"]])
+PY
+}
+# other_value HEX: the same hex with its last digit changed.
+other_value() { python3 -c "import sys; m=sys.argv[1]; print(m[:-1] + ('0' if m[-1] != '0' else '1'))" "$1"; }
 
 for fx in "$DIR"/snp/*/; do
     name=snp/$(basename "$fx")
@@ -37,17 +50,8 @@ for fx in "$DIR"/snp/*/; do
     vmpl=$(field "$meta" "['vmpl']")
     keyargs=(--vcek "$fx/vcek.der")
     if [ "$(field "$meta" "['signing_key']")" = vlek ]; then keyargs=(--vlek "$fx/vlek.der" --chain "$fx/cert_chain.pem"); fi
-    body=$(field "$meta" "['mutations']['signed_body_byte']")
-    sig=$(field "$meta" "['mutations']['signature_byte']")
-    trunc=$(field "$meta" "['mutations']['truncate_to']")
-    python3 - "$fx/report.bin" "$WORK" "$body" "$sig" "$trunc" <<'PY'
-import sys
-r = bytearray(open(sys.argv[1], 'rb').read()); w = sys.argv[2]
-for name, at in (("body", int(sys.argv[3])), ("sig", int(sys.argv[4]))):
-    b = bytearray(r); b[at] ^= 1; open(f"{w}/{name}.bin", "wb").write(b)
-open(f"{w}/trunc.bin", "wb").write(r[:int(sys.argv[5])])
-PY
-    wrong=$(python3 -c "import sys; m=sys.argv[1]; print(m[:-1] + ('0' if m[-1] != '0' else '1'))" "$m")
+    mutants "$fx/report.bin" "$meta"
+    wrong=$(other_value "$m")
     for case in genuine wrong-measurement flipped-body flipped-signature truncated; do
         report=$fx/report.bin exp=$m want=1
         case $case in
@@ -73,17 +77,8 @@ for fx in "$DIR"/tdx/*/; do
     now=$(field "$meta" "['now']")
     m=$(field "$meta" "['mrtd']")
     rd=$(field "$meta" "['report_data']")
-    body=$(field "$meta" "['mutations']['signed_body_byte']")
-    sig=$(field "$meta" "['mutations']['signature_byte']")
-    trunc=$(field "$meta" "['mutations']['truncate_to']")
-    python3 - "$fx/quote.bin" "$WORK" "$body" "$sig" "$trunc" <<'PY'
-import sys
-r = bytearray(open(sys.argv[1], 'rb').read()); w = sys.argv[2]
-for name, at in (("body", int(sys.argv[3])), ("sig", int(sys.argv[4]))):
-    b = bytearray(r); b[at] ^= 1; open(f"{w}/{name}.bin", "wb").write(b)
-open(f"{w}/trunc.bin", "wb").write(r[:int(sys.argv[5])])
-PY
-    wrong=$(python3 -c "import sys; m=sys.argv[1]; print(m[:-1] + ('0' if m[-1] != '0' else '1'))" "$m")
+    mutants "$fx/quote.bin" "$meta"
+    wrong=$(other_value "$m")
     regs=()
     for r in rtmr0 rtmr1 rtmr2 rtmr3; do regs+=(--"$r" "$(field "$meta" "['$r']")"); done
     for case in genuine wrong-mrtd flipped-body flipped-signature truncated; do

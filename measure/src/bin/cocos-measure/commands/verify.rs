@@ -21,6 +21,49 @@ pub(crate) enum VerifyCmd {
     Tdx(Box<TdxVerify>),
 }
 
+/// What binds the evidence to this request, and when it is judged.
+#[derive(Args)]
+pub(crate) struct Binding {
+    /// The nonce sent (hex): REPORT_DATA must be its SHA-512, as cocos-agent binds it
+    #[arg(long, value_name = "HEX", group = "binding")]
+    nonce: Option<String>,
+    /// The expected REPORT_DATA itself (128 hex digits), for evidence bound another way
+    #[arg(long, value_name = "HEX", group = "binding")]
+    report_data: Option<String>,
+    /// Do not check REPORT_DATA (the evidence's freshness is then not established)
+    #[arg(long, group = "binding")]
+    any_report_data: bool,
+    /// Time certificates and collateral must be valid at (RFC 3339; default: now)
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+}
+
+impl Binding {
+    /// The REPORT_DATA expected, if any is checked.
+    fn report_data(&self) -> Result<Option<[u8; 64]>> {
+        Ok(match (&self.nonce, &self.report_data, self.any_report_data) {
+            (Some(n), _, _) => Some(snp::report_data_for_nonce(
+                &hex::decode(n.trim()).context("--nonce: not hex")?,
+            )),
+            (None, Some(d), _) => {
+                let mut out = [0u8; 64];
+                out.copy_from_slice(&hex_exact("--report-data", d, 64)?);
+                Some(out)
+            }
+            (None, None, true) => None,
+            (None, None, false) => bail!("give --nonce HEX (the nonce sent), --report-data HEX, or --any-report-data: without one, replayed evidence would pass"),
+        })
+    }
+
+    /// Seconds since the epoch to judge at.
+    fn now(&self) -> Result<i64> {
+        Ok(match &self.now {
+            Some(t) => parse_time(t)?,
+            None => time_now(),
+        })
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct TdxVerify {
     /// The quote (configfs-tsm outblob for TDX, or a DCAP quote file)
@@ -53,18 +96,8 @@ pub(crate) struct TdxVerify {
     /// Expected RTMR3
     #[arg(long, value_name = "HEX")]
     rtmr3: Option<String>,
-    /// The nonce sent (hex): REPORT_DATA must be its SHA-512, as cocos-agent binds it
-    #[arg(long, value_name = "HEX", group = "binding")]
-    nonce: Option<String>,
-    /// The expected REPORT_DATA itself (128 hex digits)
-    #[arg(long, value_name = "HEX", group = "binding")]
-    report_data: Option<String>,
-    /// Do not check REPORT_DATA (the quote's freshness is then not established)
-    #[arg(long, group = "binding")]
-    any_report_data: bool,
-    /// Time the collateral must be valid at (RFC 3339; default: now)
-    #[arg(long, value_name = "TIME")]
-    now: Option<String>,
+    #[command(flatten)]
+    binding: Binding,
     /// Expected XFAM (16 hex digits)
     #[arg(long, value_name = "HEX")]
     xfam: Option<String>,
@@ -114,18 +147,8 @@ pub(crate) struct SnpVerify {
     /// SEV features of the launch (release.json; default 0x1)
     #[arg(long, value_name = "BITS")]
     guest_features: Option<String>,
-    /// The nonce sent (hex): REPORT_DATA must be its SHA-512, as cocos-agent binds it
-    #[arg(long, value_name = "HEX", group = "binding")]
-    nonce: Option<String>,
-    /// The expected REPORT_DATA itself (128 hex digits), for evidence bound another way
-    #[arg(long, value_name = "HEX", group = "binding")]
-    report_data: Option<String>,
-    /// Do not check REPORT_DATA (the report's freshness is then not established)
-    #[arg(long, group = "binding")]
-    any_report_data: bool,
-    /// Time the certificates must be valid at (RFC 3339; default: now)
-    #[arg(long, value_name = "TIME")]
-    now: Option<String>,
+    #[command(flatten)]
+    binding: Binding,
     /// VMPL the report must come from
     #[arg(long, value_name = "N", default_value_t = 0)]
     vmpl: u32,
@@ -250,15 +273,7 @@ fn expectations(c: &SnpVerify) -> Result<Expectations> {
     let fixed = |what: &str, s: &Option<String>, n: usize| -> Result<Option<Vec<u8>>> {
         Ok(s.as_deref().map(|h| hex_exact(what, h, n)).transpose()?)
     };
-    let report_data = match (&c.nonce, &c.report_data, c.any_report_data) {
-        (Some(n), _, _) => {
-            let nonce = hex::decode(n.trim()).context("--nonce: not hex")?;
-            Some(snp::report_data_for_nonce(&nonce))
-        }
-        (None, Some(_), _) => fixed("--report-data", &c.report_data, 64)?.and_then(|v| v.try_into().ok()),
-        (None, None, true) => None,
-        (None, None, false) => bail!("give --nonce HEX (the nonce sent), --report-data HEX, or --any-report-data: without one, a replayed report would pass"),
-    };
+    let report_data = c.binding.report_data()?;
     let min_abi = match &c.min_abi {
         Some(s) => {
             let (a, b) = s
@@ -291,10 +306,7 @@ fn expectations(c: &SnpVerify) -> Result<Expectations> {
         chip_ids,
         id_key_digest: fixed("--id-key-digest", &c.id_key_digest, 48)?
             .and_then(|v| v.try_into().ok()),
-        now: match &c.now {
-            Some(t) => parse_time(t)?,
-            None => time_now(),
-        },
+        now: c.binding.now()?,
     })
 }
 
@@ -498,12 +510,7 @@ fn tdx_expectations(c: &TdxVerify) -> Result<tdx::Expectations> {
     if mrtd.is_none() {
         bail!("give the expected MRTD: --expected FILE (cocos-measure tdx --json, or release.json) or --mrtd HEX");
     }
-    let report_data = match (&c.nonce, &c.report_data, c.any_report_data) {
-        (Some(n), _, _) => Some(snp::report_data_for_nonce(&hex::decode(n.trim()).context("--nonce: not hex")?)),
-        (None, Some(d), _) => Some(hex_exact("--report-data", d, 64)?.try_into().map_err(|_| anyhow::anyhow!("--report-data"))?),
-        (None, None, true) => None,
-        (None, None, false) => bail!("give --nonce HEX (the nonce sent), --report-data HEX, or --any-report-data: without one, a replayed quote would pass"),
-    };
+    let report_data = c.binding.report_data()?;
     let mut mr_seam = Vec::new();
     for m in &c.mr_seam {
         mr_seam.push(hex48("--mr-seam", m)?);
@@ -530,10 +537,7 @@ fn tdx_expectations(c: &TdxVerify) -> Result<tdx::Expectations> {
             (Some(p), Some(_)) => tdx_expected_events(p)?,
             _ => Vec::new(),
         },
-        now: match &c.now {
-            Some(t) => parse_time(t)?,
-            None => time_now(),
-        },
+        now: c.binding.now()?,
     })
 }
 
