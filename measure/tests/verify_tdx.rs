@@ -111,11 +111,21 @@ fn one_changed_byte_in_each_region_fails_the_check_for_that_region() {
     v["tcb_info"] = tcb.into();
     c.collateral = serde_json::to_vec(&v).unwrap();
     assert_eq!(failed(&run(&c)), ["quote_signature_and_collateral"]);
-    // Outside the collateral's window.
+    // Outside the collateral's window: the collateral is unusable (exit 2), named.
     for t in ["2025-06-01T00:00:00Z", "2025-08-01T00:00:00Z"] {
         let mut c = genuine();
         c.exp.now = parse_time(t).unwrap();
-        assert_eq!(failed(&run(&c)), ["quote_signature_and_collateral"], "{t}");
+        let e = tdx::verify(
+            &c.quote,
+            &Collateral::from_json(&c.collateral).unwrap(),
+            &c.exp,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("TCB info is valid 2025-06-19T10:16:03Z to 2025-07-19T10:16:03Z"),
+            "{t}: {e}"
+        );
     }
     // Each register and the nonce binding.
     for i in 0..4 {
@@ -180,6 +190,24 @@ fn unusable_input_is_exit_2_with_one_line() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(needle), "{err}");
     }
+    // Expired collateral: unusable, exit 2, and it says what to fetch.
+    let out = Command::new(env!("CARGO_BIN_EXE_cocos-measure"))
+        .args(["verify", "tdx", "--quote"])
+        .arg(&good_quote)
+        .arg("--collateral")
+        .arg(&good_coll)
+        .args([
+            "--mrtd",
+            m["mrtd"].as_str().unwrap(),
+            "--any-report-data",
+            "--now",
+            "2026-01-01T00:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fetch current collateral"), "{err}");
     // A genuine quote that shows another launch: exit 1.
     let out = Command::new(env!("CARGO_BIN_EXE_cocos-measure"))
         .args(["verify", "tdx", "--quote"])

@@ -15,6 +15,37 @@ use super::{format_time, Check, Verdict, VerifyError};
 pub struct Collateral(QuoteCollateralV3);
 
 impl Collateral {
+    /// Refuses a time outside the TCB info's and QE identity's validity (issueDate to
+    /// nextUpdate): the collateral, not the quote, is then what is unusable.
+    pub fn check_window(&self, now: i64) -> Result<(), VerifyError> {
+        for (what, body) in [
+            ("TCB info", &self.0.tcb_info),
+            ("QE identity", &self.0.qe_identity),
+        ] {
+            let v: Value = serde_json::from_str(body).map_err(|e| {
+                VerifyError::Evidence(format!("collateral: the {what} is not JSON ({e})"))
+            })?;
+            let date = |k: &str| -> Result<i64, VerifyError> {
+                let s = v.get(k).and_then(Value::as_str).ok_or_else(|| {
+                    VerifyError::Evidence(format!("collateral: the {what} has no {k}"))
+                })?;
+                super::parse_time(s)
+            };
+            let (from, until) = (date("issueDate")?, date("nextUpdate")?);
+            if now < from || now > until {
+                return Err(VerifyError::Expected(format!(
+                    "the collateral's {what} is valid {} to {}, not at {}: fetch current collateral from Intel's PCS or your PCCS (or give --now inside that window)",
+                    format_time(from),
+                    format_time(until),
+                    format_time(now)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collateral {
     /// From JSON: the fields of Intel's PCCS response as dcap-qvl names them
     /// (`pck_crl_issuer_chain`, `root_ca_crl`, `pck_crl`, `tcb_info_issuer_chain`,
     /// `tcb_info`, `tcb_info_signature`, `qe_identity_issuer_chain`, `qe_identity`,
@@ -130,6 +161,7 @@ pub fn verify(
     exp: &Expectations,
 ) -> Result<Verdict, VerifyError> {
     let (version, td) = parse(quote)?;
+    collateral.check_window(exp.now)?;
     let mut checks = Vec::new();
     let now = u64::try_from(exp.now).unwrap_or(0);
     let mut evidence = serde_json::Map::new();
