@@ -326,6 +326,7 @@ fn a_test_chain_verifies_only_under_its_own_anchor() {
         vek: Some(Cert::from_der(table.vcek.as_ref().unwrap()).unwrap()),
         chain: vec![Cert::from_der(table.ask.as_ref().unwrap()).unwrap()],
         trust_anchor: anchor.then(|| Cert::from_pem(chain.root_pem.as_bytes()).unwrap()),
+        crl: None,
     };
     let exp = Expectations {
         measurement: Some(measurement),
@@ -347,4 +348,39 @@ fn a_test_chain_verifies_only_under_its_own_anchor() {
     c.trust_anchor = Some(Cert::from_pem(other.root_pem.as_bytes()).unwrap());
     let v = snp::verify(&report, &c, &exp).unwrap();
     assert_eq!(failed(&v), ["intermediate_signed_by_root"]);
+}
+
+/// A revocation list: signed by the root and current, it revokes what it lists; one
+/// signed by another root, or out of date, fails its own check.
+#[test]
+fn revocation_lists_are_checked() {
+    use cocos_measure::verify::amd::Crl;
+    use cocos_testkit::snp_evidence::{report_data, TestChain};
+    let chain = TestChain::new();
+    let report = chain.report(&[1; 48], &report_data(b"n"));
+    let table = snp::CertTable::parse(&chain.cert_table()).unwrap();
+    let certs = |crl: Option<Vec<u8>>| Certs {
+        vek: Some(Cert::from_der(table.vcek.as_ref().unwrap()).unwrap()),
+        chain: vec![Cert::from_der(table.ask.as_ref().unwrap()).unwrap()],
+        trust_anchor: Some(Cert::from_pem(chain.root_pem.as_bytes()).unwrap()),
+        crl: crl.map(|c| Crl::from_bytes(&c).unwrap()),
+    };
+    let exp = |year: &str| Expectations {
+        measurement: Some([1; 48]),
+        report_data: Some(report_data(b"n")),
+        now: parse_time(&format!("{year}-06-01T00:00:00Z")).unwrap(),
+        ..Expectations::default()
+    };
+    let v = snp::verify(&report, &certs(Some(chain.crl(false))), &exp("2030")).unwrap();
+    assert!(v.verified, "{:?}", v.first_failure());
+    assert!(v.checks.iter().any(|c| c.name == "not_revoked" && c.ok));
+    let v = snp::verify(&report, &certs(Some(chain.crl(true))), &exp("2030")).unwrap();
+    assert_eq!(failed(&v), ["not_revoked"]);
+    assert!(v.first_failure().unwrap().detail.contains("SEV-VCEK"));
+    let other = TestChain::new();
+    let v = snp::verify(&report, &certs(Some(other.crl(false))), &exp("2030")).unwrap();
+    assert_eq!(failed(&v), ["crl_signed_by_root"]);
+    let v = snp::verify(&report, &certs(Some(chain.crl(false))), &exp("2045")).unwrap();
+    assert!(failed(&v).contains(&"crl_current"), "{:?}", failed(&v));
+    assert!(Crl::from_bytes(b"not a crl").is_err());
 }

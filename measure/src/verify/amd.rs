@@ -178,6 +178,7 @@ const OID_UCODE: &str = "1.3.6.1.4.1.3704.1.3.8";
 const OID_FMC: &str = "1.3.6.1.4.1.3704.1.3.9";
 const OID_HWID: &str = "1.3.6.1.4.1.3704.1.4";
 const ECDSA_WITH_SHA384: &str = "1.2.840.10045.4.3.3";
+const RSA_PSS: &str = "1.2.840.113549.1.1.10";
 
 impl Cert {
     /// From DER.
@@ -321,23 +322,117 @@ impl Cert {
                 .verify()
                 .map_err(|e| e.to_string());
         }
-        use p384::ecdsa::signature::Verifier as _;
-        let key =
-            p384::ecdsa::VerifyingKey::from_sec1_bytes(self.public_key_sec1()).map_err(|_| {
-                format!(
-                    "{} has no P-384 key to check an ECDSA signature with",
-                    self.subject_cn()
-                )
-            })?;
-        let sig = p384::ecdsa::Signature::from_der(subject.x509.signature.raw_bytes())
-            .map_err(|e| format!("ECDSA signature: {e}"))?;
         let tbs = subject
             .x509
             .tbs_certificate
             .to_der()
             .map_err(|e| format!("certificate re-encoding: {e}"))?;
-        key.verify(&tbs, &sig)
-            .map_err(|_| format!("{}'s ECDSA signature does not verify", subject.subject_cn()))
+        self.verifies(
+            &tbs,
+            &subject.x509.signature_algorithm.oid.to_string(),
+            subject.x509.signature.raw_bytes(),
+        )
+        .map_err(|e| format!("{}'s signature: {e}", subject.subject_cn()))
+    }
+
+    /// Checks a signature by this certificate's key over `tbs`: RSA-PSS with SHA-384
+    /// (salt 48, as AMD signs) or ECDSA P-384 with SHA-384.
+    pub fn verifies(&self, tbs: &[u8], algorithm: &str, signature: &[u8]) -> Result<(), String> {
+        match algorithm {
+            ECDSA_WITH_SHA384 => {
+                use p384::ecdsa::signature::Verifier as _;
+                let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(self.public_key_sec1())
+                    .map_err(|_| format!("{} has no P-384 key", self.subject_cn()))?;
+                let sig = p384::ecdsa::Signature::from_der(signature)
+                    .map_err(|e| format!("not an ECDSA signature ({e})"))?;
+                key.verify(tbs, &sig)
+                    .map_err(|_| "does not verify".to_owned())
+            }
+            RSA_PSS => {
+                use rsa::signature::Verifier as _;
+                use x509_cert::der::referenced::OwnedToRef as _;
+                let spki = self
+                    .x509
+                    .tbs_certificate
+                    .subject_public_key_info
+                    .owned_to_ref();
+                let key = rsa::RsaPublicKey::try_from(spki)
+                    .map_err(|e| format!("{} has no RSA key ({e})", self.subject_cn()))?;
+                let sig = rsa::pss::Signature::try_from(signature)
+                    .map_err(|e| format!("not an RSA signature ({e})"))?;
+                rsa::pss::VerifyingKey::<sha2::Sha384>::new(key)
+                    .verify(tbs, &sig)
+                    .map_err(|_| "does not verify".to_owned())
+            }
+            other => Err(format!(
+                "signature algorithm {other} is neither RSA-PSS nor ECDSA P-384"
+            )),
+        }
+    }
+
+    /// The serial number's bytes.
+    pub fn serial(&self) -> &[u8] {
+        self.x509.tbs_certificate.serial_number.as_bytes()
+    }
+}
+
+/// A certificate revocation list (AMD KDS's `crl`, signed by the ARK).
+#[derive(Debug, Clone)]
+pub struct Crl(x509_cert::crl::CertificateList);
+
+impl Crl {
+    /// From DER or PEM.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, VerifyError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            VerifyError::Certificate(format!("not a certificate revocation list ({e})"))
+        };
+        let der = if b.starts_with(b"-----BEGIN") {
+            x509_cert::der::pem::decode_vec(b).map_err(|e| bad(&e))?.1
+        } else {
+            b.to_vec()
+        };
+        x509_cert::crl::CertificateList::from_der(&der)
+            .map(Self)
+            .map_err(|e| bad(&e))
+    }
+
+    /// The issuer's common name.
+    pub fn issuer_cn(&self) -> String {
+        common_name(&self.0.tbs_cert_list.issuer)
+    }
+
+    /// Whether `issuer` signs this list.
+    pub fn signed_by(&self, issuer: &Cert) -> Result<(), String> {
+        let tbs = self
+            .0
+            .tbs_cert_list
+            .to_der()
+            .map_err(|e| format!("CRL re-encoding: {e}"))?;
+        issuer.verifies(
+            &tbs,
+            &self.0.signature_algorithm.oid.to_string(),
+            self.0.signature.raw_bytes(),
+        )
+    }
+
+    /// This update and next update (if given), seconds since the epoch.
+    pub fn validity(&self) -> (i64, Option<i64>) {
+        let secs = |t: &x509_cert::time::Time| {
+            i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+        };
+        (
+            secs(&self.0.tbs_cert_list.this_update),
+            self.0.tbs_cert_list.next_update.as_ref().map(secs),
+        )
+    }
+
+    /// Whether a certificate with this serial number is revoked.
+    pub fn revokes(&self, serial: &[u8]) -> bool {
+        self.0
+            .tbs_cert_list
+            .revoked_certificates
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|c| c.serial_number.as_bytes() == serial))
     }
 }
 
@@ -360,4 +455,52 @@ pub fn issuer_product(issuer_cn: &str) -> Option<(Product, KeyKind)> {
         .into_iter()
         .find(|p| p.name() == name)
         .map(|p| (p, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RSA-PSS path used for revocation lists agrees with `sev`'s certificate check
+    /// on AMD's real roots, and refuses a changed signature.
+    #[test]
+    fn rsa_pss_signatures_of_amds_roots() {
+        for p in Product::ALL {
+            let (ark, ask) = (p.ark().unwrap(), p.ask().unwrap());
+            for subject in [&ark, &ask] {
+                let tbs = subject.x509.tbs_certificate.to_der().unwrap();
+                let alg = subject.x509.signature_algorithm.oid.to_string();
+                assert_eq!(alg, RSA_PSS);
+                let sig = subject.x509.signature.raw_bytes().to_vec();
+                assert!(ark.verifies(&tbs, &alg, &sig).is_ok(), "{}", p.name());
+                assert!(ark.signs(subject).is_ok());
+                let mut bad = sig.clone();
+                bad[10] ^= 1;
+                assert!(ark.verifies(&tbs, &alg, &bad).is_err());
+                assert!(
+                    ask.verifies(&tbs, &alg, &sig).is_err(),
+                    "the ASK does not sign the ARK"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tcb_parse_and_order() {
+        let t = Tcb::parse("bl=3,tee=0,snp=8,ucode=115").unwrap();
+        assert_eq!(t.describe(), "bl=3 tee=0 snp=8 ucode=115");
+        assert!(t.at_least(&Tcb::parse("bl=2,snp=8").unwrap()));
+        assert!(!t.at_least(&Tcb::parse("snp=9").unwrap()));
+        for bad in ["bl", "bl=300", "xyz=1"] {
+            assert!(Tcb::parse(bad).is_err(), "{bad}");
+        }
+        // Turin's TCB_VERSION puts FMC first.
+        let turin = Tcb::from_report([1, 2, 3, 4, 0, 0, 0, 5], Product::Turin);
+        assert_eq!(
+            (turin.fmc, turin.bootloader, turin.snp, turin.microcode),
+            (Some(1), 2, 4, 5)
+        );
+        let milan = Tcb::from_report([3, 0, 0, 0, 0, 0, 8, 115], Product::Milan);
+        assert_eq!(milan, t);
+    }
 }

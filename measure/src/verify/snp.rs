@@ -213,6 +213,8 @@ pub struct Certs {
     pub chain: Vec<Cert>,
     /// Test-only root that replaces AMD's ARKs (made by a test; never from a user).
     pub trust_anchor: Option<Cert>,
+    /// The root's certificate revocation list (AMD KDS `crl`), if given.
+    pub crl: Option<super::amd::Crl>,
 }
 
 /// What the report must show.
@@ -326,6 +328,9 @@ fn chain_checks(
     checks.push(link("root_self_signed", &ark, &ark));
     checks.push(link("intermediate_signed_by_root", &ark, &inter));
     checks.push(link("vek_signed_by_intermediate", &inter, &vek));
+    if let Some(crl) = &certs.crl {
+        crl_checks(crl, &ark, &inter, &vek, now, checks);
+    }
     for c in [&ark, &inter, &vek] {
         let (from, until) = c.validity();
         let ok = (from..=until).contains(&now);
@@ -344,6 +349,67 @@ fn chain_checks(
     }
     let chain = vec![ark.subject_cn(), inter.subject_cn(), vek.subject_cn()];
     Ok((vek, kind, product, chain))
+}
+
+/// The revocation list: signed by the root, current at `now`, and listing neither the
+/// intermediate nor the endorsement key.
+fn crl_checks(
+    crl: &super::amd::Crl,
+    ark: &Cert,
+    inter: &Cert,
+    vek: &Cert,
+    now: i64,
+    checks: &mut Vec<Check>,
+) {
+    let signed = crl.signed_by(ark);
+    checks.push(Check::new(
+        "crl_signed_by_root",
+        signed.is_ok(),
+        match signed {
+            Ok(()) => format!("{} signs the revocation list", ark.subject_cn()),
+            Err(e) => format!(
+                "the revocation list (issuer {}) is not {}'s: {e}",
+                crl.issuer_cn(),
+                ark.subject_cn()
+            ),
+        },
+    ));
+    let (this, next) = crl.validity();
+    let current = now >= this && next.is_none_or(|n| now <= n);
+    checks.push(Check {
+        name: "crl_current",
+        ok: current,
+        detail: if current {
+            "the revocation list is current".into()
+        } else {
+            "the revocation list is not current: fetch AMD's latest".into()
+        },
+        seen: Some(format_time(now)),
+        expected: Some(format!(
+            "{} .. {}",
+            format_time(this),
+            next.map(format_time)
+                .unwrap_or_else(|| "(no next update)".into())
+        )),
+    });
+    let revoked: Vec<String> = [inter, vek]
+        .iter()
+        .filter(|c| crl.revokes(c.serial()))
+        .map(|c| c.subject_cn())
+        .collect();
+    checks.push(Check::new(
+        "not_revoked",
+        revoked.is_empty(),
+        if revoked.is_empty() {
+            format!(
+                "neither {} nor {} is revoked",
+                inter.subject_cn(),
+                vek.subject_cn()
+            )
+        } else {
+            format!("revoked: {}", revoked.join(", "))
+        },
+    ));
 }
 
 fn link(name: &'static str, signer: &Cert, signee: &Cert) -> Check {

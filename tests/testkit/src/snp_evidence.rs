@@ -25,7 +25,12 @@ pub struct TestChain {
     pub chip_id: [u8; 64],
     vcek_pkcs8: Vec<u8>,
     vcek_key: p384::ecdsa::SigningKey,
+    /// The root and its key (chains made here, not loaded), for revocation lists.
+    root: Option<(rcgen::Certificate, KeyPair)>,
 }
+
+/// The VCEK's serial number.
+pub const VCEK_SERIAL: [u8; 4] = [0x0c, 0x0c, 0x05, 0x01];
 
 fn spl(v: u8) -> Vec<u8> {
     if v < 0x80 {
@@ -59,6 +64,7 @@ impl TestChain {
         let vcek_key = KeyPair::generate_for(alg).unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, "SEV-VCEK");
+        p.serial_number = Some(rcgen::SerialNumber::from(VCEK_SERIAL.to_vec()));
         let ext = |last: u64, content: Vec<u8>| {
             CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 3704, 1, 3, last], content)
         };
@@ -78,7 +84,33 @@ impl TestChain {
             chip_id,
             vcek_key: p384::ecdsa::SigningKey::from_pkcs8_der(&vcek_pkcs8).unwrap(),
             vcek_pkcs8,
+            root: Some((root, root_key)),
         }
+    }
+
+    /// A revocation list signed by the root (DER), valid 2020-2040, listing the VCEK
+    /// when `revoke_vcek`.
+    pub fn crl(&self, revoke_vcek: bool) -> Vec<u8> {
+        let (root, key) = self.root.as_ref().expect("a chain made by TestChain::new");
+        let t = |y| rcgen::date_time_ymd(y, 1, 1);
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: t(2020),
+            next_update: t(2040),
+            crl_number: rcgen::SerialNumber::from(vec![1]),
+            issuing_distribution_point: None,
+            revoked_certs: if revoke_vcek {
+                vec![rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(VCEK_SERIAL.to_vec()),
+                    revocation_time: t(2021),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }]
+            } else {
+                Vec::new()
+            },
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(root, key).unwrap().der().to_vec()
     }
 
     /// Writes the chain and the VCEK's key into `dir` (for another process to sign).
@@ -104,6 +136,7 @@ impl TestChain {
                 .unwrap(),
             vcek_key: p384::ecdsa::SigningKey::from_pkcs8_der(&vcek_pkcs8).unwrap(),
             vcek_pkcs8,
+            root: None,
         }
     }
 

@@ -135,6 +135,9 @@ pub(crate) struct SnpVerify {
     /// Intermediate and root certificates (PEM bundle, e.g. KDS cert_chain: ASK or ASVK, ARK)
     #[arg(long, value_name = "FILE")]
     chain: Option<PathBuf>,
+    /// AMD's certificate revocation list for the product (KDS: curl -o crl.der https://kdsintf.amd.com/vcek/v1/Milan/crl)
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
     /// The expected launch measurement: 96 hex digits, the JSON `cocos-measure snp --json` prints, or a release.json (select with --vcpus/--vcpu-type/--guest-features)
     #[arg(long, value_name = "HEX|FILE")]
     expected: String,
@@ -335,6 +338,12 @@ fn certs(c: &SnpVerify) -> Result<Certs> {
     }
     if let Some(p) = c.vcek.as_ref().or(c.vlek.as_ref()) {
         certs.vek = Some(cert(p, if c.vcek.is_some() { "--vcek" } else { "--vlek" })?);
+    }
+    if let Some(p) = &c.crl {
+        certs.crl = Some(
+            cocos_measure::verify::amd::Crl::from_bytes(&read(p, "--crl")?)
+                .with_context(|| format!("--crl {}", p.display()))?,
+        );
     }
     if let Some(p) = &c.chain {
         certs.chain.extend(
