@@ -184,7 +184,20 @@ fn policy_tcb_and_allow_list_checks() {
         Some(cocos_measure::verify::amd::Tcb::parse("bl=3,tee=0,snp=8,ucode=115").unwrap());
     f.exp.chip_ids = vec![hex_arr(&f.meta["chip_id"])];
     f.exp.min_abi = Some((0, 31));
+    // The ID block's fields, as the report carries them (FAMILY_ID at 0x10, IMAGE_ID at
+    // 0x20).
+    f.exp.family_id = Some(f.report[0x10..0x20].try_into().unwrap());
+    f.exp.image_id = Some(f.report[0x20..0x30].try_into().unwrap());
+    f.exp.id_key_digest = Some(
+        hex::decode(f.meta["id_key_digest"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
     assert!(run(&f).verified, "{:?}", run(&f).first_failure());
+    f.exp.image_id = Some([1; 16]);
+    assert_eq!(failed(&run(&f)), ["image_id"]);
+    f.exp.image_id = None;
     f.exp.min_tcb =
         Some(cocos_measure::verify::amd::Tcb::parse("bl=3,tee=0,snp=9,ucode=115").unwrap());
     f.exp.chip_ids = vec![[7u8; 64]];

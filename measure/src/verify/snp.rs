@@ -242,6 +242,10 @@ pub struct Expectations {
     pub chip_ids: Vec<[u8; 64]>,
     /// ID_KEY_DIGEST the ID block must have been signed with.
     pub id_key_digest: Option<[u8; 48]>,
+    /// FAMILY_ID and IMAGE_ID the ID block must carry.
+    pub family_id: Option<[u8; 16]>,
+    /// IMAGE_ID.
+    pub image_id: Option<[u8; 16]>,
     /// The time certificates must be valid at (seconds since the epoch).
     pub now: i64,
 }
@@ -634,6 +638,29 @@ fn value_checks(report: &Report, product: Product, exp: &Expectations, checks: &
             seen: Some(hex::encode(report.chip_id)),
             expected: None,
         });
+    }
+    for (name, what, seen, want) in [
+        (
+            "family_id",
+            "FAMILY_ID (from the ID block)",
+            report.family_id,
+            exp.family_id,
+        ),
+        (
+            "image_id",
+            "IMAGE_ID (from the ID block)",
+            report.image_id,
+            exp.image_id,
+        ),
+    ] {
+        if let Some(w) = want {
+            checks.push(Check::compare(
+                name,
+                what,
+                hex::encode(seen),
+                hex::encode(w),
+            ));
+        }
     }
     if let Some(k) = exp.id_key_digest {
         checks.push(Check::compare(

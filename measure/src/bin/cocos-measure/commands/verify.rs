@@ -170,6 +170,12 @@ pub(crate) struct SnpVerify {
     /// Expected ID_KEY_DIGEST (96 hex digits) of the launch's ID block
     #[arg(long, value_name = "HEX")]
     id_key_digest: Option<String>,
+    /// Expected FAMILY_ID of the ID block (32 hex digits)
+    #[arg(long, value_name = "HEX")]
+    family_id: Option<String>,
+    /// Expected IMAGE_ID of the ID block (32 hex digits)
+    #[arg(long, value_name = "HEX")]
+    image_id: Option<String>,
     /// Accept a policy that allows debugging
     #[arg(long)]
     allow_debug: bool,
@@ -309,6 +315,8 @@ fn expectations(c: &SnpVerify) -> Result<Expectations> {
         chip_ids,
         id_key_digest: fixed("--id-key-digest", &c.id_key_digest, 48)?
             .and_then(|v| v.try_into().ok()),
+        family_id: fixed("--family-id", &c.family_id, 16)?.and_then(|v| v.try_into().ok()),
+        image_id: fixed("--image-id", &c.image_id, 16)?.and_then(|v| v.try_into().ok()),
         now: c.binding.now()?,
     })
 }
