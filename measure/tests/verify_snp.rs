@@ -280,6 +280,33 @@ fn exit_codes_and_one_line_errors() {
     a[7] = expected_json.to_str().unwrap();
     assert_eq!(cli(&a).0, 0);
 
+    // The expected value from a release.json, picked by the launch's settings.
+    let release = d.path().join("release.json");
+    let digest = |vcpus: u32, t: &str, m: &str| serde_json::json!({"vcpu_type": t, "vcpus": vcpus, "guest_features": "0x1", "digest": m});
+    std::fs::write(
+        &release,
+        serde_json::json!({"schema": 1, "measurements": {"snp": {"digests": [
+            digest(1, "EPYC-Milan", &"11".repeat(48)),
+            digest(4, "EPYC-Milan", m),
+            digest(4, "EPYC-Genoa", &"22".repeat(48)),
+        ]}}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut a = args.clone();
+    a[7] = release.to_str().unwrap();
+    let pick = |extra: &[&str]| cli(&[&a[..], extra].concat());
+    assert_eq!(pick(&["--vcpus", "4", "--vcpu-type", "EPYC-Milan"]).0, 0);
+    let (code, out, _) = pick(&["--vcpus", "1", "--vcpu-type", "EPYC-Milan"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("NOT VERIFIED: measurement"), "{out}");
+    let (code, _, err) = pick(&["--vcpus", "4"]);
+    assert_eq!(code, 2, "two digests match");
+    assert!(
+        err.contains("choose one with --vcpus and --vcpu-type"),
+        "{err}"
+    );
+
     // Unusable input: exit 2, one line on stderr, nothing on stdout.
     let bytes = std::fs::read(&report).unwrap();
     let truncated = d.path().join("truncated.bin");

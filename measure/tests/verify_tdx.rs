@@ -100,6 +100,21 @@ fn one_changed_byte_in_each_region_fails_the_check_for_that_region() {
             "{key}: {f:?}"
         );
     }
+    // A certificate: one base64 character of the PCK certificate the quote carries.
+    let mut c = genuine();
+    let at = c
+        .quote
+        .windows(27)
+        .position(|w| w == b"-----BEGIN CERTIFICATE-----")
+        .unwrap()
+        + 28
+        + 200;
+    c.quote[at] = if c.quote[at] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        failed(&run(&c)),
+        ["quote_signature_and_collateral"],
+        "certificate"
+    );
     // The collateral: one character of the signed TCB info.
     let mut c = genuine();
     let mut v: Value = serde_json::from_slice(&c.collateral).unwrap();
