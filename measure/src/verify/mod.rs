@@ -77,6 +77,28 @@ impl Check {
     }
 }
 
+impl Check {
+    /// Whether `seen` is on an allow-list (`what` names the value: "CHIP_ID", …).
+    pub fn allowed<const N: usize>(
+        name: &'static str,
+        what: &str,
+        seen: &[u8; N],
+        list: &[[u8; N]],
+    ) -> Self {
+        let ok = list.contains(seen);
+        Self {
+            name,
+            ok,
+            detail: format!(
+                "{what} is {}on the allow-list",
+                if ok { "" } else { "not " }
+            ),
+            seen: Some(hex::encode(seen)),
+            expected: None,
+        }
+    }
+}
+
 /// The result of verifying one piece of evidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {

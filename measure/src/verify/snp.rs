@@ -626,18 +626,12 @@ fn value_checks(report: &Report, product: Product, exp: &Expectations, checks: &
         });
     }
     if !exp.chip_ids.is_empty() {
-        let ok = exp.chip_ids.contains(&report.chip_id);
-        checks.push(Check {
-            name: "chip_allowed",
-            ok,
-            detail: if ok {
-                "CHIP_ID is on the allow-list".into()
-            } else {
-                "CHIP_ID is not on the allow-list".into()
-            },
-            seen: Some(hex::encode(report.chip_id)),
-            expected: None,
-        });
+        checks.push(Check::allowed(
+            "chip_allowed",
+            "CHIP_ID",
+            &report.chip_id,
+            &exp.chip_ids,
+        ));
     }
     for (name, what, seen, want) in [
         (

@@ -265,18 +265,12 @@ pub fn verify(
         ));
     }
     if !exp.mr_seam.is_empty() {
-        let ok = exp.mr_seam.contains(&td.mr_seam);
-        checks.push(Check {
-            name: "mr_seam",
-            ok,
-            detail: if ok {
-                "MR_SEAM is an allowed TDX module".into()
-            } else {
-                "MR_SEAM is not an allowed TDX module".into()
-            },
-            seen: Some(hex::encode(td.mr_seam)),
-            expected: None,
-        });
+        checks.push(Check::allowed(
+            "mr_seam",
+            "MR_SEAM (the TDX module)",
+            &td.mr_seam,
+            &exp.mr_seam,
+        ));
     }
     if let Some(log) = &exp.event_log {
         event_log_checks(log, &td, &exp.events, &mut checks);
