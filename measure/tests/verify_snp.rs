@@ -424,3 +424,31 @@ fn revocation_lists_are_checked() {
     assert!(failed(&v).contains(&"crl_current"), "{:?}", failed(&v));
     assert!(Crl::from_bytes(b"not a crl").is_err());
 }
+
+/// A certificate that looks like PEM but whose body is a truncated DER header: once made
+/// the `der` crate's PEM reader loop forever (found by the cert_table fuzz target); it
+/// must be refused, quickly.
+#[test]
+fn truncated_pem_certificates_are_refused_quickly() {
+    let inputs: [&[u8]; 3] = [
+        b"-----BEGIN CERTIFICATE-----\nMIIG\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERATIFICATE-----\nMIIGiT3+LPokji905Dxob8XfKH-----BEGIN CERTIFICATE-----\nMIIG\n-----END CERTIFICATE-----\n",
+        b"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+    ];
+    for input in inputs {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let owned = input.to_vec();
+        std::thread::spawn(move || {
+            let a = Cert::from_bytes(&owned).is_err();
+            let b = Cert::all_from_bytes(&owned).is_err();
+            let _ = tx.send((a, b));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(
+            got,
+            Ok((true, true)),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}

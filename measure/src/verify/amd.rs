@@ -5,7 +5,7 @@
 //! checks between them (through `sev`).
 
 use sev::certs::snp::{builtin, Certificate, Verifiable};
-use x509_cert::der::{Decode, DecodePem, Encode};
+use x509_cert::der::{Decode, Encode};
 
 use super::VerifyError;
 
@@ -188,11 +188,18 @@ impl Cert {
         Self::from_x509(x509)
     }
 
-    /// From one PEM certificate.
+    /// From one PEM certificate. The PEM is decoded to DER first (`pem-rfc7468`) and
+    /// then parsed: `der`'s streaming PEM reader loops forever on a body that ends
+    /// inside a DER header (found by the `cert_table` fuzz target).
     pub fn from_pem(pem: &[u8]) -> Result<Self, VerifyError> {
-        let x509 = x509_cert::Certificate::from_pem(pem)
-            .map_err(|e| VerifyError::Certificate(format!("not a PEM certificate ({e})")))?;
-        Self::from_x509(x509)
+        let bad = |e: &dyn std::fmt::Display| {
+            VerifyError::Certificate(format!("not a PEM certificate ({e})"))
+        };
+        let (label, der) = x509_cert::der::pem::decode_vec(pem).map_err(|e| bad(&e))?;
+        if label != "CERTIFICATE" {
+            return Err(bad(&format!("its label is {label:?}")));
+        }
+        Self::from_der(&der)
     }
 
     /// From PEM or DER, whichever the bytes are.
