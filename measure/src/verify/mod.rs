@@ -99,6 +99,22 @@ impl Check {
     }
 }
 
+impl Check {
+    /// REPORT_DATA against what the nonce binds (`evidence`: "report" or "quote").
+    pub fn report_data(evidence: &str, seen: &[u8; 64], expected: &[u8; 64]) -> Self {
+        let mut c = Self::compare(
+            "report_data",
+            "REPORT_DATA",
+            hex::encode(seen),
+            hex::encode(expected),
+        );
+        if !c.ok {
+            c.detail = format!("REPORT_DATA is not what the nonce binds: a replayed {evidence}, or one made for another request");
+        }
+        c
+    }
+}
+
 /// The result of verifying one piece of evidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {

@@ -549,16 +549,7 @@ fn value_checks(report: &Report, product: Product, exp: &Expectations, checks: &
         ));
     }
     if let Some(d) = exp.report_data {
-        let mut c = Check::compare(
-            "report_data",
-            "REPORT_DATA",
-            hex::encode(report.report_data),
-            hex::encode(d),
-        );
-        if !c.ok {
-            c.detail = "REPORT_DATA is not what the nonce binds: a replayed report, or one made for another request".into();
-        }
-        checks.push(c);
+        checks.push(Check::report_data("report", &report.report_data, &d));
     }
     checks.push(Check::compare(
         "vmpl",

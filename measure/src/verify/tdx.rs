@@ -245,16 +245,7 @@ pub fn verify(
         }
     }
     if let Some(d) = exp.report_data {
-        let mut c = Check::compare(
-            "report_data",
-            "REPORT_DATA",
-            hex::encode(td.report_data),
-            hex::encode(d),
-        );
-        if !c.ok {
-            c.detail = "REPORT_DATA is not what the nonce binds: a replayed quote, or one made for another request".into();
-        }
-        checks.push(c);
+        checks.push(Check::report_data("quote", &td.report_data, &d));
     }
     if let Some(x) = exp.xfam {
         checks.push(Check::compare(
