@@ -213,6 +213,16 @@ fn joined<T>(
     .transpose()
 }
 
+/// QEMU accepts -initrd only with -kernel.
+fn needs_kernel(kernel: bool, initrd: bool) -> Result<(), MeasureError> {
+    if initrd && !kernel {
+        return Err(MeasureError::Kernel(
+            "an initrd needs a kernel (QEMU accepts -initrd only with -kernel)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A firmware error, with the firmware's path.
 fn with_path(e: MeasureError, files: &BootFiles<'_>) -> MeasureError {
     match e {
@@ -228,11 +238,7 @@ impl QemuBoot {
     /// Reads and hashes the files for `tee`: the firmware is read and prepared here
     /// while kernel and initrd are hashed on another thread. Errors name the file.
     pub fn load(files: &BootFiles<'_>, tee: Tee) -> Result<Self, MeasureError> {
-        if files.kernel.is_none() && files.initrd.is_some() {
-            return Err(MeasureError::Kernel(
-                "an initrd needs a kernel (QEMU accepts -initrd only with -kernel)".into(),
-            ));
-        }
+        needs_kernel(files.kernel.is_some(), files.initrd.is_some())?;
         std::thread::scope(|s| {
             // A second thread only when there is something to hash on it.
             let other = files.kernel.is_some().then(|| {
@@ -265,11 +271,7 @@ impl QemuBoot {
         initrd: Option<&[u8]>,
         tee: Tee,
     ) -> Result<Self, MeasureError> {
-        if kernel.is_none() && initrd.is_some() {
-            return Err(MeasureError::Kernel(
-                "an initrd needs a kernel (QEMU accepts -initrd only with -kernel)".into(),
-            ));
-        }
+        needs_kernel(kernel.is_some(), initrd.is_some())?;
         let firmware = Arc::new(Firmware::parse(firmware)?);
         let prepared = prepare(&firmware, tee)?;
         let kernel = match kernel {

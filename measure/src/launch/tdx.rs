@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::{
-    hash_file, io_err, joined, read_kernel, with_path, BootFiles, Prepared, QemuBoot, Tee,
+    hash_file, io_err, joined, needs_kernel, read_kernel, with_path, BootFiles, Prepared, QemuBoot,
+    Tee,
 };
 use crate::bzimage::LinuxLoad;
 use crate::inputs::read_firmware;
@@ -28,11 +29,7 @@ impl QemuBoot {
         cmdline: &str,
         launch: &TdxLaunch,
     ) -> Result<TdxBoot, MeasureError> {
-        if files.kernel.is_none() && files.initrd.is_some() {
-            return Err(MeasureError::Kernel(
-                "an initrd needs a kernel (QEMU accepts -initrd only with -kernel)".into(),
-            ));
-        }
+        needs_kernel(files.kernel.is_some(), files.initrd.is_some())?;
         // The initrd's size places it in guest memory (the patched header records
         // where); a file that changes size meanwhile only costs a second digest.
         let initrd_size = match files.initrd {

@@ -175,16 +175,15 @@ pub fn format_time(t: i64) -> String {
         .unwrap_or_else(|| format!("{t} s since the epoch"))
 }
 
-/// Decodes hex of exactly `n` bytes, naming `what` in the error.
-pub fn hex_exact(what: &str, s: &str, n: usize) -> Result<Vec<u8>, VerifyError> {
+/// Decodes hex of exactly `N` bytes, naming `what` in the error.
+pub fn hex_exact<const N: usize>(what: &str, s: &str) -> Result<[u8; N], VerifyError> {
     let b = hex::decode(s.trim())
         .map_err(|e| VerifyError::Expected(format!("{what}: not hex ({e})")))?;
-    if b.len() != n {
-        return Err(VerifyError::Expected(format!(
-            "{what}: {} bytes of hex, expected {n} ({} hex digits)",
-            b.len(),
-            2 * n
-        )));
-    }
-    Ok(b)
+    let len = b.len();
+    b.try_into().map_err(|_| {
+        VerifyError::Expected(format!(
+            "{what}: {len} bytes of hex, expected {N} ({} hex digits)",
+            2 * N
+        ))
+    })
 }

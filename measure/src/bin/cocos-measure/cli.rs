@@ -208,3 +208,18 @@ fn name_flags(e: anyhow::Error, tdx: bool) -> anyhow::Error {
         _ => e,
     }
 }
+
+/// Reads an input file named by flag `what`: refuses a directory, and a file over `max`
+/// bytes (`why` says what such a file should be instead).
+pub(crate) fn read_bounded(path: &Path, what: &str, max: u64, why: &str) -> Result<Vec<u8>> {
+    use anyhow::Context as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{what} {} is a directory, expected a file", path.display());
+    }
+    if meta.len() > max {
+        bail!("{what} {} is {} bytes{why}", path.display(), meta.len());
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use cocos_measure::bzimage::KernelSetup;
 use cocos_measure::edk2::Edk2Release;
@@ -123,19 +123,7 @@ pub struct TdxCmd {
 }
 
 fn read_small(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if meta.is_dir() {
-        bail!("{what} {} is a directory, expected a file", path.display());
-    }
-    if meta.len() > 64 << 20 {
-        bail!(
-            "{what} {} is {} bytes; QEMU fw_cfg blobs are far smaller",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    crate::cli::read_bounded(path, what, 64 << 20, "; QEMU fw_cfg blobs are far smaller")
 }
 
 fn platform(c: &TdxCmd) -> Result<Platform> {

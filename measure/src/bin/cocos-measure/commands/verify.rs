@@ -45,11 +45,7 @@ impl Binding {
             (Some(n), _, _) => Some(snp::report_data_for_nonce(
                 &hex::decode(n.trim()).context("--nonce: not hex")?,
             )),
-            (None, Some(d), _) => {
-                let mut out = [0u8; 64];
-                out.copy_from_slice(&hex_exact("--report-data", d, 64)?);
-                Some(out)
-            }
+            (None, Some(d), _) => Some(hex_exact("--report-data", d)?),
             (None, None, true) => None,
             (None, None, false) => bail!("give --nonce HEX (the nonce sent), --report-data HEX, or --any-report-data: without one, replayed evidence would pass"),
         })
@@ -191,19 +187,7 @@ pub(crate) struct SnpVerify {
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if meta.is_dir() {
-        bail!("{what} {} is a directory, expected a file", path.display());
-    }
-    if meta.len() > 16 << 20 {
-        bail!(
-            "{what} {} is {} bytes: far larger than any evidence",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    crate::cli::read_bounded(path, what, 16 << 20, ": far larger than any evidence")
 }
 
 fn cert(path: &Path, what: &str) -> Result<Cert> {
@@ -213,15 +197,9 @@ fn cert(path: &Path, what: &str) -> Result<Cert> {
 /// The expected measurement from hex, `cocos-measure snp --json`-shaped JSON (or a
 /// manager's expected value), or a release.json and the launch settings.
 fn expected_measurement(c: &SnpVerify) -> Result<[u8; 48]> {
-    let hex48 = |s: &str, what: &str| -> Result<[u8; 48]> {
-        let v = hex_exact(what, s, 48)?;
-        let mut out = [0u8; 48];
-        out.copy_from_slice(&v);
-        Ok(out)
-    };
     let e = c.expected.trim();
     if e.len() == 96 && e.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return hex48(e, "--expected");
+        return hex48("--expected", e);
     }
     let path = Path::new(e);
     let bytes = read(path, "--expected")?;
@@ -232,7 +210,7 @@ fn expected_measurement(c: &SnpVerify) -> Result<[u8; 48]> {
         )
     })?;
     if let Some(m) = v.get("measurement").and_then(Value::as_str) {
-        return hex48(m, "--expected measurement");
+        return hex48("--expected measurement", m);
     }
     let Some(snp) = v.pointer("/measurements/snp") else {
         bail!(
@@ -272,16 +250,16 @@ fn expected_measurement(c: &SnpVerify) -> Result<[u8; 48]> {
         .filter(|d| d.get("guest_features").and_then(Value::as_str) == Some(features.as_str()))
         .collect();
     match matching.as_slice() {
-        [one] => hex48(one.get("digest").and_then(Value::as_str).unwrap_or_default(), "release.json digest"),
+        [one] => hex48("release.json digest", one.get("digest").and_then(Value::as_str).unwrap_or_default()),
         [] => bail!("--expected {}: no SNP digest for vcpus {:?}, vcpu type {:?}, guest features {features} (the release lists {} digests)", path.display(), c.vcpus, c.vcpu_type, digests.len()),
         many => bail!("--expected {}: {} SNP digests match; choose one with --vcpus and --vcpu-type", path.display(), many.len()),
     }
 }
 
 fn expectations(c: &SnpVerify) -> Result<Expectations> {
-    let fixed = |what: &str, s: &Option<String>, n: usize| -> Result<Option<Vec<u8>>> {
-        Ok(s.as_deref().map(|h| hex_exact(what, h, n)).transpose()?)
-    };
+    fn fixed<const N: usize>(what: &str, s: &Option<String>) -> Result<Option<[u8; N]>> {
+        Ok(s.as_deref().map(|h| hex_exact(what, h)).transpose()?)
+    }
     let report_data = c.binding.report_data()?;
     let min_abi = match &c.min_abi {
         Some(s) => {
@@ -297,15 +275,12 @@ fn expectations(c: &SnpVerify) -> Result<Expectations> {
     };
     let mut chip_ids = Vec::new();
     for id in &c.chip_ids {
-        let v = hex_exact("--chip-id", id, 64)?;
-        let mut a = [0u8; 64];
-        a.copy_from_slice(&v);
-        chip_ids.push(a);
+        chip_ids.push(hex_exact("--chip-id", id)?);
     }
     Ok(Expectations {
         measurement: Some(expected_measurement(c)?),
         report_data,
-        host_data: fixed("--host-data", &c.host_data, 32)?.and_then(|v| v.try_into().ok()),
+        host_data: fixed("--host-data", &c.host_data)?,
         vmpl: c.vmpl,
         allow_debug: c.allow_debug,
         allow_migration_agent: c.allow_migration_agent,
@@ -313,10 +288,9 @@ fn expectations(c: &SnpVerify) -> Result<Expectations> {
         min_abi,
         min_tcb: c.min_tcb.as_deref().map(Tcb::parse).transpose()?,
         chip_ids,
-        id_key_digest: fixed("--id-key-digest", &c.id_key_digest, 48)?
-            .and_then(|v| v.try_into().ok()),
-        family_id: fixed("--family-id", &c.family_id, 16)?.and_then(|v| v.try_into().ok()),
-        image_id: fixed("--image-id", &c.image_id, 16)?.and_then(|v| v.try_into().ok()),
+        id_key_digest: fixed("--id-key-digest", &c.id_key_digest)?,
+        family_id: fixed("--family-id", &c.family_id)?,
+        image_id: fixed("--image-id", &c.image_id)?,
         now: c.binding.now()?,
     })
 }
@@ -407,10 +381,7 @@ fn print(v: &Verdict, json: bool) -> Result<()> {
 }
 
 fn hex48(what: &str, s: &str) -> Result<[u8; 48]> {
-    let v = hex_exact(what, s, 48)?;
-    let mut out = [0u8; 48];
-    out.copy_from_slice(&v);
-    Ok(out)
+    Ok(hex_exact(what, s)?)
 }
 
 /// Expected events from `cocos-measure tdx --json`'s `events`.
@@ -539,9 +510,8 @@ fn tdx_expectations(c: &TdxVerify) -> Result<tdx::Expectations> {
         xfam: c
             .xfam
             .as_deref()
-            .map(|x| hex_exact("--xfam", x, 8))
-            .transpose()?
-            .and_then(|v| v.try_into().ok()),
+            .map(|x| hex_exact("--xfam", x))
+            .transpose()?,
         mr_seam,
         allow_debug: c.allow_debug,
         accept_status: c.accept_tcb.clone(),
