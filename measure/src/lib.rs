@@ -29,6 +29,8 @@ pub mod keys;
 pub mod launch;
 pub mod machine;
 pub mod ovmf;
+#[cfg(feature = "reference")]
+pub mod reference;
 pub mod rtmr;
 pub mod sev;
 pub mod sha384;
