@@ -82,6 +82,15 @@ pub enum Curve {
     P384,
 }
 
+impl std::fmt::Display for Curve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Curve::P256 => "P-256",
+            Curve::P384 => "P-384",
+        })
+    }
+}
+
 impl Curve {
     /// Size of a coordinate or scalar in bytes.
     pub fn size(self) -> usize {
@@ -202,7 +211,7 @@ impl SigningKey {
             None => return Err(wrong("an EC key on an explicit (unnamed) curve,".into())),
         };
         if !allowed.contains(&curve) {
-            return Err(wrong(format!("an EC {curve:?}")));
+            return Err(wrong(format!("an EC {curve}")));
         }
         key.check_key()
             .map_err(|e| wrong(format!("an invalid EC ({})", first_reason(&e))))?;
@@ -330,7 +339,7 @@ mod tests {
         let p = write_key(d.path(), "p256.pem", &ec_pem(Nid::X9_62_PRIME256V1), 0o600);
         assert!(SigningKey::load(&p).is_ok());
         let e = SigningKey::load_p384(&p).unwrap_err().to_string();
-        assert!(e.contains("P256") && e.contains("P-384"), "{e}");
+        assert!(e.contains("EC P-256 key") && e.contains("P-384"), "{e}");
 
         let p = write_key(
             d.path(),

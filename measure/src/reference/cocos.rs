@@ -119,8 +119,14 @@ pub fn snp_policy(r: &SnpReference, host: &SnpPlatform) -> Value {
     p.insert("imageId".into(), b64(&r.image_id.unwrap_or_default()));
     p.insert("vmpl".into(), json!(host.vmpl));
     p.insert("minimumTcb".into(), u64s(host.minimum_tcb.unwrap_or(0)));
-    p.insert("minimumLaunchTcb".into(), u64s(host.minimum_tcb.unwrap_or(0)));
-    p.insert("minimumBuild".into(), json!(host.minimum_build.unwrap_or(0)));
+    p.insert(
+        "minimumLaunchTcb".into(),
+        u64s(host.minimum_tcb.unwrap_or(0)),
+    );
+    p.insert(
+        "minimumBuild".into(),
+        json!(host.minimum_build.unwrap_or(0)),
+    );
     let (maj, min) = host.minimum_version.unwrap_or((0, 0));
     p.insert("minimumVersion".into(), json!(format!("{maj}.{min}")));
     p.insert("product".into(), json!({"name": host.product.proto_name()}));
@@ -219,7 +225,13 @@ mod tests {
         assert_eq!(notes.len(), 1);
         r.rtmrs[0] = Some([0; 48]);
         let (v, notes) = tdx_policy(&r);
-        assert_eq!(v["policy"]["tdQuoteBodyPolicy"]["rtmrs"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            v["policy"]["tdQuoteBodyPolicy"]["rtmrs"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
         assert!(notes.is_empty());
     }
 }

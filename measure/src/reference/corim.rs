@@ -30,10 +30,9 @@ use corim_rs::{
     CorimError, CorimIdTypeChoice, CorimMap, CorimMetaMap, CorimSignerMap, CoseAlgorithm,
     CoseEllipticCurve, CoseKey, CoseKeyBuilder, CoseKeyOwner, CoseKty, CoseSigner, Digest,
     EntityNameTypeChoice, EnvironmentMap, HashAlgorithm, Integer, IntegrityRegisters,
-    MeasuredElementTypeChoice, MeasurementMap, MeasurementValuesMap, OidType,
-    ProfileTypeChoice, RawValueType, RawValueTypeChoice, ReferenceTripleRecord,
-    SignedCorimBuilder, TagIdTypeChoice, TagIdentityMap, TaggedBytes, TaggedConciseMidTag,
-    TriplesMapBuilder, Ulabel, Uri,
+    MeasuredElementTypeChoice, MeasurementMap, MeasurementValuesMap, OidType, ProfileTypeChoice,
+    RawValueType, RawValueTypeChoice, ReferenceTripleRecord, SignedCorimBuilder, TagIdTypeChoice,
+    TagIdentityMap, TaggedBytes, TaggedConciseMidTag, TriplesMapBuilder, Ulabel, Uri,
 };
 
 use super::{ReferenceError, ReferenceValues, SnpReference, TdxReference, TeeKind};
@@ -96,7 +95,10 @@ fn sha384(v: &[u8; 48]) -> Vec<Digest> {
     vec![Digest::new(HashAlgorithm::Sha384, v.as_slice().into())]
 }
 
-fn keyed(mkey: MeasuredElementTypeChoice<'static>, mval: MeasurementValuesMap<'static>) -> MeasurementMap<'static> {
+fn keyed(
+    mkey: MeasuredElementTypeChoice<'static>,
+    mval: MeasurementValuesMap<'static>,
+) -> MeasurementMap<'static> {
     MeasurementMap {
         mkey: Some(mkey),
         mval,
@@ -205,7 +207,11 @@ fn comid(
 }
 
 /// The unsigned CoRIM for one TEE's values.
-pub fn to_corim(values: &ReferenceValues, tee: TeeKind) -> Result<CorimMap<'static>, ReferenceError> {
+pub fn to_corim(
+    values: &ReferenceValues,
+    tee: TeeKind,
+) -> Result<CorimMap<'static>, ReferenceError> {
+    values.require(tee)?;
     let mut tags = Vec::new();
     let profile = match tee {
         TeeKind::Snp => {
@@ -235,17 +241,14 @@ pub fn to_corim(values: &ReferenceValues, tee: TeeKind) -> Result<CorimMap<'stat
                     }),
                     ref_claims: tdx_claims(r),
                 };
-                tags.push(comid(format!("{}/tdx/{}", values.id, r.label), vec![triple])?);
+                tags.push(comid(
+                    format!("{}/tdx/{}", values.id, r.label),
+                    vec![triple],
+                )?);
             }
             ProfileTypeChoice::Oid(oid(INTEL_PROFILE)?)
         }
     };
-    if tags.is_empty() {
-        return Err(ReferenceError::Empty(format!(
-            "no {} reference values to publish",
-            tee.name().to_uppercase()
-        )));
-    }
     Ok(CorimMap {
         id: CorimIdTypeChoice::Tstr(Cow::Owned(format!("{}/{}", values.id, tee.name()))),
         tags,
@@ -309,7 +312,7 @@ impl CoseSigner for KeySigner<'_> {
     fn sign(&self, alg: CoseAlgorithm, data: &[u8]) -> Result<Vec<u8>, CorimError> {
         if alg != self.alg() {
             return Err(CorimError::custom(format!(
-                "a {:?} key cannot make {alg:?} signatures",
+                "a {} key cannot make {alg:?} signatures",
                 self.key.curve()
             )));
         }
@@ -416,7 +419,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ReferenceError> {
     let tee = match &map.profile {
         Some(ProfileTypeChoice::Uri(u)) if u.as_ref() == SNP_PROFILE => TeeKind::Snp,
         Some(ProfileTypeChoice::Oid(o)) if o.to_string() == INTEL_PROFILE => TeeKind::Tdx,
-        other => return Err(cerr(format!("profile {other:?} is neither {SNP_PROFILE} nor {INTEL_PROFILE}"))),
+        other => {
+            return Err(cerr(format!(
+                "profile {other:?} is neither {SNP_PROFILE} nor {INTEL_PROFILE}"
+            )))
+        }
     };
     let id = match &map.id {
         CorimIdTypeChoice::Tstr(s) => s
@@ -453,13 +460,17 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ReferenceError> {
     })
 }
 
-fn snp_from_claims(label: String, claims: &[MeasurementMap<'_>]) -> Result<SnpReference, ReferenceError> {
+fn snp_from_claims(
+    label: String,
+    claims: &[MeasurementMap<'_>],
+) -> Result<SnpReference, ReferenceError> {
     use snp_mkey::*;
     let mut r: Option<SnpReference> = None;
     let mut rest = Vec::new();
     for c in claims {
         if uint_of(&c.mkey) == Some(i128::from(MEASUREMENT)) {
-            let m = sha384_of(&c.mval).ok_or_else(|| cerr(format!("{label}: MEASUREMENT has no sha-384 digest")))?;
+            let m = sha384_of(&c.mval)
+                .ok_or_else(|| cerr(format!("{label}: MEASUREMENT has no sha-384 digest")))?;
             r = Some(SnpReference::new(label.clone(), m));
         } else {
             rest.push(c);
@@ -481,7 +492,10 @@ fn snp_from_claims(label: String, claims: &[MeasurementMap<'_>]) -> Result<SnpRe
     Ok(r)
 }
 
-fn tdx_from_claims(label: String, claims: &[MeasurementMap<'_>]) -> Result<TdxReference, ReferenceError> {
+fn tdx_from_claims(
+    label: String,
+    claims: &[MeasurementMap<'_>],
+) -> Result<TdxReference, ReferenceError> {
     let mut mrtd = None;
     let mut rtmrs = [None; 4];
     let mut attributes = None;
@@ -531,7 +545,10 @@ mod tests {
         s.author_key_digest = Some([6; 48]);
         ReferenceValues {
             id: "demo-1.0".into(),
-            snp: vec![s, SnpReference::new("vcpus=1,vcpu-type=EPYC,guest-features=0x1", [7; 48])],
+            snp: vec![
+                s,
+                SnpReference::new("vcpus=1,vcpu-type=EPYC,guest-features=0x1", [7; 48]),
+            ],
             tdx: vec![TdxReference {
                 label: "memory=2G,qemu=10.1".into(),
                 mrtd: [8; 48],
@@ -539,6 +556,7 @@ mod tests {
                 xfam: None,
                 attributes: Some(0x1000_0000),
             }],
+            unsupported: Vec::new(),
         }
     }
 
@@ -558,7 +576,13 @@ mod tests {
                 TeeKind::Tdx => assert_eq!(d.values.tdx, v.tdx),
             }
         }
-        let none = ReferenceValues { id: "x".into(), ..Default::default() };
-        assert!(matches!(encode(&none, TeeKind::Snp, None), Err(ReferenceError::Empty(_))));
+        let none = ReferenceValues {
+            id: "x".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            encode(&none, TeeKind::Snp, None),
+            Err(ReferenceError::Empty(_))
+        ));
     }
 }

@@ -137,6 +137,8 @@ pub struct ReferenceValues {
     pub snp: Vec<SnpReference>,
     /// TDX launches.
     pub tdx: Vec<TdxReference>,
+    /// Why a TEE has no values (release.json's `unsupported`).
+    pub unsupported: Vec<(TeeKind, String)>,
 }
 
 /// `vcpus=4,vcpu-type=EPYC-v4,guest-features=0x1`.
@@ -174,7 +176,9 @@ fn hex_opt(what: &str, v: Option<&Value>) -> Result<Option<Digest384>, Reference
             hex_fixed(what, v).map(Some)
         }
         Some(Value::String(_)) | Some(Value::Null) | None => Ok(None),
-        Some(other) => Err(input(format!("{what}: expected hex or null, found {other}"))),
+        Some(other) => Err(input(format!(
+            "{what}: expected hex or null, found {other}"
+        ))),
     }
 }
 
@@ -248,13 +252,17 @@ impl ReferenceValues {
                 out.id = format!("{n}-{ver}");
             }
             if let Some(snp) = m.get("snp").filter(|s| !s.is_null()) {
+                if let Some(why) = snp.get("unsupported").and_then(Value::as_str) {
+                    out.unsupported.push((TeeKind::Snp, why.to_owned()));
+                }
                 for d in snp
                     .get("digests")
                     .and_then(Value::as_array)
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                 {
-                    out.snp.push(snp_row(d, "digest", "release.json SNP digest")?);
+                    out.snp
+                        .push(snp_row(d, "digest", "release.json SNP digest")?);
                 }
             }
             if let Some(tdx) = m.get("tdx").filter(|s| !s.is_null()) {
@@ -305,6 +313,27 @@ impl ReferenceValues {
         t
     }
 
+    /// An error unless `tee` has values, saying why not (the release's reason, if any).
+    pub fn require(&self, tee: TeeKind) -> Result<(), ReferenceError> {
+        let have = match tee {
+            TeeKind::Snp => !self.snp.is_empty(),
+            TeeKind::Tdx => !self.tdx.is_empty(),
+        };
+        if have {
+            return Ok(());
+        }
+        let why = self
+            .unsupported
+            .iter()
+            .find(|(t, _)| *t == tee)
+            .map(|(_, w)| format!(": {w}"))
+            .unwrap_or_default();
+        Err(ReferenceError::Empty(format!(
+            "no {} reference values{why}",
+            tee.name().to_uppercase()
+        )))
+    }
+
     /// Keeps the entries whose label equals `label`; an error lists the labels there are.
     pub fn select(&self, label: &str) -> Result<Self, ReferenceError> {
         let mut out = self.clone();
@@ -341,7 +370,10 @@ mod tests {
                 "rtmr0": "depends on the host", "rtmr1": h(3), "rtmr2": null}]}}});
         let r = ReferenceValues::from_json(&release, "x").unwrap();
         assert_eq!(r.id, "demo-1.0");
-        assert_eq!(r.snp[0].label, "vcpus=4,vcpu-type=EPYC-v4,guest-features=0x1");
+        assert_eq!(
+            r.snp[0].label,
+            "vcpus=4,vcpu-type=EPYC-v4,guest-features=0x1"
+        );
         assert_eq!(r.snp[0].measurement, [1; 48]);
         assert_eq!(r.tdx[0].label, "memory=2G,qemu=assumed");
         assert_eq!(r.tdx[0].rtmrs, [None, Some([3; 48]), None, None]);

@@ -27,6 +27,9 @@ Subcommands give labelled or JSON output, matrices and firmware inspection:
       --guest-features 0x1,0x21 --json
   cocos-measure tdx --firmware OVMF.inteltdx.fd --kernel vmlinuz --initrd initrd.img \\
       --append='console=ttyS0' --qemu-version 10.1 --events
+Reference values for verifiers (CoRIM, cocos policy) and SNP ID blocks:
+  cocos-measure reference-values release.json --tee snp --sign-key release.pem -o release.snp.corim
+  cocos-measure id-block --measurement HEX --id-key id.pem --author-key author.pem
 Errors are one line on stderr with exit code 2.";
 
 #[derive(Parser)]
@@ -68,6 +71,10 @@ pub(crate) enum Cmd {
     /// Verify attestation evidence against AMD's chain and the expected launch (exit 0 verified, 1 not, 2 unusable input)
     #[command(subcommand)]
     Verify(crate::commands::verify::VerifyCmd),
+    /// Reference values for verifiers: CoRIM (signed with --sign-key), cocos policy JSON, or JSON
+    ReferenceValues(Box<crate::commands::reference::ReferenceCmd>),
+    /// A signed SEV-SNP ID block for one launch digest (QEMU's id-block/id-auth)
+    IdBlock(crate::commands::reference::IdBlockCmd),
 }
 
 #[derive(Args)]
@@ -184,6 +191,8 @@ pub fn run() -> Result<u8> {
         Some(Cmd::VcpuTypes(j)) => run_vcpu_types(j.json),
         Some(Cmd::Tdx(c)) => crate::commands::tdx::run(*c),
         Some(Cmd::Verify(_)) => Ok(()),
+        Some(Cmd::ReferenceValues(c)) => crate::commands::reference::run_reference(*c),
+        Some(Cmd::IdBlock(c)) => crate::commands::reference::run_id_block(c),
     };
     result.map(|()| 0).map_err(|e| name_flags(e, tdx))
 }

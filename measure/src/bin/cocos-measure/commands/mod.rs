@@ -3,6 +3,7 @@
 pub(crate) mod compat;
 pub(crate) mod inspect;
 pub(crate) mod matrix;
+pub(crate) mod reference;
 pub(crate) mod sev;
 pub(crate) mod tdx;
 pub(crate) mod verify;
