@@ -258,8 +258,10 @@ pub(crate) fn run_reference(c: ReferenceCmd) -> Result<()> {
         let bytes = read_input(path, "--read")?;
         let d = corim::decode(&bytes).with_context(|| format!("--read {}", path.display()))?;
         let mut v = values_json(&d.values);
-        v["profile"] = json!(d.tee.name());
-        v["signer"] = json!(d.signer);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("profile".into(), json!(d.tee.name()));
+            o.insert("signer".into(), json!(d.signer));
+        }
         return emit(c.output.as_deref(), &pretty(&v)?, false);
     }
     let Some(input) = &c.input else {
