@@ -46,6 +46,8 @@ pub struct BuildOptions {
     pub locked: bool,
     /// SOURCE_DATE_EPOCH, if set.
     pub source_date_epoch: Option<String>,
+    /// Keys and host facts for the files published beside release.json.
+    pub publish: std::sync::Arc<crate::published::PublishOptions>,
 }
 
 /// What a build produced.
@@ -55,6 +57,8 @@ pub struct BuildResult {
     pub release: cocos_proto::release::Manifest,
     /// Output directory.
     pub out: PathBuf,
+    /// The files published beside release.json (CoRIMs, cocos policies, ID blocks).
+    pub published: Vec<String>,
 }
 
 fn progress(msg: &str) {
@@ -187,6 +191,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         (&initrd_name, &packed),
     )?;
 
+    let published = crate::published::files(&rel, &opts.publish)?;
     for w in rel
         .kernel
         .tee
@@ -225,8 +230,14 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         write("vmlinuz", &kernel_bytes)?;
         write(&initrd_name, &packed)?;
         write("release.json", &release::to_bytes(&rel)?)?;
+        for (name, data) in &published {
+            write(name, data)?;
+        }
         std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
-        for name in ["vmlinuz", initrd_name.as_str(), "release.json"] {
+        let names = ["vmlinuz", initrd_name.as_str(), "release.json"]
+            .into_iter()
+            .chain(published.iter().map(|(n, _)| n.as_str()));
+        for name in names {
             let to = opts.out.join(name);
             std::fs::rename(stage.join(name), &to).map_err(io(&to))?;
         }
@@ -238,6 +249,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     Ok(BuildResult {
         release: rel,
         out: opts.out.clone(),
+        published: published.into_iter().map(|(n, _)| n).collect(),
     })
 }
 

@@ -34,6 +34,9 @@ pub enum BuildError {
     /// The spec lists modules but the kernel has none to take them from.
     #[error("modules are listed but the kernel has no modules directory")]
     NoModulesDir,
+    /// A release key cannot be used.
+    #[error("{0}")]
+    Key(String),
     /// release.json could not be serialised.
     #[error("release.json: {0}")]
     Json(#[from] serde_json::Error),

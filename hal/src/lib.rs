@@ -18,6 +18,7 @@ pub mod error;
 pub mod inspect;
 pub mod kernel;
 pub mod modules;
+pub mod published;
 pub mod release;
 pub mod report;
 pub mod spec;

@@ -393,6 +393,7 @@ pub fn build_default_image(out: &Path) -> String {
         cache: root.join("target/hal-cache"),
         locked: false,
         source_date_epoch: None,
+        publish: Default::default(),
     };
     cocos_hal::build::build(&spec, &opts).unwrap_or_else(|e| panic!("cocos-hal build: {e}"));
     spec.cmdline.clone()

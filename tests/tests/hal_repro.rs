@@ -31,6 +31,7 @@ fn build_in(checkout: &Path, out: &Path, cache: &Path) {
         cache: cache.to_path_buf(),
         locked: false,
         source_date_epoch: None,
+        publish: Default::default(),
     };
     build(&spec, &opts).unwrap_or_else(|e| panic!("build in {}: {e}", checkout.display()));
 }

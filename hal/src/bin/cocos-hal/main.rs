@@ -16,7 +16,9 @@ use cocos_hal::build::{self, BuildOptions};
 use cocos_hal::inspect::{self, Image};
 use cocos_hal::kernel;
 use cocos_hal::modules::ModuleIndex;
+use cocos_hal::published::PublishOptions;
 use cocos_hal::spec::Spec;
+use cocos_measure::reference::cocos::SnpProduct;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,8 @@ enum Cmd {
         /// Print release.json on stdout
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// Resolve the spec's Debian kernel package again and rewrite its lock file
     Lock {
@@ -94,6 +98,8 @@ enum Cmd {
         /// What built the files (recorded as the kernel's source)
         #[arg(long, default_value = "external")]
         built_by: String,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// List an initramfs (path, type, mode, size, SHA-256), or diff two field by field
     Inspect {
@@ -105,6 +111,42 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Keys and host facts for what is published beside release.json.
+#[derive(clap::Args)]
+struct PublishArgs {
+    /// Sign release.<tee>.corim as COSE_Sign1 with this EC key (P-384: ES384, P-256: ES256; mode 0600)
+    #[arg(long, value_name = "KEY.pem")]
+    sign_key: Option<PathBuf>,
+    /// Signer name in the signed CoRIM's metadata
+    #[arg(long, default_value = "cocos-rs release")]
+    signer: String,
+    /// Write a signed SEV-SNP ID block per SNP matrix entry (EC P-384 key, mode 0600)
+    #[arg(long, value_name = "KEY.pem")]
+    id_key: Option<PathBuf>,
+    /// Author key that signs the ID key (EC P-384, mode 0600)
+    #[arg(long, value_name = "KEY.pem", requires = "id_key")]
+    author_key: Option<PathBuf>,
+    /// AMD product line of the hosts, for the cocos SNP policy (milan, genoa, turin)
+    #[arg(long, default_value = "milan", value_parser = parse_product)]
+    product: SnpProduct,
+}
+
+fn parse_product(s: &str) -> Result<SnpProduct, String> {
+    SnpProduct::parse(s).ok_or_else(|| format!("{s}: expected milan, genoa or turin"))
+}
+
+impl PublishArgs {
+    fn load(self) -> Result<PublishOptions> {
+        Ok(PublishOptions::load(
+            self.sign_key,
+            self.signer,
+            self.id_key,
+            self.author_key,
+            Some(self.product),
+        )?)
+    }
 }
 
 /// Largest image file accepted (compressed).
@@ -177,6 +219,7 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
             cache,
             locked,
             json,
+            publish,
         } => {
             let spec = Spec::load(&spec)?;
             let opts = BuildOptions {
@@ -184,6 +227,7 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 cache,
                 locked,
                 source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+                publish: std::sync::Arc::new(publish.load()?),
             };
             let r = build::build(&spec, &opts)?;
             if json {
@@ -204,6 +248,9 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                     )?;
                 }
                 writeln!(out, "{}/release.json", r.out.display())?;
+                for name in &r.published {
+                    writeln!(out, "{}/{name}", r.out.display())?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -213,8 +260,10 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
             initrd,
             out: dest,
             built_by,
+            publish,
         } => {
             let spec = Spec::load(&spec)?;
+            let publish = publish.load()?;
             let dir = dest
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
@@ -269,11 +318,17 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
                 (&iname, &ibytes),
             )?;
             let text = cocos_hal::release::to_bytes(&v)?;
-            let tmp = dest.with_extension("json.tmp");
-            std::fs::write(&tmp, &text)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &dest)
-                .with_context(|| format!("cannot write {}", dest.display()))?;
+            let published = cocos_hal::published::files(&v, &publish)?;
+            let write = |to: &Path, bytes: &[u8]| -> Result<()> {
+                let tmp = to.with_extension("tmp");
+                std::fs::write(&tmp, bytes)
+                    .with_context(|| format!("cannot write {}", tmp.display()))?;
+                std::fs::rename(&tmp, to).with_context(|| format!("cannot write {}", to.display()))
+            };
+            for (name, bytes) in &published {
+                write(&dir.join(name), bytes)?;
+            }
+            write(&dest, &text)?;
             writeln!(out, "{}", dest.display())?;
             Ok(ExitCode::SUCCESS)
         }
