@@ -108,24 +108,8 @@ pub fn files(rel: &Manifest, opts: &PublishOptions) -> Result<Vec<(String, Vec<u
             };
             let b = SignedIdBlock::create(&params, id_key, opts.author_key.as_ref())
                 .map_err(|e| BuildError::Key(e.to_string()))?;
-            r.policy = Some(params.policy);
-            r.family_id = Some(params.family_id);
-            r.image_id = Some(params.image_id);
-            r.id_key_digest = Some(b.id_key_digest);
-            r.author_key_digest = b.author_key_digest;
-            let j = serde_json::json!({
-                "label": r.label,
-                "measurement": hex::encode(params.measurement),
-                "family_id": hex::encode(params.family_id),
-                "image_id": hex::encode(params.image_id),
-                "guest_svn": params.guest_svn,
-                "policy": format!("{:#x}", params.policy),
-                "id_block": b.block_b64(),
-                "id_auth": b.auth_b64(),
-                "author_key_enabled": b.author_key_digest.is_some(),
-                "id_key_digest": hex::encode(b.id_key_digest),
-                "author_key_digest": b.author_key_digest.map(hex::encode),
-            });
+            r.apply_id_block(&params, &b);
+            let j = b.to_json(Some(&r.label)).map_err(err)?;
             out.push((
                 format!("id-block.snp.{}.json", file_label(&r.label)),
                 pretty(&j)?,

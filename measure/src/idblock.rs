@@ -8,6 +8,7 @@
 //! encoded as the `sev-snp-guest` properties `id-block`, `id-auth` and `author-key-enabled`.
 
 use base64::Engine;
+use serde_json::{json, Value};
 use sha2::{Digest as _, Sha384};
 
 use crate::keys::{KeyError, SigningKey};
@@ -33,6 +34,15 @@ const OFF_ID_KEY_SIG: usize = 0x680;
 const OFF_AUTHOR_KEY: usize = 0x880;
 /// R and S are each 72 bytes (576 bits), little-endian, in a 512-byte field.
 const SIG_COMPONENT: usize = 0x48;
+
+/// Why an ID block record cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("ID block: {0}")]
+pub struct IdBlockError(String);
+
+fn bad(msg: impl Into<String>) -> IdBlockError {
+    IdBlockError(msg.into())
+}
 
 /// What the ID block states about the launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +77,37 @@ impl IdBlockParams {
             }
         }
         b
+    }
+}
+
+impl IdBlockParams {
+    /// Reads a 96-byte ID block; VERSION must be 1.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, IdBlockError> {
+        let field = |off: usize, len: usize| {
+            b.get(off..off + len)
+                .ok_or_else(|| bad(format!("{} bytes, expected {ID_BLOCK_SIZE}", b.len())))
+        };
+        if b.len() != ID_BLOCK_SIZE {
+            return Err(bad(format!("{} bytes, expected {ID_BLOCK_SIZE}", b.len())));
+        }
+        let arr =
+            |off, len| -> Result<Vec<u8>, IdBlockError> { field(off, len).map(<[u8]>::to_vec) };
+        let u32_at = |off| -> Result<u32, IdBlockError> {
+            let v: [u8; 4] = field(off, 4)?.try_into().map_err(|_| bad("short field"))?;
+            Ok(u32::from_le_bytes(v))
+        };
+        let version = u32_at(0x50)?;
+        if version != 1 {
+            return Err(bad(format!("VERSION {version}, expected 1")));
+        }
+        let policy: [u8; 8] = field(0x58, 8)?.try_into().map_err(|_| bad("short field"))?;
+        Ok(IdBlockParams {
+            measurement: arr(0, 48)?.try_into().map_err(|_| bad("short field"))?,
+            family_id: arr(0x30, 16)?.try_into().map_err(|_| bad("short field"))?,
+            image_id: arr(0x40, 16)?.try_into().map_err(|_| bad("short field"))?,
+            guest_svn: u32_at(0x54)?,
+            policy: u64::from_le_bytes(policy),
+        })
     }
 }
 
@@ -119,6 +160,88 @@ impl SignedIdBlock {
             id_key_digest: sha384(&id_pub),
             author_key_digest,
         })
+    }
+
+    /// Rebuilds a signed ID block from its two structures; the key digests are
+    /// computed from the key structures the bytes carry, not taken from anyone's word.
+    pub fn from_parts(
+        block: &[u8],
+        auth: &[u8],
+        author_key_enabled: bool,
+    ) -> Result<Self, IdBlockError> {
+        IdBlockParams::from_bytes(block)?;
+        let block: [u8; ID_BLOCK_SIZE] = block.try_into().map_err(|_| bad("ID block size"))?;
+        if auth.len() != ID_AUTH_SIZE {
+            return Err(bad(format!(
+                "ID auth {} bytes, expected {ID_AUTH_SIZE}",
+                auth.len()
+            )));
+        }
+        let key_at = |off: usize| {
+            auth.get(off..off + PUBKEY_SIZE)
+                .ok_or_else(|| bad("ID auth size"))
+        };
+        let id_key = key_at(OFF_ID_KEY)?;
+        if id_key.iter().all(|&b| b == 0) {
+            return Err(bad("ID auth has no ID key"));
+        }
+        let author = key_at(OFF_AUTHOR_KEY)?;
+        if author_key_enabled && author.iter().all(|&b| b == 0) {
+            return Err(bad("author key enabled but ID auth has no author key"));
+        }
+        Ok(SignedIdBlock {
+            block,
+            auth: auth.to_vec(),
+            id_key_digest: sha384(id_key),
+            author_key_digest: author_key_enabled.then(|| sha384(author)),
+        })
+    }
+
+    /// The launch facts the block states.
+    pub fn params(&self) -> Result<IdBlockParams, IdBlockError> {
+        IdBlockParams::from_bytes(&self.block)
+    }
+
+    /// The JSON record `cocos-measure id-block --json` and `cocos-hal build --id-key`
+    /// write: the block's fields in hex, both structures in base64, the key digests.
+    pub fn to_json(&self, label: Option<&str>) -> Result<Value, IdBlockError> {
+        let p = self.params()?;
+        Ok(json!({
+            "label": label,
+            "measurement": hex::encode(p.measurement),
+            "family_id": hex::encode(p.family_id),
+            "image_id": hex::encode(p.image_id),
+            "guest_svn": p.guest_svn,
+            "policy": format!("{:#x}", p.policy),
+            "id_block": self.block_b64(),
+            "id_auth": self.auth_b64(),
+            "author_key_enabled": self.author_key_digest.is_some(),
+            "id_key_digest": hex::encode(self.id_key_digest),
+            "author_key_digest": self.author_key_digest.map(hex::encode),
+            "qemu": self.qemu_properties(),
+        }))
+    }
+
+    /// Reads a [`to_json`](Self::to_json) record back from its base64 structures
+    /// (the hex fields are for people; the bytes are what count).
+    pub fn from_json(v: &Value) -> Result<Self, IdBlockError> {
+        let b64 = |k: &str| -> Result<Vec<u8>, IdBlockError> {
+            let s = v
+                .get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("no \"{k}\"")))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| bad(format!("{k}: not base64: {e}")))
+        };
+        let enabled = match v.get("author_key_enabled") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(bad(format!("author_key_enabled: {other} is not a boolean")))
+            }
+        };
+        Self::from_parts(&b64("id_block")?, &b64("id_auth")?, enabled)
     }
 
     /// Base64 of the ID block (QEMU `id-block=`).
@@ -201,6 +324,31 @@ mod tests {
         assert_eq!(&b[0x50..0x54], &[1, 0, 0, 0]);
         assert_eq!(&b[0x54..0x58], &[4, 3, 2, 1]);
         assert_eq!(&b[0x58..0x60], &[0, 0, 3, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn block_bytes_round_trip_and_refusals() {
+        let p = IdBlockParams {
+            measurement: [3; 48],
+            family_id: [4; 16],
+            image_id: [5; 16],
+            guest_svn: 9,
+            policy: DEFAULT_POLICY,
+        };
+        assert_eq!(IdBlockParams::from_bytes(&p.to_bytes()).unwrap(), p);
+        let mut b = p.to_bytes();
+        b[0x50] = 2;
+        assert!(IdBlockParams::from_bytes(&b).is_err());
+        assert!(IdBlockParams::from_bytes(&b[..95]).is_err());
+        assert!(SignedIdBlock::from_parts(&p.to_bytes(), &[0; ID_AUTH_SIZE], false).is_err());
+        assert!(SignedIdBlock::from_parts(&p.to_bytes(), &[1; 100], false).is_err());
+        for bad in [
+            json!({}),
+            json!({"id_block": "!!", "id_auth": ""}),
+            json!({"id_block": "AAAA", "id_auth": "AAAA", "author_key_enabled": "yes"}),
+        ] {
+            assert!(SignedIdBlock::from_json(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

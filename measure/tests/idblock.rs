@@ -147,6 +147,9 @@ fn matches_sev_snp_measure_on_random_digests() {
                 &a[0x240..0x644]
             ));
         }
+        // The JSON record reads back to the same structures and digests.
+        let back = SignedIdBlock::from_json(&ours.to_json(Some("x")).unwrap()).unwrap();
+        assert_eq!(back, ours);
         let props = ours.qemu_properties();
         assert!(props.ends_with(",author-key-enabled=on") && !props.contains('\n'));
     }

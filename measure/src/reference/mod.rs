@@ -90,6 +90,20 @@ impl SnpReference {
         }
     }
 
+    /// States what a signed ID block fixes: policy, FAMILY_ID, IMAGE_ID and the key
+    /// digests.
+    pub fn apply_id_block(
+        &mut self,
+        p: &crate::idblock::IdBlockParams,
+        b: &crate::idblock::SignedIdBlock,
+    ) {
+        self.policy = Some(p.policy);
+        self.family_id = Some(p.family_id);
+        self.image_id = Some(p.image_id);
+        self.id_key_digest = Some(b.id_key_digest);
+        self.author_key_digest = b.author_key_digest;
+    }
+
     /// From the facade's result, labelled by its settings.
     pub fn from_measurement(m: &SnpMeasurement) -> Self {
         Self::new(

@@ -185,10 +185,9 @@ fn apply_launch_facts(c: &ReferenceCmd, v: &mut ReferenceValues) -> Result<()> {
         Some(p) => {
             let j: Value = serde_json::from_slice(&read_input(p, "--id-block")?)
                 .with_context(|| format!("--id-block {}: not JSON", p.display()))?;
-            Some(
-                IdBlockFacts::from_json(&j)
-                    .with_context(|| format!("--id-block {}", p.display()))?,
-            )
+            let b = SignedIdBlock::from_json(&j)
+                .with_context(|| format!("--id-block {}", p.display()))?;
+            Some((b.params()?, b))
         }
         None => None,
     };
@@ -199,58 +198,21 @@ fn apply_launch_facts(c: &ReferenceCmd, v: &mut ReferenceValues) -> Result<()> {
         if host_data.is_some() {
             r.host_data = host_data;
         }
-        if let Some(b) = &id_block {
-            if b.measurement != r.measurement {
-                continue;
+        if let Some((p, b)) = &id_block {
+            if p.measurement == r.measurement {
+                r.apply_id_block(p, b);
             }
-            r.policy = Some(b.policy);
-            r.family_id = Some(b.family_id);
-            r.image_id = Some(b.image_id);
-            r.id_key_digest = Some(b.id_key_digest);
-            r.author_key_digest = b.author_key_digest;
         }
     }
-    if let Some(b) = &id_block {
-        if !v.snp.iter().any(|r| r.measurement == b.measurement) {
+    if let Some((p, _)) = &id_block {
+        if !v.snp.iter().any(|r| r.measurement == p.measurement) {
             bail!(
                 "--id-block is for measurement {}, which no SNP launch configuration has",
-                hex::encode(b.measurement)
+                hex::encode(p.measurement)
             );
         }
     }
     Ok(())
-}
-
-/// What `id-block --json` records.
-struct IdBlockFacts {
-    measurement: [u8; 48],
-    family_id: [u8; 16],
-    image_id: [u8; 16],
-    policy: u64,
-    id_key_digest: [u8; 48],
-    author_key_digest: Option<[u8; 48]>,
-}
-
-impl IdBlockFacts {
-    fn from_json(j: &Value) -> Result<Self> {
-        let s = |k: &str| {
-            j.get(k)
-                .and_then(Value::as_str)
-                .with_context(|| format!("no \"{k}\""))
-        };
-        Ok(IdBlockFacts {
-            measurement: hex_n("measurement", s("measurement")?)?,
-            family_id: hex_n("family_id", s("family_id")?)?,
-            image_id: hex_n("image_id", s("image_id")?)?,
-            policy: parse_u64_auto(s("policy")?).map_err(anyhow::Error::msg)?,
-            id_key_digest: hex_n("id_key_digest", s("id_key_digest")?)?,
-            author_key_digest: j
-                .get("author_key_digest")
-                .and_then(Value::as_str)
-                .map(|h| hex_n("author_key_digest", h))
-                .transpose()?,
-        })
-    }
 }
 
 pub(crate) fn run_reference(c: ReferenceCmd) -> Result<()> {
@@ -436,19 +398,7 @@ pub(crate) fn run_id_block(c: IdBlockCmd) -> Result<()> {
         .transpose()?;
     let b = SignedIdBlock::create(&params, &id_key, author.as_ref())?;
     let out = if c.json {
-        pretty(&json!({
-            "measurement": hex::encode(params.measurement),
-            "family_id": hex::encode(params.family_id),
-            "image_id": hex::encode(params.image_id),
-            "guest_svn": params.guest_svn,
-            "policy": format!("{:#x}", params.policy),
-            "id_block": b.block_b64(),
-            "id_auth": b.auth_b64(),
-            "author_key_enabled": b.author_key_digest.is_some(),
-            "id_key_digest": hex::encode(b.id_key_digest),
-            "author_key_digest": b.author_key_digest.map(hex::encode),
-            "qemu": b.qemu_properties(),
-        }))?
+        pretty(&b.to_json(None)?)?
     } else {
         format!("{}\n", b.qemu_properties()).into_bytes()
     };
