@@ -17,6 +17,7 @@ use cocos_measure::verify::Verdict;
 use serde_json::{json, Value};
 
 use crate::expected::ExpectedMeasurement;
+use crate::reference::LaunchFacts;
 
 /// What the manager trusts when it verifies.
 #[derive(Debug, Default)]
@@ -81,11 +82,12 @@ impl Verifier {
     pub fn verdict(
         &self,
         expected: &ExpectedMeasurement,
+        facts: &LaunchFacts,
         nonces: &[Vec<u8>],
         details: &Value,
         now: i64,
     ) -> Value {
-        let mut v = match self.check(expected, nonces, details, now) {
+        let mut v = match self.check(expected, facts, nonces, details, now) {
             Ok(verdict) => {
                 let first = verdict
                     .first_failure()
@@ -121,6 +123,7 @@ impl Verifier {
     fn check(
         &self,
         expected: &ExpectedMeasurement,
+        facts: &LaunchFacts,
         nonces: &[Vec<u8>],
         details: &Value,
         now: i64,
@@ -164,10 +167,18 @@ impl Verifier {
                     certs.chain.extend(one(t.ask).map_err(|e| format!("ASK: {e}"))?);
                 }
                 let rd = evidence.get(0x50..0x90).unwrap_or_default();
+                // The launch's host data and ID block are part of what it must show.
+                let values = crate::reference::reference_values("", expected, facts)?;
+                let r = values.as_ref().and_then(|v| v.snp.first());
                 let exp = snp::Expectations {
                     measurement: Some(m.measurement),
                     report_data: bound(rd),
                     vmpl: 0,
+                    host_data: r.and_then(|r| r.host_data),
+                    id_key_digest: r.and_then(|r| r.id_key_digest),
+                    author_key_digest: r.and_then(|r| r.author_key_digest),
+                    family_id: r.and_then(|r| r.family_id),
+                    image_id: r.and_then(|r| r.image_id),
                     now,
                     ..snp::Expectations::default()
                 };
@@ -196,6 +207,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use cocos_measure::launch::SnpMeasurement;
     use cocos_measure::VmmType;
     use std::path::PathBuf;
@@ -258,6 +270,7 @@ mod tests {
         // manager sent (its REPORT_DATA is the producer's own): exactly that fails.
         let got = v.verdict(
             &expected(measurement),
+            &LaunchFacts::default(),
             &[b"nonce-1".to_vec()],
             &details,
             1_800_000_000,
@@ -272,6 +285,7 @@ mod tests {
         // Another launch's measurement: the measurement check fails too.
         let got = v.verdict(
             &expected([0; 48]),
+            &LaunchFacts::default(),
             &[b"n".to_vec()],
             &details,
             1_800_000_000,
@@ -279,6 +293,39 @@ mod tests {
         assert_eq!(
             names(&got, false),
             ["measurement", "report_data"],
+            "{got:#}"
+        );
+        // What the manager fixed at launch is checked too: host data, and the ID
+        // block's family/image IDs and key digests (this report has none of them).
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id.pem");
+        let k = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(&key, k.private_key_to_pem().unwrap()).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let k = cocos_measure::keys::SigningKey::load_p384(&key).unwrap();
+        let params = cocos_measure::idblock::IdBlockParams {
+            measurement,
+            family_id: [1; 16],
+            image_id: [2; 16],
+            guest_svn: 0,
+            policy: 0x30000,
+        };
+        let b = cocos_measure::idblock::SignedIdBlock::create(&params, &k, Some(&k)).unwrap();
+        let facts = LaunchFacts {
+            host_data: Some(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
+            snp_id_block: Some(crate::reference::IdBlockRef {
+                id_block: b.block_b64(),
+                id_auth: b.auth_b64(),
+                author_key_enabled: true,
+            }),
+        };
+        let got = v.verdict(&expected(measurement), &facts, &[b"nonce-1".to_vec()], &details, 1_800_000_000);
+        assert_eq!(
+            names(&got, false),
+            ["report_data", "host_data", "family_id", "image_id", "id_key_digest", "author_key_digest"],
             "{got:#}"
         );
     }
@@ -301,7 +348,7 @@ mod tests {
             json!(["not", "an", "object"]),
         ];
         for d in cases {
-            let got = v.verdict(&e, &[], &d, 0);
+            let got = v.verdict(&e, &LaunchFacts::default(), &[], &d, 0);
             assert_eq!(got["verified"], false, "{d}");
             assert!(got["summary"].as_str().is_some_and(|s| s.starts_with("not verified") || s.starts_with("NOT verified")), "{got}");
         }
@@ -309,7 +356,7 @@ mod tests {
         let none = ExpectedMeasurement::None {
             note: String::new(),
         };
-        let got = v.verdict(&none, &[], &json!({"report": "00"}), 0);
+        let got = v.verdict(&none, &LaunchFacts::default(), &[], &json!({"report": "00"}), 0);
         assert!(got["error"]
             .as_str()
             .unwrap()

@@ -142,6 +142,12 @@ pub struct Config {
         default_value_t = 1
     )]
     pub reduced_phys_bits: u32,
+    /// Signs the CoRIM that AttestationPolicy returns (EC P-384: ES384, P-256: ES256; mode 0600).
+    #[arg(long, env = "MANAGER_CORIM_SIGNING_KEY", value_name = "KEY.pem")]
+    pub corim_key: Option<PathBuf>,
+    /// AMD product line of this host for SNP policies (milan, genoa, turin; default: from /proc/cpuinfo).
+    #[arg(long, env = "MANAGER_SNP_PRODUCT")]
+    pub snp_product: Option<String>,
     /// SNP host data (base64 of 32 bytes).
     #[arg(long, env = "MANAGER_QEMU_HOST_DATA")]
     pub host_data: Option<String>,

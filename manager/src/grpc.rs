@@ -93,13 +93,12 @@ impl ManagerService for Service {
         req: Request<AttestationPolicyReq>,
     ) -> Result<Response<AttestationPolicyRes>, Status> {
         let id = req.into_inner().id;
-        let v = self.0.policy(&id)?;
-        Ok(Response::new(AttestationPolicyRes {
-            info: v
-                .to_json_bytes()
-                .map_err(|e| Status::internal(e.to_string()))?,
-            id,
-        }))
+        let (info, corim) = self
+            .0
+            .attestation_policy(&id)?
+            .info_and_corim()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(AttestationPolicyRes { info, id, corim }))
     }
 
     async fn watch_events(

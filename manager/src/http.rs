@@ -1,5 +1,6 @@
 //! The HTTP API (axum): `POST /run`, `GET /computations`, `GET|DELETE
-//! /computations/{id}`, `POST /computations/{id}/attestation`, `GET /events`
+//! /computations/{id}`, `POST /computations/{id}/attestation`, `GET
+//! /computations/{id}/policy` (`?format=cocos|corim`), `GET /events`
 //! (newline-delimited JSON, optionally following), `GET /health`, `GET /metrics`.
 //! Errors are JSON `{"error": "..."}` with a status that says what kind.
 
@@ -38,6 +39,7 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/computations", get(list))
         .route("/computations/{id}", get(one).delete(remove))
         .route("/computations/{id}/attestation", post(attest))
+        .route("/computations/{id}/policy", get(policy))
         .route("/events", get(events))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -93,6 +95,58 @@ async fn attest(
         Json(json!({"computation_id": id, "requested": true})),
     )
         .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PolicyQuery {
+    format: Option<String>,
+}
+
+/// The launch's reference values: by default the summary with `cocos_policy` (JSON)
+/// and `corim` (base64); `?format=cocos` the cocos policy JSON alone,
+/// `?format=corim` the CoRIM bytes (`application/rim+cbor`).
+async fn policy(
+    State(m): State<Arc<Manager>>,
+    Path(id): Path<String>,
+    Query(q): Query<PolicyQuery>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    let a = m.attestation_policy(&id)?;
+    let no_tee = || {
+        ApiError::Refused(crate::release::ReleaseError::Invalid {
+            path: id.clone(),
+            why: "this launch has no TEE measurement, so it has no reference values".into(),
+        })
+    };
+    match q.format.as_deref() {
+        None | Some("json") => {
+            let mut v =
+                serde_json::to_value(&a.summary).map_err(|e| ApiError::Internal(e.to_string()))?;
+            if let (Some(o), Some(d)) = (v.as_object_mut(), &a.documents) {
+                let cocos: Value = serde_json::from_slice(&d.cocos_json)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                o.insert("cocos_policy".into(), cocos);
+                o.insert(
+                    "corim".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&d.corim)
+                        .into(),
+                );
+            }
+            Ok(Json(v).into_response())
+        }
+        Some("cocos") => {
+            let d = a.documents.ok_or_else(no_tee)?;
+            Ok(([(header::CONTENT_TYPE, "application/json")], d.cocos_json).into_response())
+        }
+        Some("corim") => {
+            let d = a.documents.ok_or_else(no_tee)?;
+            Ok(([(header::CONTENT_TYPE, "application/rim+cbor")], d.corim).into_response())
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "format={other}: expected json, cocos or corim"
+        ))),
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod procs;
 pub mod qemu;
 pub mod qmp;
+pub mod reference;
 pub mod release;
 pub mod runtime;
 pub mod store;

@@ -24,12 +24,28 @@ pub enum Tee {
         reduced_phys_bits: u32,
         /// 32 bytes of host data bound into the report, base64 in QEMU's syntax.
         host_data: Option<String>,
+        /// A signed ID block (with its policy): the secure processor then refuses any
+        /// launch whose digest differs from the one it states.
+        id_block: Option<SnpIdBlock>,
     },
     /// Intel TDX.
     Tdx {
         /// The quote generation service socket (`qgsd`), if quotes are needed.
         quote_socket: Option<PathBuf>,
     },
+}
+
+/// QEMU's `sev-snp-guest` ID-block properties (QEMU 9.1+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnpIdBlock {
+    /// Base64 of the 96-byte ID block.
+    pub id_block: String,
+    /// Base64 of the 4096-byte ID authentication information.
+    pub id_auth: String,
+    /// The author key signed the ID key.
+    pub author_key_enabled: bool,
+    /// The guest policy the block states (QEMU must launch with exactly it).
+    pub policy: u64,
 }
 
 /// CPU virtualization.
@@ -120,6 +136,7 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
             cbitpos,
             reduced_phys_bits,
             host_data,
+            id_block,
         } => {
             push(&[
                 "-machine",
@@ -134,6 +151,15 @@ pub fn argv(s: &VmSpec) -> Vec<String> {
             let mut obj = format!("sev-snp-guest,id=sev0,cbitpos={cbitpos},reduced-phys-bits={reduced_phys_bits},kernel-hashes=on");
             if let Some(h) = host_data {
                 obj.push_str(&format!(",host-data={h}"));
+            }
+            if let Some(b) = id_block {
+                obj.push_str(&format!(
+                    ",policy={:#x},id-block={},id-auth={}",
+                    b.policy, b.id_block, b.id_auth
+                ));
+                if b.author_key_enabled {
+                    obj.push_str(",author-key-enabled=on");
+                }
             }
             push(&["-object", &obj]);
         }
@@ -317,6 +343,7 @@ mod tests {
             cbitpos: 51,
             reduced_phys_bits: 1,
             host_data: Some("AAAA".into()),
+            id_block: None,
         };
         let a = argv(&base(tee, Accel::Kvm, AgentTransport::Vsock { cid: 7 })).join(" ");
         assert_eq!(
@@ -330,6 +357,56 @@ mod tests {
                  -append console=ttyS0 cocos.id=c1 cocos.events=serial:cocos.events \
                  -device vhost-vsock-pci,id=vsock0,guest-cid=7 {TAIL}"
             )
+        );
+    }
+
+    /// An SNP launch with the release's signed ID block: QEMU 9.1's `sev-snp-guest`
+    /// takes `id-block` (96 bytes) and `id-auth` (4096 bytes) in base64 and
+    /// `author-key-enabled` (target/i386/sev.c, `sev_snp_guest_class_init`); the
+    /// block's policy is passed explicitly, since the secure processor refuses a
+    /// block whose POLICY differs from the launch's.
+    #[test]
+    fn sev_snp_with_id_block() {
+        let tee = Tee::SevSnp {
+            cbitpos: 51,
+            reduced_phys_bits: 1,
+            host_data: None,
+            id_block: Some(SnpIdBlock {
+                id_block: "QkxPQ0s=".into(),
+                id_auth: "QVVUSA==".into(),
+                author_key_enabled: true,
+                policy: 0x30000,
+            }),
+        };
+        let v = argv(&base(tee, Accel::Kvm, serial()));
+        let obj = &v[v
+            .iter()
+            .position(|x| x.starts_with("sev-snp-guest"))
+            .unwrap()];
+        assert_eq!(
+            obj,
+            "sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,\
+             policy=0x30000,id-block=QkxPQ0s=,id-auth=QVVUSA==,author-key-enabled=on"
+        );
+        let tee = Tee::SevSnp {
+            cbitpos: 51,
+            reduced_phys_bits: 1,
+            host_data: Some("SE9TVA==".into()),
+            id_block: Some(SnpIdBlock {
+                id_block: "QkxPQ0s=".into(),
+                id_auth: "QVVUSA==".into(),
+                author_key_enabled: false,
+                policy: 0xb0000,
+            }),
+        };
+        let v = argv(&base(tee, Accel::Kvm, serial()));
+        let obj = &v[v
+            .iter()
+            .position(|x| x.starts_with("sev-snp-guest"))
+            .unwrap()];
+        assert!(
+            obj.ends_with(",host-data=SE9TVA==,policy=0xb0000,id-block=QkxPQ0s=,id-auth=QVVUSA=="),
+            "{obj}"
         );
     }
 
@@ -381,6 +458,7 @@ mod tests {
             cbitpos: 51,
             reduced_phys_bits: 1,
             host_data: None,
+            id_block: None,
         };
         assert!(caps.refuse(&Tee::None, Accel::Tcg).is_none());
         assert!(caps

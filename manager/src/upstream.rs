@@ -225,14 +225,19 @@ async fn session(
                     .await;
             }
             Some(S::AttestationPolicyReq(r)) => {
-                let info = match mgr.policy(&r.id).map(|p| p.to_json_bytes()) {
-                    Ok(Ok(bytes)) => bytes,
-                    Ok(Err(e)) => error_json(&r.id, &e),
-                    Err(e) => error_json(&r.id, &e),
+                let (info, corim) = match mgr.attestation_policy(&r.id).map(|p| p.info_and_corim())
+                {
+                    Ok(Ok(pair)) => pair,
+                    Ok(Err(e)) => (error_json(&r.id, &e), Vec::new()),
+                    Err(e) => (error_json(&r.id, &e), Vec::new()),
                 };
                 let _ = tx
                     .send(msg(client_stream_message::Message::AttestationPolicy(
-                        AttestationPolicy { info, id: r.id },
+                        AttestationPolicy {
+                            info,
+                            id: r.id,
+                            corim,
+                        },
                     )))
                     .await;
             }

@@ -214,6 +214,26 @@ impl Policy {
     }
 }
 
+/// AttestationPolicy's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyAnswer {
+    /// The manager's summary.
+    pub summary: Policy,
+    /// cocos policy JSON and CoRIM (none for a launch without a TEE measurement).
+    pub documents: Option<crate::reference::PolicyDocuments>,
+}
+
+impl PolicyAnswer {
+    /// `AttestationPolicy.info`: the cocos policy JSON, or without a TEE measurement
+    /// the summary; and `corim` (empty without one).
+    pub fn info_and_corim(&self) -> Result<(Vec<u8>, Vec<u8>), serde_json::Error> {
+        match &self.documents {
+            Some(d) => Ok((d.cocos_json.clone(), d.corim.clone())),
+            None => Ok((self.summary.to_json_bytes()?, Vec::new())),
+        }
+    }
+}
+
 /// One VM in a listing (fields in sorted order).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct VmSummary {

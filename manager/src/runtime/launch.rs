@@ -29,9 +29,10 @@ impl Manager {
     ) -> Result<RunResult, ApiError> {
         let cmdline = self.cmdline_for(req.id)?;
         let (files, expected) = self.verify_and_measure(&cmdline, req.vcpus).await?;
+        let facts = self.launch_facts(&expected)?;
         let dir = self.vms_dir.join(req.id);
         let qemu_log = make_vm_dir(&dir)?;
-        let spec = self.vm_spec(&req, &dir, &cmdline)?;
+        let spec = self.vm_spec(&req, &dir, &cmdline, &facts)?;
         if let Err(e) = self.check_host(&spec) {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
@@ -44,7 +45,7 @@ impl Manager {
             }
         };
         let launch_ms = req.t0.elapsed().as_secs_f64() * 1000.0;
-        let record = self.record(&req, &spec, dir, pid, expected, launch_ms);
+        let record = self.record(&req, &spec, dir, pid, (expected, facts), launch_ms);
         self.persist_and_announce(&record).await;
         self.spawn_supervisor(record.clone(), Some(child));
         Ok(RunResult {
@@ -81,12 +82,35 @@ impl Manager {
         .map_err(|e| ApiError::Internal(format!("verification task: {e}")))?
     }
 
+    /// What this launch fixes beyond the measured files: for an SNP launch the host
+    /// data and the release's signed ID block for its configuration
+    /// (`id-block.snp.<launch>.json` beside release.json, as `cocos-hal build --id-key`
+    /// writes it), refused unless it states exactly the digest just computed.
+    fn launch_facts(&self, expected: &ExpectedMeasurement) -> Result<LaunchFacts, ApiError> {
+        let (TeeKind::Snp, ExpectedMeasurement::Snp(m)) = (self.cfg.tee, expected) else {
+            return Ok(LaunchFacts::default());
+        };
+        let label =
+            cocos_measure::reference::snp_label(m.vcpus, m.vcpu_type.as_deref(), m.guest_features);
+        let dir = self.release.manifest.parent().unwrap_or(Path::new("."));
+        let path = crate::reference::id_block_path(dir, &label);
+        let snp_id_block = crate::reference::load_id_block(&path, &m.measurement)?;
+        if snp_id_block.is_some() {
+            tracing::info!("SNP launch {label}: ID block {}", path.display());
+        }
+        Ok(LaunchFacts {
+            host_data: self.cfg.host_data.clone(),
+            snp_id_block,
+        })
+    }
+
     /// QEMU's description of this VM (argv is built from it).
     fn vm_spec(
         &self,
         req: &LaunchRequest<'_>,
         dir: &Path,
         cmdline: &str,
+        facts: &LaunchFacts,
     ) -> Result<VmSpec, ApiError> {
         Ok(VmSpec {
             name: format!("cocos-{}", req.id),
@@ -103,7 +127,7 @@ impl Manager {
             kernel: PathBuf::from("/dev/fd/3"),
             initrd: Some(PathBuf::from("/dev/fd/4")),
             cmdline: cmdline.to_owned(),
-            tee: self.tee(),
+            tee: self.tee(facts)?,
             transport: match req.cid {
                 Some(cid) => AgentTransport::Vsock { cid },
                 None => AgentTransport::Serial {
@@ -173,7 +197,7 @@ impl Manager {
         spec: &VmSpec,
         dir: PathBuf,
         pid: u32,
-        expected: ExpectedMeasurement,
+        (expected, facts): (ExpectedMeasurement, LaunchFacts),
         launch_ms: f64,
     ) -> VmRecord {
         let created_ms = now_ms();
@@ -195,6 +219,7 @@ impl Manager {
                 .map(|t| created_ms.saturating_add(t.as_millis() as u64)),
             expected,
             launch_ms,
+            facts,
         }
     }
 
@@ -230,18 +255,34 @@ impl Manager {
         }
     }
 
-    pub(super) fn tee(&self) -> Tee {
-        match self.cfg.tee {
+    pub(super) fn tee(&self, facts: &LaunchFacts) -> Result<Tee, ApiError> {
+        Ok(match self.cfg.tee {
             TeeKind::None => Tee::None,
             TeeKind::Snp => Tee::SevSnp {
                 cbitpos: self.cfg.cbitpos,
                 reduced_phys_bits: self.cfg.reduced_phys_bits,
-                host_data: self.cfg.host_data.clone(),
+                host_data: facts.host_data.clone(),
+                id_block: match &facts.snp_id_block {
+                    Some(b) => {
+                        let policy = b
+                            .signed()
+                            .and_then(|s| s.params().map_err(|e| e.to_string()))
+                            .map_err(ApiError::Internal)?
+                            .policy;
+                        Some(qemu::SnpIdBlock {
+                            id_block: b.id_block.clone(),
+                            id_auth: b.id_auth.clone(),
+                            author_key_enabled: b.author_key_enabled,
+                            policy,
+                        })
+                    }
+                    None => None,
+                },
             },
             TeeKind::Tdx => Tee::Tdx {
                 quote_socket: self.cfg.tdx_quote_socket.clone(),
             },
-        }
+        })
     }
 }
 

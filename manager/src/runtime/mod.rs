@@ -28,6 +28,7 @@ use crate::config::{AccelKind, Config, TeeKind, TransportKind};
 use crate::expected::{Expected, ExpectedMeasurement, Target};
 use crate::metrics::Metrics;
 use crate::qemu::{self, Accel, AgentTransport, Tee, VmSpec};
+use crate::reference::LaunchFacts;
 use crate::release::{self, Release};
 use crate::store::{Append, Appended, Retention, Store};
 use crate::{procs, qmp};
@@ -89,6 +90,10 @@ pub struct VmRecord {
     pub expected: ExpectedMeasurement,
     /// Launch latency.
     pub launch_ms: f64,
+    /// What the manager fixed at launch beyond the measured files (SNP host data and
+    /// ID block): part of the reference values.
+    #[serde(default)]
+    pub facts: crate::reference::LaunchFacts,
 }
 
 impl VmRecord {
@@ -157,6 +162,10 @@ pub struct Manager {
     firmware_sha256: [u8; 32],
     expected: Expected,
     verifier: crate::attest::Verifier,
+    /// Signs the CoRIM AttestationPolicy returns.
+    corim_key: Option<cocos_measure::keys::SigningKey>,
+    /// The host's AMD product line, for SNP policies.
+    snp_product: cocos_measure::reference::cocos::SnpProduct,
     store: Arc<Store>,
     writer: EventWriter,
     seq_rx: watch::Receiver<u64>,
@@ -216,6 +225,20 @@ impl Manager {
         if verifier.is_test() {
             tracing::warn!("attestation verdicts use a TEST trust anchor (--insecure-test-trust-anchor), not AMD's roots");
         }
+        let corim_key = cfg
+            .corim_key
+            .as_deref()
+            .map(cocos_measure::keys::SigningKey::load)
+            .transpose()
+            .map_err(|e| StartError::Config(format!("--corim-key: {e}")))?;
+        let snp_product = match &cfg.snp_product {
+            Some(p) => cocos_measure::reference::cocos::SnpProduct::parse(p).ok_or_else(|| {
+                StartError::Config(format!("--snp-product {p}: expected milan, genoa or turin"))
+            })?,
+            None => crate::reference::host_snp_product(
+                &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+            ),
+        };
         let retention = if cfg.grpc_url.is_some() {
             Retention::Confirmed
         } else {
@@ -245,6 +268,8 @@ impl Manager {
             firmware_sha256,
             expected,
             verifier,
+            corim_key,
+            snp_product,
             store,
             writer,
             seq_rx,
@@ -477,6 +502,25 @@ impl Manager {
             },
             tee: self.cfg.measure_target(),
         })
+    }
+
+    /// AttestationPolicy's answer: the summary, and for a TEE launch its reference
+    /// values as cocos policy JSON and CoRIM — exactly this launch's (its vCPUs,
+    /// command line with `cocos.id`, host data, ID block), not the release's defaults.
+    pub fn attestation_policy(&self, id: &str) -> Result<PolicyAnswer, ApiError> {
+        let summary = self.policy(id)?;
+        let vm = self.get(id)?;
+        let values = crate::reference::reference_values(
+            &format!("{}-{}/{id}", self.release.name, self.release.version),
+            &vm.record.expected,
+            &vm.record.facts,
+        )
+        .map_err(ApiError::Internal)?;
+        let documents = values
+            .map(|v| crate::reference::documents(&v, self.snp_product, self.corim_key.as_ref()))
+            .transpose()
+            .map_err(ApiError::Internal)?;
+        Ok(PolicyAnswer { summary, documents })
     }
 
     /// A VM's summary for listings.

@@ -272,9 +272,13 @@ impl Manager {
                 json!({"unparsed": String::from_utf8_lossy(&ev.details), "error": format!("details are not JSON: {e}")})
             });
             let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
-            let verdict = self
-                .verifier
-                .verdict(&vm.record.expected, &nonces, &details, now);
+            let verdict = self.verifier.verdict(
+                &vm.record.expected,
+                &vm.record.facts,
+                &nonces,
+                &details,
+                now,
+            );
             let summary = verdict.get("summary").cloned();
             if let Some(o) = details.as_object_mut() {
                 o.insert("verdict".into(), verdict);

@@ -168,6 +168,20 @@ pub fn tdx_label(memory: &str, qemu: Option<&str>) -> String {
     format!("memory={memory},qemu={}", qemu.unwrap_or("assumed"))
 }
 
+/// A label as a file-name part: `vcpus=4,vcpu-type=EPYC-v4` → `vcpus-4_vcpu-type-EPYC-v4`
+/// (what `cocos-hal build` names per-launch files with, and the manager looks for).
+pub fn file_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| match c {
+            ',' => '_',
+            '=' => '-',
+            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') => c,
+            _ => '_',
+        })
+        .collect()
+}
+
 fn input(msg: impl Into<String>) -> ReferenceError {
     ReferenceError::Input(msg.into())
 }

@@ -242,6 +242,8 @@ pub struct Expectations {
     pub chip_ids: Vec<[u8; 64]>,
     /// ID_KEY_DIGEST the ID block must have been signed with.
     pub id_key_digest: Option<[u8; 48]>,
+    /// AUTHOR_KEY_DIGEST: the author key that signed the ID key.
+    pub author_key_digest: Option<[u8; 48]>,
     /// FAMILY_ID and IMAGE_ID the ID block must carry.
     pub family_id: Option<[u8; 16]>,
     /// IMAGE_ID.
@@ -652,6 +654,14 @@ fn value_checks(report: &Report, product: Product, exp: &Expectations, checks: &
             "id_key_digest",
             "ID_KEY_DIGEST (the key that signed the ID block)",
             hex::encode(report.id_key_digest),
+            hex::encode(k),
+        ));
+    }
+    if let Some(k) = exp.author_key_digest {
+        checks.push(Check::compare(
+            "author_key_digest",
+            "AUTHOR_KEY_DIGEST (the key that signed the ID key)",
+            hex::encode(report.author_key_digest),
             hex::encode(k),
         ));
     }

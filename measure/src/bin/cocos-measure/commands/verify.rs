@@ -166,6 +166,9 @@ pub(crate) struct SnpVerify {
     /// Expected ID_KEY_DIGEST (96 hex digits) of the launch's ID block
     #[arg(long, value_name = "HEX")]
     id_key_digest: Option<String>,
+    /// Expected AUTHOR_KEY_DIGEST (96 hex digits): the author key that signed the ID key
+    #[arg(long, value_name = "HEX")]
+    author_key_digest: Option<String>,
     /// Expected FAMILY_ID of the ID block (32 hex digits)
     #[arg(long, value_name = "HEX")]
     family_id: Option<String>,
@@ -289,6 +292,7 @@ fn expectations(c: &SnpVerify) -> Result<Expectations> {
         min_tcb: c.min_tcb.as_deref().map(Tcb::parse).transpose()?,
         chip_ids,
         id_key_digest: fixed("--id-key-digest", &c.id_key_digest)?,
+        author_key_digest: fixed("--author-key-digest", &c.author_key_digest)?,
         family_id: fixed("--family-id", &c.family_id)?,
         image_id: fixed("--image-id", &c.image_id)?,
         now: c.binding.now()?,
