@@ -304,7 +304,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&key, k.private_key_to_pem().unwrap()).unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let k = cocos_measure::keys::SigningKey::load_p384(&key).unwrap();
         let params = cocos_measure::idblock::IdBlockParams {
             measurement,
@@ -322,10 +323,23 @@ mod tests {
                 author_key_enabled: true,
             }),
         };
-        let got = v.verdict(&expected(measurement), &facts, &[b"nonce-1".to_vec()], &details, 1_800_000_000);
+        let got = v.verdict(
+            &expected(measurement),
+            &facts,
+            &[b"nonce-1".to_vec()],
+            &details,
+            1_800_000_000,
+        );
         assert_eq!(
             names(&got, false),
-            ["report_data", "host_data", "family_id", "image_id", "id_key_digest", "author_key_digest"],
+            [
+                "report_data",
+                "host_data",
+                "family_id",
+                "image_id",
+                "id_key_digest",
+                "author_key_digest"
+            ],
             "{got:#}"
         );
     }
@@ -356,7 +370,13 @@ mod tests {
         let none = ExpectedMeasurement::None {
             note: String::new(),
         };
-        let got = v.verdict(&none, &LaunchFacts::default(), &[], &json!({"report": "00"}), 0);
+        let got = v.verdict(
+            &none,
+            &LaunchFacts::default(),
+            &[],
+            &json!({"report": "00"}),
+            0,
+        );
         assert!(got["error"]
             .as_str()
             .unwrap()

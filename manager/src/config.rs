@@ -145,6 +145,18 @@ pub struct Config {
     /// Signs the CoRIM that AttestationPolicy returns (EC P-384: ES384, P-256: ES256; mode 0600).
     #[arg(long, env = "MANAGER_CORIM_SIGNING_KEY", value_name = "KEY.pem")]
     pub corim_key: Option<PathBuf>,
+    /// Sign an SEV-SNP ID block for each SNP launch's exact digest with this EC P-384 key
+    /// (mode 0600), so the secure processor refuses any other launch
+    #[arg(long, env = "MANAGER_SNP_ID_KEY", value_name = "KEY.pem")]
+    pub snp_id_key: Option<PathBuf>,
+    /// Author key that signs --snp-id-key in each ID block (EC P-384, mode 0600)
+    #[arg(
+        long,
+        env = "MANAGER_SNP_AUTHOR_KEY",
+        value_name = "KEY.pem",
+        requires = "snp_id_key"
+    )]
+    pub snp_author_key: Option<PathBuf>,
     /// AMD product line of this host for SNP policies (milan, genoa, turin; default: from /proc/cpuinfo).
     #[arg(long, env = "MANAGER_SNP_PRODUCT")]
     pub snp_product: Option<String>,

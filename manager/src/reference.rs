@@ -68,9 +68,11 @@ pub fn id_block_path(release_dir: &Path, label: &str) -> PathBuf {
     release_dir.join(format!("id-block.snp.{}.json", file_label(label)))
 }
 
-/// The release's ID block for an SNP launch, if it has one: read with a size bound,
-/// checked, and refused unless its launch digest is exactly `measurement` (the secure
-/// processor would refuse the launch anyway; this says why before QEMU starts).
+/// The release's ID block for an SNP launch configuration, if it has one that states
+/// exactly `measurement`: read with a size bound and checked; a record that is not an
+/// ID block is an error, one for another digest (a release ID block is signed for the
+/// release's own command line, which a launch that adds `cocos.id` does not keep) is
+/// not used.
 pub fn load_id_block(
     path: &Path,
     measurement: &[u8; 48],
@@ -107,17 +109,40 @@ pub fn load_id_block(
     let signed = SignedIdBlock::from_json(&v).map_err(|e| invalid(e.to_string()))?;
     let params = signed.params().map_err(|e| invalid(e.to_string()))?;
     if &params.measurement != measurement {
-        return Err(invalid(format!(
-            "the ID block is for launch digest {}, but this launch measures {}: rebuild the release (cocos-hal build --id-key) for this configuration",
+        tracing::info!(
+            "{shown}: for launch digest {}, this launch measures {}: not used",
             hex::encode(params.measurement),
             hex::encode(measurement)
-        )));
+        );
+        return Ok(None);
     }
     Ok(Some(IdBlockRef {
         id_block: signed.block_b64(),
         id_auth: signed.auth_b64(),
         author_key_enabled: signed.author_key_digest.is_some(),
     }))
+}
+
+/// Signs an ID block for exactly this launch's digest with the manager's ID key (and
+/// author key): the secure processor then refuses any other launch of this VM.
+pub fn sign_id_block(
+    measurement: &[u8; 48],
+    id_key: &SigningKey,
+    author_key: Option<&SigningKey>,
+) -> Result<IdBlockRef, String> {
+    let params = cocos_measure::idblock::IdBlockParams {
+        measurement: *measurement,
+        family_id: [0; 16],
+        image_id: [0; 16],
+        guest_svn: 0,
+        policy: cocos_measure::idblock::DEFAULT_POLICY,
+    };
+    let b = SignedIdBlock::create(&params, id_key, author_key).map_err(|e| e.to_string())?;
+    Ok(IdBlockRef {
+        id_block: b.block_b64(),
+        id_auth: b.auth_b64(),
+        author_key_enabled: b.author_key_digest.is_some(),
+    })
 }
 
 /// The reference values of one launch (`None` for a launch with no TEE measurement).

@@ -250,33 +250,6 @@ fn public_pem(key: &Path, dir: &Path) -> PathBuf {
     p
 }
 
-/// Verifies a COSE_Sign1 with coset's Sig_structure and RustCrypto ECDSA.
-fn cose_verifies(sign1: &coset::CoseSign1, sec1: &[u8]) -> bool {
-    use p256::ecdsa::signature::Verifier;
-    let alg = sign1.protected.header.alg.clone();
-    sign1
-        .verify_signature(b"", |sig, data| -> Result<(), ()> {
-            match alg {
-                Some(coset::RegisteredLabelWithPrivate::Assigned(
-                    coset::iana::Algorithm::ES384,
-                )) => {
-                    let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).map_err(|_| ())?;
-                    let s = p384::ecdsa::Signature::from_slice(sig).map_err(|_| ())?;
-                    vk.verify(data, &s).map_err(|_| ())
-                }
-                Some(coset::RegisteredLabelWithPrivate::Assigned(
-                    coset::iana::Algorithm::ES256,
-                )) => {
-                    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1).map_err(|_| ())?;
-                    let s = p256::ecdsa::Signature::from_slice(sig).map_err(|_| ())?;
-                    vk.verify(data, &s).map_err(|_| ())
-                }
-                _ => Err(()),
-            }
-        })
-        .is_ok()
-}
-
 #[test]
 fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
     let seed = cocos_testkit::seed("signed-corim");
@@ -327,7 +300,7 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
         );
         let sec1 = public_sec1(&k);
         assert!(
-            cose_verifies(&sign1, &sec1),
+            cocos_testkit::cose::verifies(&sign1, &sec1),
             "{name}: signature does not verify"
         );
         // The payload is the tagged unsigned CoRIM our decoder reads.
@@ -335,7 +308,7 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
         assert_eq!(d.signer.as_deref(), Some("test release"));
         // Another key does not verify it.
         let other = key(dir.path(), &format!("other-{name}.pem"), nid, 0o600);
-        assert!(!cose_verifies(&sign1, &public_sec1(&other)));
+        assert!(!cocos_testkit::cose::verifies(&sign1, &public_sec1(&other)));
         // The independent reader checks it with its own Sig_structure and ECDSA.
         let (code, seen) = check_independently(&out, Some(&public_pem(&k, dir.path())));
         assert_eq!((code, seen["signature"].as_str()), (Some(0), Some("valid")));
@@ -353,7 +326,7 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
             b[i] ^= 1 << rng.gen_range(0..8);
             if let Ok(s) = coset::CoseSign1::from_tagged_slice(&b) {
                 assert!(
-                    !cose_verifies(&s, &sec1),
+                    !cocos_testkit::cose::verifies(&s, &sec1),
                     "{name}: byte {i} changed, still verifies (seed {seed})"
                 );
             }
@@ -362,13 +335,13 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
         let mut s = sign1.clone();
         let n = s.payload.as_ref().unwrap().len();
         s.payload.as_mut().unwrap()[n / 2] ^= 1;
-        assert!(!cose_verifies(&s, &sec1));
+        assert!(!cocos_testkit::cose::verifies(&s, &sec1));
         let mut s = sign1.clone();
         s.signature[0] ^= 1;
-        assert!(!cose_verifies(&s, &sec1));
+        assert!(!cocos_testkit::cose::verifies(&s, &sec1));
         let mut s = sign1.clone();
         s.protected.original_data.as_mut().unwrap()[1] ^= 1;
-        assert!(!cose_verifies(&s, &sec1));
+        assert!(!cocos_testkit::cose::verifies(&s, &sec1));
         let _ = s.to_vec();
     }
 }

@@ -83,9 +83,9 @@ impl Manager {
     }
 
     /// What this launch fixes beyond the measured files: for an SNP launch the host
-    /// data and the release's signed ID block for its configuration
+    /// data and a signed ID block for exactly the digest just computed — the release's
     /// (`id-block.snp.<launch>.json` beside release.json, as `cocos-hal build --id-key`
-    /// writes it), refused unless it states exactly the digest just computed.
+    /// writes it) if it states that digest, else one signed now with `--snp-id-key`.
     fn launch_facts(&self, expected: &ExpectedMeasurement) -> Result<LaunchFacts, ApiError> {
         let (TeeKind::Snp, ExpectedMeasurement::Snp(m)) = (self.cfg.tee, expected) else {
             return Ok(LaunchFacts::default());
@@ -94,9 +94,14 @@ impl Manager {
             cocos_measure::reference::snp_label(m.vcpus, m.vcpu_type.as_deref(), m.guest_features);
         let dir = self.release.manifest.parent().unwrap_or(Path::new("."));
         let path = crate::reference::id_block_path(dir, &label);
-        let snp_id_block = crate::reference::load_id_block(&path, &m.measurement)?;
+        let mut snp_id_block = crate::reference::load_id_block(&path, &m.measurement)?;
         if snp_id_block.is_some() {
             tracing::info!("SNP launch {label}: ID block {}", path.display());
+        } else if let Some((id, author)) = &self.snp_id_keys {
+            snp_id_block = Some(
+                crate::reference::sign_id_block(&m.measurement, id, author.as_ref())
+                    .map_err(ApiError::Internal)?,
+            );
         }
         Ok(LaunchFacts {
             host_data: self.cfg.host_data.clone(),

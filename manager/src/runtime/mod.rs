@@ -166,6 +166,11 @@ pub struct Manager {
     corim_key: Option<cocos_measure::keys::SigningKey>,
     /// The host's AMD product line, for SNP policies.
     snp_product: cocos_measure::reference::cocos::SnpProduct,
+    /// Signs per-launch SNP ID blocks (and the author key that signs it).
+    snp_id_keys: Option<(
+        cocos_measure::keys::SigningKey,
+        Option<cocos_measure::keys::SigningKey>,
+    )>,
     store: Arc<Store>,
     writer: EventWriter,
     seq_rx: watch::Receiver<u64>,
@@ -231,6 +236,15 @@ impl Manager {
             .map(cocos_measure::keys::SigningKey::load)
             .transpose()
             .map_err(|e| StartError::Config(format!("--corim-key: {e}")))?;
+        let p384 = |p: &Option<PathBuf>, flag: &str| {
+            p.as_deref()
+                .map(cocos_measure::keys::SigningKey::load_p384)
+                .transpose()
+                .map_err(|e| StartError::Config(format!("{flag}: {e}")))
+        };
+        let snp_id_keys = p384(&cfg.snp_id_key, "--snp-id-key")?
+            .map(|id| p384(&cfg.snp_author_key, "--snp-author-key").map(|a| (id, a)))
+            .transpose()?;
         let snp_product = match &cfg.snp_product {
             Some(p) => cocos_measure::reference::cocos::SnpProduct::parse(p).ok_or_else(|| {
                 StartError::Config(format!("--snp-product {p}: expected milan, genoa or turin"))
@@ -270,6 +284,7 @@ impl Manager {
             verifier,
             corim_key,
             snp_product,
+            snp_id_keys,
             store,
             writer,
             seq_rx,
