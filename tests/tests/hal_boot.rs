@@ -10,6 +10,11 @@
 //!   protocol, each tagged with the computation id;
 //! - an attestation request gets an "unavailable" answer (no TEE here);
 //! - DELETE stops it and no QEMU process or per-VM file remains.
+//!
+//! The build's published reference values are checked too: release.snp.corim and
+//! release.tdx.corim read back (corim-rs) to exactly release.json's values, and every
+//! cocos-policy.<tee>.<launch>.json passes the field-by-field check against the protos
+//! cocos reads.
 
 #![allow(
     clippy::unwrap_used,
@@ -55,6 +60,7 @@ fn default_image_runs_under_the_manager() {
         &initrd,
         &cmdline,
     );
+    check_published(&out, &release);
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (_cp, cp_addr) = CpServer::start("127.0.0.1:0".parse().unwrap(), seen.clone(), None);
@@ -313,4 +319,51 @@ fn check_snp_digests(
             assert_eq!(args(&measure), want, "cocos-measure vs sev-snp-measure");
         }
     }
+}
+
+/// The default release's CoRIMs and cocos policies.
+fn check_published(out: &std::path::Path, release: &Value) {
+    use cocos_measure::reference::{corim, file_label, ReferenceValues, TeeKind};
+    let want = ReferenceValues::from_json(release, "").unwrap();
+    assert!(
+        !want.snp.is_empty() && !want.tdx.is_empty(),
+        "the default release measures both TEEs"
+    );
+    for tee in [TeeKind::Snp, TeeKind::Tdx] {
+        let bytes = std::fs::read(out.join(format!("release.{}.corim", tee.name()))).unwrap();
+        let got = corim::decode(&bytes).unwrap();
+        assert_eq!(got.tee, tee);
+        assert_eq!(got.values.id, want.id);
+        match tee {
+            TeeKind::Snp => assert_eq!(got.values.snp, want.snp),
+            TeeKind::Tdx => assert_eq!(got.values.tdx, want.tdx),
+        }
+    }
+    for r in &want.snp {
+        let p = out.join(format!("cocos-policy.snp.{}.json", file_label(&r.label)));
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        cocos_testkit::cocos_policy::check_snp(&v);
+        assert_eq!(
+            v["policy"]["measurement"],
+            base64_of(&r.measurement),
+            "{}",
+            p.display()
+        );
+    }
+    for r in &want.tdx {
+        let p = out.join(format!("cocos-policy.tdx.{}.json", file_label(&r.label)));
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        cocos_testkit::cocos_policy::check_tdx(&v);
+        assert_eq!(
+            v["policy"]["tdQuoteBodyPolicy"]["mrTd"],
+            base64_of(&r.mrtd),
+            "{}",
+            p.display()
+        );
+    }
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }

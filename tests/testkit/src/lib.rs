@@ -15,6 +15,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod cocos_policy;
 pub mod cose;
 pub mod firmware;
 pub mod snp_evidence;
