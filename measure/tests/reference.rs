@@ -417,6 +417,31 @@ fn cocos_policy_matches_the_protos_cocos_reads() {
                 assert!(String::from_utf8_lossy(&out.stderr).contains("RTMR0"));
             }
         }
+        // XFAM and TDATTRIBUTES, when stated, as the quote carries them (little-endian).
+        let p2: Value = serde_json::from_slice(&ok(&[
+            "reference-values",
+            input.to_str().unwrap(),
+            "--tee",
+            "tdx",
+            "--format",
+            "cocos-policy",
+            "--launch",
+            &r.label,
+            "--xfam",
+            "0x2e7",
+            "--td-attributes",
+            "0x10000000",
+        ]))
+        .unwrap();
+        cocos_testkit::cocos_policy::check_tdx(&p2);
+        assert_eq!(
+            b64_decode(&p2["policy"]["tdQuoteBodyPolicy"]["xfam"]),
+            0x2e7u64.to_le_bytes()
+        );
+        assert_eq!(
+            b64_decode(&p2["policy"]["tdQuoteBodyPolicy"]["tdAttributes"]),
+            0x1000_0000u64.to_le_bytes()
+        );
         assert_eq!(
             b64_decode(&p["policy"]["headerPolicy"]["qeVendorId"]),
             hex::decode("939a7233f79c4ca9940a0db3957f0607").unwrap()

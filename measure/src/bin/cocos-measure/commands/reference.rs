@@ -58,6 +58,12 @@ pub(crate) struct ReferenceCmd {
     /// SNP HOST_DATA the launches set (64 hex digits)
     #[arg(long, value_name = "HEX")]
     host_data: Option<String>,
+    /// TDX XFAM the launches use (cocos policy `xfam`)
+    #[arg(long, value_parser = parse_u64_auto)]
+    xfam: Option<u64>,
+    /// TDX TDATTRIBUTES the launches use (CoRIM `tee.attributes`, cocos policy `tdAttributes`)
+    #[arg(long, value_parser = parse_u64_auto)]
+    td_attributes: Option<u64>,
     /// ID block JSON (`cocos-measure id-block --json`): its family/image ID, policy and key digests
     #[arg(long, value_name = "FILE")]
     id_block: Option<PathBuf>,
@@ -191,6 +197,14 @@ fn apply_launch_facts(c: &ReferenceCmd, v: &mut ReferenceValues) -> Result<()> {
         }
         None => None,
     };
+    for r in &mut v.tdx {
+        if c.xfam.is_some() {
+            r.xfam = c.xfam;
+        }
+        if c.td_attributes.is_some() {
+            r.attributes = c.td_attributes;
+        }
+    }
     for r in &mut v.snp {
         if c.policy.is_some() {
             r.policy = c.policy;
