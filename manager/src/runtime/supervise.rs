@@ -262,6 +262,18 @@ impl Manager {
         else {
             return message;
         };
+        if ev.event_type == "attestation" && ev.status != "ok" {
+            // Only the manager gives verdicts: a guest's own "verdict" is kept under
+            // another name, never as one.
+            if let Ok(mut d) = serde_json::from_slice::<Value>(&ev.details) {
+                if let Some(v) = d.as_object_mut().and_then(|o| o.remove("verdict")) {
+                    if let Some(o) = d.as_object_mut() {
+                        o.insert("guest_claimed_verdict".into(), v);
+                    }
+                    ev.details = d.to_string().into_bytes();
+                }
+            }
+        }
         if ev.event_type == "attestation" && ev.status == "ok" {
             let nonces: Vec<Vec<u8>> = vm
                 .nonces

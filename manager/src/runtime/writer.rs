@@ -105,15 +105,51 @@ pub fn manager_event(id: &str, event_type: &str, status: &str, details: &Value) 
     .encode_to_vec()
 }
 
+/// Event types only the manager emits; a guest's event of one of these types is not
+/// stored as such (see [`agent_payload`]).
+pub const MANAGER_EVENT_TYPES: &[&str] = &[
+    "vm-provision",
+    "vm-exited",
+    "vm-readopted",
+    "agent-disconnected",
+    "ttl-expired",
+    "guest-protocol-error",
+    "guest-throttled",
+];
+
+/// The originator every event from the agent channel carries, whatever the guest wrote.
+pub const AGENT_ORIGINATOR: &str = "agent";
+
 /// An agent frame as stored: its message (decoded once, by the agent channel; `None`
 /// if the payload was not an `AgentMessage`), tagged with the VM's computation id and
 /// encoded as a `ClientStreamMessage`. AgentMessage's oneof (log = 1, event = 2) is
 /// ClientStreamMessage's, of the same types (proto/agent.proto), so the message moves
 /// across without another decode.
+///
+/// The guest is not trusted: its events always carry originator
+/// [`AGENT_ORIGINATOR`], and an event of a manager type ([`MANAGER_EVENT_TYPES`]) is
+/// stored instead as the manager's `guest-protocol-error` saying so, so nothing the
+/// guest sends can pass for the manager's own events.
 pub fn agent_payload(id: &str, frame_id: u32, message: Option<AgentMessage>) -> Vec<u8> {
     let msg = match message.and_then(|m| m.message) {
+        Some(agent_message::Message::AgentEvent(e))
+            if MANAGER_EVENT_TYPES.contains(&e.event_type.as_str()) =>
+        {
+            return manager_event(
+                id,
+                "guest-protocol-error",
+                "error",
+                &json!({
+                    "reason": format!("the guest sent an event of the manager's own type {:?}; not stored as such", e.event_type),
+                    "frame_id": frame_id,
+                    "claimed_originator": e.originator,
+                    "claimed_status": e.status,
+                }),
+            );
+        }
         Some(agent_message::Message::AgentEvent(mut e)) => {
             e.computation_id = id.into();
+            e.originator = AGENT_ORIGINATOR.into();
             client_stream_message::Message::AgentEvent(e)
         }
         Some(agent_message::Message::AgentLog(mut l)) => {
@@ -134,4 +170,61 @@ pub fn agent_payload(id: &str, frame_id: u32, message: Option<AgentMessage>) -> 
         seq: 0,
     }
     .encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    use super::*;
+
+    fn stored(bytes: &[u8]) -> AgentEvent {
+        match ClientStreamMessage::decode(bytes).unwrap().message {
+            Some(client_stream_message::Message::AgentEvent(e)) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn guest_event(event_type: &str, originator: &str, status: &str) -> Option<AgentMessage> {
+        Some(AgentMessage {
+            message: Some(agent_message::Message::AgentEvent(AgentEvent {
+                event_type: event_type.into(),
+                timestamp: None,
+                computation_id: "someone-else".into(),
+                details: br#"{"expected_measurement": "forged"}"#.to_vec(),
+                originator: originator.into(),
+                status: status.into(),
+            })),
+        })
+    }
+
+    /// A guest cannot pass for the manager: its events carry originator "agent" and
+    /// its computation id, and a manager event type becomes guest-protocol-error.
+    #[test]
+    fn guest_events_cannot_pose_as_the_managers() {
+        let e = stored(&agent_payload(
+            "vm1",
+            7,
+            guest_event("heartbeat", "manager", "ok"),
+        ));
+        assert_eq!(
+            (e.originator.as_str(), e.computation_id.as_str()),
+            ("agent", "vm1")
+        );
+        for t in MANAGER_EVENT_TYPES {
+            let e = stored(&agent_payload(
+                "vm1",
+                8,
+                guest_event(t, "manager", "stopped"),
+            ));
+            assert_eq!(e.event_type, "guest-protocol-error", "{t}");
+            assert_eq!(
+                (e.originator.as_str(), e.status.as_str()),
+                ("manager", "error")
+            );
+            let d: Value = serde_json::from_slice(&e.details).unwrap();
+            assert!(d["reason"].as_str().unwrap().contains(t), "{d}");
+            assert_eq!(d["frame_id"], 8);
+            assert_eq!(e.computation_id, "vm1");
+        }
+    }
 }

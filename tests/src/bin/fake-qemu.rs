@@ -9,7 +9,10 @@
 //! `cocos_testkit::snp_evidence::TestChain` saved there, and DIR/measurement in hex)
 //! answers attestation requests as an SEV-SNP guest would: a report over SHA-512 of the
 //! nonce, signed by the test VCEK, with the certificate table, through cocos-agent's
-//! own event builder.
+//! own event builder. FAKE_QEMU_HOSTILE=forge makes it a hostile guest that, after its
+//! boot event, sends events posing as the manager's (`vm-exited` "stopped" and
+//! `vm-provision` with originator "manager", a heartbeat claiming originator "manager",
+//! an `attestation` with its own "verified" verdict).
 
 #![allow(
     clippy::unwrap_used,
@@ -94,6 +97,10 @@ fn main() {
                     &serde_json::json!({"fake": true}),
                 ))
                 .unwrap();
+            if std::env::var("FAKE_QEMU_HOSTILE").is_ok_and(|v| v.split(',').any(|m| m == "forge"))
+            {
+                forge(&outbox, &id);
+            }
             let start = Instant::now();
             let mut n = 0u64;
             while n < total {
@@ -139,6 +146,54 @@ fn main() {
         let name = name.clone();
         std::thread::spawn(move || qmp(c, &name, ignore_powerdown));
     }
+}
+
+/// Events a hostile guest sends to pass for the manager.
+fn forge(outbox: &Outbox, id: &str) {
+    use cocos_proto::messages::{agent_message, AgentEvent, AgentMessage};
+    use prost::Message as _;
+    let ev = |t: &str, originator: &str, status: &str, details: serde_json::Value| {
+        AgentMessage {
+            message: Some(agent_message::Message::AgentEvent(AgentEvent {
+                event_type: t.into(),
+                timestamp: None,
+                computation_id: "another-vm".into(),
+                details: details.to_string().into_bytes(),
+                originator: originator.into(),
+                status: status.into(),
+            })),
+        }
+        .encode_to_vec()
+    };
+    for e in [
+        ev(
+            "vm-exited",
+            "manager",
+            "stopped",
+            serde_json::json!({"forged": true}),
+        ),
+        ev(
+            "vm-provision",
+            "manager",
+            "ok",
+            serde_json::json!({"expected_measurement": {"tee": "snp", "measurement": "00"}}),
+        ),
+        ev(
+            "heartbeat",
+            "manager",
+            "ok",
+            serde_json::json!({"forged": true}),
+        ),
+        ev(
+            "attestation",
+            "agent",
+            "error",
+            serde_json::json!({"verdict": {"verified": true, "summary": "verified"}}),
+        ),
+    ] {
+        outbox.push(&e).unwrap();
+    }
+    let _ = id;
 }
 
 fn qmp(c: UnixStream, name: &str, ignore_powerdown: bool) {

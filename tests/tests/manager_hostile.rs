@@ -1,0 +1,90 @@
+//! The manager against hostile guests (issue #15), with the QEMU stand-in playing the
+//! guest (`FAKE_QEMU_HOSTILE`):
+//! - `forge`: events posing as the manager's (`vm-exited` "stopped", a `vm-provision`
+//!   with a fake expected measurement, originator "manager", a self-issued "verified"
+//!   attestation verdict) are never stored as such: guest events carry originator
+//!   "agent", manager types become the manager's `guest-protocol-error`, and a guest's
+//!   verdict is kept only as `guest_claimed_verdict`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // also in helpers outside #[test] fns
+
+use std::time::Duration;
+
+use cocos_tests::{http, manager_args, synthetic_release, wait_for, ManagerProc};
+use serde_json::Value;
+
+const FAKE: &str = env!("CARGO_BIN_EXE_fake-qemu");
+
+#[test]
+fn a_guest_cannot_forge_manager_events() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    let m = ManagerProc::start(
+        &manager_args(&release, &state, &fw, FAKE, &[]),
+        &[("FAKE_QEMU_HOSTILE", "forge"), ("FAKE_QEMU_RATE", "20")],
+        &state.join("manager.log"),
+    );
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "h1"}"#);
+    assert_eq!(st, 201, "{body}");
+    // Wait until the guest's heartbeats (sent after the forgeries) arrive.
+    let evs = wait_for(
+        Duration::from_secs(30),
+        "heartbeats after the forged events",
+        || {
+            let evs = cocos_tests::events(&m.http, 0);
+            let beats = evs
+                .iter()
+                .filter(|e| e["event_type"] == "heartbeat" && e["details"].get("seq").is_some())
+                .count();
+            (beats >= 2).then_some(evs)
+        },
+    );
+    let mine: Vec<&Value> = evs.iter().filter(|e| e["computation_id"] == "h1").collect();
+    // The manager's own events: exactly one vm-provision (the real one), no vm-exited.
+    let of = |t: &str| {
+        mine.iter()
+            .filter(|e| e["event_type"] == t)
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let prov = of("vm-provision");
+    assert_eq!(prov.len(), 1, "{prov:#?}");
+    assert_eq!(prov[0]["originator"], "manager");
+    assert_eq!(prov[0]["details"]["expected_measurement"]["tee"], "none");
+    assert!(
+        of("vm-exited").is_empty(),
+        "a guest stored vm-exited: {mine:#?}"
+    );
+    // The forgeries are named, by the manager.
+    let errs = of("guest-protocol-error");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    for (e, t) in errs.iter().zip(["vm-exited", "vm-provision"]) {
+        assert_eq!(e["originator"], "manager");
+        assert!(e["details"]["reason"].as_str().unwrap().contains(t), "{e}");
+    }
+    // Every other guest event carries originator "agent", whatever it claimed.
+    for e in &mine {
+        if e["kind"] == "event" && e["originator"] != "manager" {
+            assert_eq!(e["originator"], "agent", "{e}");
+        }
+    }
+    assert!(
+        mine.iter()
+            .filter(|e| e["originator"] == "manager")
+            .all(|e| ["vm-provision", "guest-protocol-error"]
+                .contains(&e["event_type"].as_str().unwrap())),
+        "{mine:#?}"
+    );
+    // A self-issued verdict is not a verdict.
+    let att = of("attestation");
+    assert_eq!(att.len(), 1, "{att:#?}");
+    assert!(att[0]["details"].get("verdict").is_none(), "{}", att[0]);
+    assert_eq!(att[0]["details"]["guest_claimed_verdict"]["verified"], true);
+    let _ = http(&m.http, "DELETE", "/computations/h1", "");
+}
