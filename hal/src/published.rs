@@ -12,7 +12,7 @@ use cocos_measure::idblock::{IdBlockParams, SignedIdBlock, DEFAULT_POLICY};
 use cocos_measure::keys::SigningKey;
 use cocos_measure::reference::cocos::{snp_policy, tdx_policy, SnpPlatform, SnpProduct};
 use cocos_measure::reference::corim::{self, Signer};
-use cocos_measure::reference::ReferenceValues;
+use cocos_measure::reference::{file_label, ReferenceValues};
 use cocos_proto::release::Manifest;
 
 use crate::error::BuildError;
@@ -67,19 +67,6 @@ impl PublishOptions {
             product,
         })
     }
-}
-
-/// `vcpus=4,vcpu-type=EPYC-v4` → `vcpus-4_vcpu-type-EPYC-v4` (a file-name part).
-pub fn file_label(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| match c {
-            ',' => '_',
-            '=' => '-',
-            c if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') => c,
-            _ => '_',
-        })
-        .collect()
 }
 
 fn err(e: impl std::fmt::Display) -> BuildError {

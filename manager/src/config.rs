@@ -200,6 +200,10 @@ pub struct Config {
     /// Most events the outbox holds (see the store's policy).
     #[arg(long, env = "MANAGER_OUTBOX_CAPACITY", default_value_t = 1_000_000)]
     pub outbox_capacity: u64,
+    /// Repair a damaged state.redb (redb's repair), or start a new store in an empty one;
+    /// without it the manager refuses such a file (exit 2) and never overwrites it
+    #[arg(long, env = "MANAGER_REPAIR_STORE")]
+    pub repair: bool,
     /// Skip the host capability check (e.g. to generate SNP/TDX command lines on a test host).
     #[arg(long, env = "MANAGER_SKIP_HOST_CHECK")]
     pub skip_host_check: bool,

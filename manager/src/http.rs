@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -108,9 +109,10 @@ struct PolicyQuery {
 async fn policy(
     State(m): State<Arc<Manager>>,
     Path(id): Path<String>,
-    Query(q): Query<PolicyQuery>,
+    q: Result<Query<PolicyQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     use base64::Engine;
+    let Query(q) = q.map_err(bad_query)?;
     let a = m.attestation_policy(&id)?;
     let no_tee = || {
         ApiError::Refused(crate::release::ReleaseError::Invalid {
@@ -158,7 +160,11 @@ struct EventsQuery {
     follow: bool,
 }
 
-async fn events(State(m): State<Arc<Manager>>, Query(q): Query<EventsQuery>) -> Response {
+async fn events(
+    State(m): State<Arc<Manager>>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let rx = crate::events::watch(&m, q.from, q.computation_id, q.follow);
     let body = ReceiverStream::new(rx).map(|w| {
         // A store error ends the stream with a last line that says so.
@@ -169,11 +175,16 @@ async fn events(State(m): State<Arc<Manager>>, Query(q): Query<EventsQuery>) -> 
         line.push('\n');
         Ok::<_, std::convert::Infallible>(line)
     });
-    (
+    Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response())
+}
+
+/// A query string that does not parse: the JSON error every other error is.
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("query: {}", e.body_text()))
 }
 
 async fn health(State(m): State<Arc<Manager>>) -> Response {

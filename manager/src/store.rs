@@ -84,11 +84,74 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, capacity: u64, retention: Retention) -> Result<Self, StoreError> {
+        Self::open_checked(path, capacity, retention, false)
+    }
+
+    /// Opens the store without ever overwriting one that holds data: a new file is
+    /// created 0600 whatever the umask; an existing one is tightened to 0600 (loudly);
+    /// an empty (truncated to zero) or corrupt file is refused with what to do —
+    /// unless `repair`, which lets redb repair a damaged file and re-creates an empty
+    /// one (both logged). redb's own panics on damaged files are caught.
+    pub fn open_checked(
+        path: &Path,
+        capacity: u64,
+        retention: Retention,
+        repair: bool,
+    ) -> Result<Self, StoreError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let shown = path.display();
+        let keep = "keep the file for inspection, and start with --state-dir elsewhere, or with --repair to let the manager repair it";
+        match std::fs::metadata(path) {
+            Err(x) if x.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|x| e(format!("{shown}: cannot create: {x}")))?;
+            }
+            Err(x) => return Err(e(format!("{shown}: {x}"))),
+            Ok(m) if !m.is_file() => return Err(e(format!("{shown}: not a regular file"))),
+            Ok(m) if m.len() == 0 && !repair => {
+                return Err(e(format!(
+                    "{shown} is empty (0 bytes): a store that was truncated, not a new one; {keep}"
+                )))
+            }
+            Ok(m) => {
+                if m.len() == 0 {
+                    tracing::warn!("{shown} is empty: --repair starts a new store in it");
+                }
+                let mode = m.permissions().mode() & 0o7777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!("{shown} had mode {mode:04o}: other users could read the store; set to 0600");
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|x| e(format!("{shown}: cannot chmod 0600: {x}")))?;
+                }
+            }
+        }
         // A small page cache: the store is written sequentially and read near its end.
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|x| e(format!("{}: {x}", path.display())))?;
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(CACHE_BYTES);
+        if repair {
+            builder.set_repair_callback(|_| tracing::warn!("repairing the store"));
+        }
+        let opened = {
+            // redb panics on some damaged files; make that an error, silently.
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)));
+            std::panic::set_hook(hook);
+            r
+        };
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(x)) => return Err(e(format!("{shown} cannot be opened ({x}); {keep}"))),
+            Err(_) => {
+                return Err(e(format!(
+                    "{shown} is damaged (the database library could not read it); {keep}"
+                )))
+            }
+        };
         let w = db.begin_write().map_err(e)?;
         {
             w.open_table(EVENTS).map_err(e)?;
@@ -392,5 +455,68 @@ mod tests {
         s.delete_vm("x").unwrap();
         assert!(s.vms().unwrap().is_empty());
         assert_eq!(s.agent_hw("x").unwrap(), 0);
+    }
+
+    /// A damaged store is refused, never overwritten or re-initialised: a zero-length
+    /// file, a store truncated at every length tried, and garbage all give an error
+    /// naming the file and --repair, and the bytes on disk stay as they were.
+    #[test]
+    fn damaged_stores_are_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good.redb");
+        {
+            let s = Store::open(&good, 100, Retention::Ring).unwrap();
+            s.put_vm("vm", b"record").unwrap();
+            s.append(&[Append {
+                vm: "vm".into(),
+                frame_id: Some(1),
+                payload: vec![7; 100],
+            }])
+            .unwrap();
+        }
+        let bytes = std::fs::read(&good).unwrap();
+        let p = d.path().join("s.redb");
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new(), b"not a database at all".to_vec()];
+        for cut in [1, 100, 511, 4096, bytes.len() / 2, bytes.len() - 1] {
+            cases.push(bytes[..cut.min(bytes.len() - 1)].to_vec());
+        }
+        for case in cases {
+            std::fs::write(&p, &case).unwrap();
+            match Store::open(&p, 100, Retention::Ring) {
+                Err(err) => {
+                    let m = err.to_string();
+                    assert!(m.contains("s.redb") && m.contains("--repair"), "{m}");
+                    assert_eq!(std::fs::read(&p).unwrap(), case, "the file was changed");
+                }
+                // redb may open a prefix that still holds a complete database; then
+                // it must still hold what was committed.
+                Ok(s) => assert_eq!(
+                    s.vms().unwrap(),
+                    vec![("vm".to_owned(), b"record".to_vec())]
+                ),
+            }
+        }
+        // --repair: an empty file becomes a new store.
+        std::fs::write(&p, b"").unwrap();
+        let s = Store::open_checked(&p, 100, Retention::Ring, true).unwrap();
+        assert!(s.vms().unwrap().is_empty());
+    }
+
+    #[test]
+    fn store_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.redb");
+        drop(Store::open(&p, 10, Retention::Ring).unwrap());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&p, 10, Retention::Ring).unwrap());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

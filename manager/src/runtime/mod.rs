@@ -181,6 +181,19 @@ pub struct Manager {
     pub metrics: Arc<Metrics>,
 }
 
+/// Sets `dir` to 0700 if group or others have any access, saying so.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "{} had mode {mode:04o}: other users could reach the manager's state; set to 0700",
+            dir.display()
+        );
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 impl Manager {
     /// Loads the release, verifies the firmware, prepares the measurement, opens the
     /// store (state_dir/state.redb) and re-adopts or cleans up VMs a previous run left.
@@ -194,6 +207,13 @@ impl Manager {
                 path: cfg.state_dir.display().to_string(),
                 source,
             })?;
+        // An existing directory keeps its mode: tighten what other users could reach.
+        for dir in [cfg.state_dir.clone(), cfg.state_dir.join("vms")] {
+            private_dir(&dir).map_err(|source| StartError::StateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
         let release = Release::load(&cfg.release)?;
         let target = match cfg.measure_target() {
             TeeKind::None => Target::None,
@@ -258,10 +278,11 @@ impl Manager {
         } else {
             Retention::Ring
         };
-        let store = Arc::new(Store::open(
+        let store = Arc::new(Store::open_checked(
             &cfg.state_dir.join("state.redb"),
             cfg.outbox_capacity,
             retention,
+            cfg.repair,
         )?);
         let metrics = Arc::new(Metrics::default());
         let (seq_tx, seq_rx) = watch::channel(store.last_seq()?);
@@ -424,6 +445,22 @@ impl Manager {
             ),
             None => self.cfg.default_ttl,
         };
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return Err(ApiError::BadRequest(
+                "ttl 0 would stop the computation at once: give a positive duration (30m, 2h) or leave it out".into(),
+            ));
+        }
+        // Unix socket paths (sockaddr_un) hold 107 bytes and a NUL: the VM's agent and
+        // QMP sockets must fit, or QEMU could not start after a 201.
+        let sock = self.vms_dir.join(&id).join("agent.sock");
+        let len = sock.as_os_str().len();
+        if len > 107 {
+            return Err(ApiError::BadRequest(format!(
+                "computation id {id:?}: its socket path {} is {len} bytes, over the 108 a Unix socket path may have (with its NUL); use a shorter id (at most {} characters here) or a shorter --state-dir",
+                sock.display(),
+                id.len().saturating_sub(len - 107)
+            )));
+        }
         // Reserve the id, a CID and a port under the lock: no two launches get the same.
         let (cid, port) = {
             let mut vms = self.lock();

@@ -1,0 +1,163 @@
+//! The manager under bad luck and careless set-ups (issue #15):
+//! - a damaged state.redb (truncated, zero-length) stops the start with exit 2 and one
+//!   line naming the file and `--repair`, and is left byte for byte as it was;
+//! - under umask 000 and with a 0777 state directory, the store is created 0600 and
+//!   the directories are tightened to 0700 (other local users cannot read the store);
+//! - a socket path longer than the kernel allows is refused at launch (400) instead of
+//!   a 201 and a QEMU that cannot start; `ttl` 0 is refused; `/events` errors are JSON.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // also in helpers outside #[test] fns
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use cocos_tests::{http, manager_args, manager_bin, synthetic_release, ManagerProc};
+
+const FAKE: &str = env!("CARGO_BIN_EXE_fake-qemu");
+
+fn start_fails(args: &[String]) -> String {
+    let out = Command::new(manager_bin())
+        .args(["--http", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn a_damaged_store_is_refused_and_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    // A real store with a VM record in it.
+    {
+        let m = ManagerProc::start(
+            &manager_args(&release, &state, &fw, FAKE, &[]),
+            &[],
+            &d.path().join("m1.log"),
+        );
+        let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "s1"}"#);
+        assert_eq!(st, 201, "{body}");
+    }
+    let db = state.join("state.redb");
+    let bytes = std::fs::read(&db).unwrap();
+    for cut in [0, bytes.len() / 3, bytes.len() - 100] {
+        std::fs::write(&db, &bytes[..cut]).unwrap();
+        let err = start_fails(&manager_args(&release, &state, &fw, FAKE, &[]));
+        let line = err
+            .lines()
+            .filter(|l| l.starts_with("cocos-manager:"))
+            .collect::<Vec<_>>();
+        assert_eq!(line.len(), 1, "{err}");
+        assert!(
+            line[0].contains("state.redb") && line[0].contains("--repair"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            &bytes[..cut],
+            "the store was changed"
+        );
+    }
+    // --repair on the empty file starts afresh (the operator's explicit choice).
+    std::fs::write(&db, b"").unwrap();
+    let m = ManagerProc::start(
+        &manager_args(&release, &state, &fw, FAKE, &["--repair"]),
+        &[],
+        &d.path().join("m2.log"),
+    );
+    assert_eq!(http(&m.http, "GET", "/health", "").0, 200);
+}
+
+#[test]
+fn state_is_private_whatever_the_umask() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    std::fs::create_dir_all(state.join("vms")).unwrap();
+    for p in [&state, &state.join("vms")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // The manager under umask 000, through a shell.
+    let args = manager_args(&release, &state, &fw, FAKE, &[]);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "umask 000; exec '{}' --http 127.0.0.1:0 --grpc-listen 127.0.0.1:0 {}",
+        manager_bin().display(),
+        quoted.join(" ")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let ready = serde_json::from_str::<serde_json::Value>(&line);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.is_ok(), "no ready line: {line}");
+    assert_eq!(mode(&state.join("state.redb")), 0o600);
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("vms")), 0o700);
+}
+
+#[test]
+fn bad_launch_settings_are_refused_up_front() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    // A state directory so deep that <state>/vms/<64-char id>/agent.sock exceeds the
+    // 107 bytes a Unix socket path may have.
+    let state = d.path().join(format!("state-{}", "d".repeat(40)));
+    let m = ManagerProc::start(
+        &manager_args(&release, &state, &fw, FAKE, &[]),
+        &[],
+        &d.path().join("m.log"),
+    );
+    let long_id = "x".repeat(64);
+    let (st, body) = http(
+        &m.http,
+        "POST",
+        "/run",
+        &format!(r#"{{"computation_id": "{long_id}"}}"#),
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body.contains("socket path") && body.contains("108"),
+        "{body}"
+    );
+    assert!(!state.join("vms").join(&long_id).exists());
+    // A short id under the same directory launches.
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "ok1"}"#);
+    assert_eq!(st, 201, "{body}");
+    // ttl 0 would stop the VM at once: refused.
+    let (st, body) = http(
+        &m.http,
+        "POST",
+        "/run",
+        r#"{"computation_id": "t0", "ttl": "0"}"#,
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("ttl"), "{body}");
+    // /events errors are JSON like every other error.
+    let (st, body) = http(&m.http, "GET", "/events?from=notanumber", "");
+    assert_eq!(st, 400, "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(v["error"].as_str().is_some(), "{body}");
+    let _ = http(&m.http, "DELETE", "/computations/ok1", "");
+}
