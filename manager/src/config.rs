@@ -200,6 +200,10 @@ pub struct Config {
     /// Most events the outbox holds (see the store's policy).
     #[arg(long, env = "MANAGER_OUTBOX_CAPACITY", default_value_t = 1_000_000)]
     pub outbox_capacity: u64,
+    /// First wait after a guest's protocol violation (doubling, at most 30 s; the
+    /// channel is dropped for good after 8 violations). Tests shorten it.
+    #[arg(long, hide = true, default_value = "200ms", value_parser = parse_duration)]
+    pub protocol_backoff: Duration,
     /// Repair a damaged state.redb (redb's repair), or start a new store in an empty one;
     /// without it the manager refuses such a file (exit 2) and never overwrites it
     #[arg(long, env = "MANAGER_REPAIR_STORE")]

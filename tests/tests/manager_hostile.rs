@@ -4,7 +4,12 @@
 //!   with a fake expected measurement, originator "manager", a self-issued "verified"
 //!   attestation verdict) are never stored as such: guest events carry originator
 //!   "agent", manager types become the manager's `guest-protocol-error`, and a guest's
-//!   verdict is kept only as `guest_claimed_verdict`.
+//!   verdict is kept only as `guest_claimed_verdict`;
+//! - `garbage`, `huge` (a 4 GiB length): one `guest-protocol-error` when it starts, the
+//!   connection retried with doubling backoff, and after 8 violations a last one and no
+//!   more connections; the VM keeps running;
+//! - `bigevent`: a 200 KiB event is not stored; the manager stores a small
+//!   `guest-protocol-error` naming its size, and the channel goes on.
 
 #![allow(
     clippy::unwrap_used,
@@ -87,4 +92,105 @@ fn a_guest_cannot_forge_manager_events() {
     assert!(att[0]["details"].get("verdict").is_none(), "{}", att[0]);
     assert_eq!(att[0]["details"]["guest_claimed_verdict"]["verified"], true);
     let _ = http(&m.http, "DELETE", "/computations/h1", "");
+}
+
+fn vm_events(m: &ManagerProc, id: &str) -> Vec<Value> {
+    cocos_tests::events(&m.http, 0)
+        .into_iter()
+        .filter(|e| e["computation_id"] == id)
+        .collect()
+}
+
+#[test]
+fn protocol_violations_are_reported_backed_off_and_bounded() {
+    for mode in ["garbage", "huge"] {
+        let d = tempfile::tempdir().unwrap();
+        let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+        let state = d.path().join("state");
+        let m = ManagerProc::start(
+            &manager_args(&release, &state, &fw, FAKE, &["--protocol-backoff", "10ms"]),
+            &[("FAKE_QEMU_HOSTILE", mode)],
+            &state.join("manager.log"),
+        );
+        let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "p1"}"#);
+        assert_eq!(st, 201, "{body}");
+        let errs = wait_for(
+            Duration::from_secs(30),
+            "the final guest-protocol-error",
+            || {
+                let errs: Vec<Value> = vm_events(&m, "p1")
+                    .into_iter()
+                    .filter(|e| e["event_type"] == "guest-protocol-error")
+                    .collect();
+                (errs.len() >= 2).then_some(errs)
+            },
+        );
+        // After the last one, nothing more: no further connection, no further event.
+        std::thread::sleep(Duration::from_millis(1500));
+        let again: Vec<Value> = vm_events(&m, "p1")
+            .into_iter()
+            .filter(|e| e["event_type"] == "guest-protocol-error")
+            .collect();
+        assert_eq!(again.len(), 2, "{mode}: {again:#?}");
+        assert_eq!(errs[0]["status"], "warning");
+        assert_eq!(errs[1]["status"], "error");
+        assert_eq!(errs[1]["details"]["violations"], 8, "{}", errs[1]);
+        let reason = errs[0]["details"]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(if mode == "huge" {
+                "4294967295"
+            } else {
+                "more than the 1 MiB limit"
+            }),
+            "{mode}: {reason}"
+        );
+        let log = std::fs::read_to_string(state.join("vms/p1/console.log")).unwrap();
+        let conns = log
+            .lines()
+            .filter(|l| l.starts_with("agent connection"))
+            .count();
+        assert_eq!(conns, 8, "{mode}: {log}");
+        // The VM keeps running and can still be stopped.
+        let (st, body) = http(&m.http, "GET", "/computations/p1", "");
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(http(&m.http, "DELETE", "/computations/p1", "").0, 200);
+    }
+}
+
+#[test]
+fn oversized_guest_events_are_named_not_stored() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    let m = ManagerProc::start(
+        &manager_args(&release, &state, &fw, FAKE, &[]),
+        &[("FAKE_QEMU_HOSTILE", "bigevent"), ("FAKE_QEMU_RATE", "20")],
+        &state.join("manager.log"),
+    );
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "b1"}"#);
+    assert_eq!(st, 201, "{body}");
+    let evs = wait_for(
+        Duration::from_secs(30),
+        "heartbeats after the big event",
+        || {
+            let evs = vm_events(&m, "b1");
+            (evs.iter()
+                .filter(|e| e["event_type"] == "heartbeat")
+                .count()
+                >= 3)
+                .then_some(evs)
+        },
+    );
+    assert!(
+        evs.iter().all(|e| e["event_type"] != "big"),
+        "a 200 KiB event was stored"
+    );
+    let err: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["event_type"] == "guest-protocol-error")
+        .collect();
+    assert_eq!(err.len(), 1, "{err:#?}");
+    assert!(err[0]["details"]["bytes"].as_u64().unwrap() > 200 * 1024);
+    assert_eq!(err[0]["originator"], "manager");
+    let _ = http(&m.http, "DELETE", "/computations/b1", "");
 }

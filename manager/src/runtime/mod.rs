@@ -43,7 +43,10 @@ use launch::LaunchRequest;
 mod api;
 
 pub use api::*;
-pub use writer::{agent_payload, manager_event, EventWriter};
+pub use writer::{
+    agent_payload, manager_event, EventWriter, AGENT_ORIGINATOR, MANAGER_EVENT_TYPES,
+    MAX_STORED_ATTESTATION, MAX_STORED_EVENT,
+};
 pub(crate) use writer::{now_ms, timestamp};
 
 /// An agent connection (Unix socket or vsock).
@@ -116,6 +119,8 @@ pub struct Vm {
     attest_tx: mpsc::Sender<Vec<u8>>,
     /// The nonces sent to this VM's agent, newest last (at most [`MAX_NONCES`]).
     nonces: Mutex<std::collections::VecDeque<Vec<u8>>>,
+    /// Attestation requests sent and not yet answered (an answer may be large).
+    pending_attestations: std::sync::atomic::AtomicUsize,
 }
 
 /// How many outstanding nonces a VM's attestation may answer.
@@ -681,7 +686,7 @@ mod tests {
         let stored: Vec<Vec<u8>> = inc
             .new
             .into_iter()
-            .map(|d| agent_payload("vm-1", d.frame_id, d.message))
+            .map(|d| agent_payload("vm-1", d.frame_id, d.message, MAX_STORED_EVENT))
             .collect();
         // The store format: the agent's event, its computation id the VM's.
         assert_eq!(stored[0], event_bytes("vm-1"));
@@ -707,9 +712,10 @@ mod tests {
             .on_bytes(&frame::encode(7, &[0xff, 0xff]).unwrap())
             .unwrap();
         let d = inc.new.into_iter().next().unwrap();
-        let m =
-            ClientStreamMessage::decode(agent_payload("vm-1", d.frame_id, d.message).as_slice())
-                .unwrap();
+        let m = ClientStreamMessage::decode(
+            agent_payload("vm-1", d.frame_id, d.message, MAX_STORED_EVENT).as_slice(),
+        )
+        .unwrap();
         let Some(client_stream_message::Message::AgentLog(l)) = m.message else {
             unreachable!()
         };

@@ -3,17 +3,48 @@
 
 use super::*;
 
+/// Protocol violations (bytes that are not frames) a guest may commit before the
+/// manager stops reading its agent channel for good (the VM keeps running).
+pub const MAX_PROTOCOL_VIOLATIONS: u32 = 8;
+
+/// The wait before reconnecting after the `n`th violation: `base` (0.2 s by default)
+/// doubling, at most 30 s (about 25 s in all before the limit).
+fn violation_backoff(base: Duration, n: u32) -> Duration {
+    base.saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(Duration::from_secs(30))
+}
+
 /// Why one agent connection ended; what follows depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ChannelEnd {
     /// The stream closed (EOF, read or write error): reconnect while QEMU lives.
     Closed,
-    /// The agent sent bytes that are not frames: drop the connection, reconnect.
-    Framing,
+    /// The agent sent bytes that are not frames (why): drop the connection, back off,
+    /// reconnect, up to [`MAX_PROTOCOL_VIOLATIONS`].
+    Framing(String),
     /// The store refused to commit: back off, reconnect.
     Store,
     /// The outbox is full: frames stay unacknowledged in the agent; back off.
     OutboxFull,
+}
+
+impl Vm {
+    /// The stored-size limit for a message from this VM's guest: an `attestation`
+    /// answering an outstanding request may carry evidence up to the frame limit;
+    /// everything else [`MAX_STORED_EVENT`].
+    fn stored_event_limit(&self, m: &Option<AgentMessage>) -> usize {
+        let attestation = matches!(m, Some(AgentMessage { message: Some(agent_message::Message::AgentEvent(e)) }) if e.event_type == "attestation");
+        let answered = attestation
+            && self
+                .pending_attestations
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if answered {
+            MAX_STORED_ATTESTATION
+        } else {
+            MAX_STORED_EVENT
+        }
+    }
 }
 
 impl Manager {
@@ -31,6 +62,7 @@ impl Manager {
             done_tx,
             attest_tx,
             nonces: Mutex::new(std::collections::VecDeque::new()),
+            pending_attestations: std::sync::atomic::AtomicUsize::new(0),
         });
         self.lock()
             .insert(vm.record.id.clone(), Slot::Running(vm.clone()));
@@ -155,6 +187,7 @@ impl Manager {
         let hw = self.store.agent_hw(&id).unwrap_or(0);
         let mut session = Session::new(&id, hw);
         let mut done = vm.done_tx.subscribe();
+        let mut violations = 0u32;
         while let Some(conn) = Self::next_connection(&vm, &mut vsock_rx, &mut done).await {
             let (mut r, mut w) = tokio::io::split(conn);
             if w.write_all(&session.reconnected()).await.is_err() {
@@ -167,7 +200,7 @@ impl Manager {
                         let n = match n { Ok(0) | Err(_) => break ChannelEnd::Closed, Ok(n) => n };
                         let inc = match session.on_bytes(buf.get(..n).unwrap_or(&[])) {
                             Ok(i) => i,
-                            Err(e) => { tracing::warn!("{e}; reconnecting"); break ChannelEnd::Framing; }
+                            Err(e) => break ChannelEnd::Framing(e.to_string()),
                         };
                         if !inc.acks_now.is_empty() && w.write_all(&inc.acks_now).await.is_err() {
                             break ChannelEnd::Closed;
@@ -176,10 +209,13 @@ impl Manager {
                         let frame_ids: Vec<u32> = inc.new.iter().map(|d| d.frame_id).collect();
                         // Each frame was decoded once (Session::on_bytes); its message
                         // moves into the stored ClientStreamMessage, encoded once.
-                        let items: Vec<Append> = inc.new.into_iter().map(|d| Append {
-                            vm: id.clone(),
-                            frame_id: Some(d.frame_id),
-                            payload: agent_payload(&id, d.frame_id, self.with_verdict(&vm, d.message)),
+                        let items: Vec<Append> = inc.new.into_iter().map(|d| {
+                            let limit = vm.stored_event_limit(&d.message);
+                            Append {
+                                vm: id.clone(),
+                                frame_id: Some(d.frame_id),
+                                payload: agent_payload(&id, d.frame_id, self.with_verdict(&vm, d.message), limit),
+                            }
                         }).collect();
                         let results = match self.writer.append(items).await {
                             Ok(r) => r,
@@ -225,7 +261,35 @@ impl Manager {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 ChannelEnd::Closed => return,
-                ChannelEnd::Framing | ChannelEnd::Store => {
+                ChannelEnd::Framing(why) => {
+                    violations += 1;
+                    let wait = violation_backoff(self.cfg.protocol_backoff, violations);
+                    if violations >= MAX_PROTOCOL_VIOLATIONS {
+                        tracing::warn!(computation = %id, "agent channel: {why}; {violations} protocol violations, no longer reading it");
+                        self.emit(&id, "guest-protocol-error", "error", json!({
+                            "reason": why,
+                            "violations": violations,
+                            "action": "the manager no longer reads this guest's agent channel; the VM keeps running (DELETE stops it)",
+                        })).await;
+                        return;
+                    }
+                    if violations == 1 {
+                        // One event per VM, not one per violation: the guest does not get
+                        // to fill the store with our complaints.
+                        tracing::warn!(computation = %id, "agent channel: {why}; reconnecting with backoff");
+                        self.emit(&id, "guest-protocol-error", "warning", json!({
+                            "reason": why,
+                            "action": format!("connection dropped; reconnecting with backoff (0.2 s doubling), at most {MAX_PROTOCOL_VIOLATIONS} violations"),
+                        })).await;
+                    } else {
+                        tracing::debug!(computation = %id, "agent channel: {why}; violation {violations}, retry in {wait:?}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = done.changed() => return,
+                    }
+                }
+                ChannelEnd::Store => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -248,7 +312,9 @@ impl Manager {
         vm.attest_tx
             .send(nonce)
             .await
-            .map_err(|_| ApiError::NotFound(format!("computation {id} is gone")))
+            .map_err(|_| ApiError::NotFound(format!("computation {id} is gone")))?;
+        vm.pending_attestations.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// An agent's attestation event gets the verdict: its report or quote checked
@@ -303,5 +369,20 @@ impl Manager {
         Some(AgentMessage {
             message: Some(agent_message::Message::AgentEvent(ev)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_violation_backoff_doubles_and_is_capped() {
+        let b = Duration::from_millis(200);
+        let waits: Vec<u128> = (1..=MAX_PROTOCOL_VIOLATIONS)
+            .map(|n| violation_backoff(b, n).as_millis())
+            .collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 12800, 25600]);
+        assert_eq!(violation_backoff(b, 40), Duration::from_secs(30));
     }
 }

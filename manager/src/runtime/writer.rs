@@ -117,6 +117,15 @@ pub const MANAGER_EVENT_TYPES: &[&str] = &[
     "guest-throttled",
 ];
 
+/// Largest guest event or log stored (encoded); larger ones become a
+/// `guest-protocol-error` naming the size. Far below the 1 MiB frame limit, so that
+/// readers and the store are not at a guest's mercy.
+pub const MAX_STORED_EVENT: usize = 64 * 1024;
+
+/// Largest `attestation` event stored while the VM has a request outstanding (evidence
+/// with its certificate table or TDX event log, hex-encoded): the frame limit.
+pub const MAX_STORED_ATTESTATION: usize = cocos_proto::frame::MAX_PAYLOAD;
+
 /// The originator every event from the agent channel carries, whatever the guest wrote.
 pub const AGENT_ORIGINATOR: &str = "agent";
 
@@ -129,8 +138,14 @@ pub const AGENT_ORIGINATOR: &str = "agent";
 /// The guest is not trusted: its events always carry originator
 /// [`AGENT_ORIGINATOR`], and an event of a manager type ([`MANAGER_EVENT_TYPES`]) is
 /// stored instead as the manager's `guest-protocol-error` saying so, so nothing the
-/// guest sends can pass for the manager's own events.
-pub fn agent_payload(id: &str, frame_id: u32, message: Option<AgentMessage>) -> Vec<u8> {
+/// guest sends can pass for the manager's own events; one whose stored form exceeds
+/// `limit` bytes is replaced by a `guest-protocol-error` saying so.
+pub fn agent_payload(
+    id: &str,
+    frame_id: u32,
+    message: Option<AgentMessage>,
+    limit: usize,
+) -> Vec<u8> {
     let msg = match message.and_then(|m| m.message) {
         Some(agent_message::Message::AgentEvent(e))
             if MANAGER_EVENT_TYPES.contains(&e.event_type.as_str()) =>
@@ -165,11 +180,24 @@ pub fn agent_payload(id: &str, frame_id: u32, message: Option<AgentMessage>) -> 
             timestamp: Some(timestamp()),
         }),
     };
-    ClientStreamMessage {
+    let out = ClientStreamMessage {
         message: Some(msg),
         seq: 0,
     }
-    .encode_to_vec()
+    .encode_to_vec();
+    if out.len() > limit {
+        return manager_event(
+            id,
+            "guest-protocol-error",
+            "error",
+            &json!({
+                "reason": format!("the guest's frame {frame_id} is {} bytes, over the {limit}-byte limit for a stored event; not stored", out.len()),
+                "frame_id": frame_id,
+                "bytes": out.len(),
+            }),
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -205,6 +233,7 @@ mod tests {
             "vm1",
             7,
             guest_event("heartbeat", "manager", "ok"),
+            MAX_STORED_EVENT,
         ));
         assert_eq!(
             (e.originator.as_str(), e.computation_id.as_str()),
@@ -215,6 +244,7 @@ mod tests {
                 "vm1",
                 8,
                 guest_event(t, "manager", "stopped"),
+                MAX_STORED_EVENT,
             ));
             assert_eq!(e.event_type, "guest-protocol-error", "{t}");
             assert_eq!(
@@ -226,5 +256,31 @@ mod tests {
             assert_eq!(d["frame_id"], 8);
             assert_eq!(e.computation_id, "vm1");
         }
+    }
+
+    /// An event over the limit is not stored; the manager says why, in a small event.
+    #[test]
+    fn oversized_guest_events_are_named_not_stored() {
+        let mut m = guest_event("heartbeat", "agent", "ok");
+        if let Some(AgentMessage {
+            message: Some(agent_message::Message::AgentEvent(e)),
+        }) = m.as_mut()
+        {
+            e.details = vec![b'x'; MAX_STORED_EVENT];
+        }
+        let out = agent_payload("vm1", 9, m.clone(), MAX_STORED_EVENT);
+        assert!(out.len() < 1024);
+        let e = stored(&out);
+        assert_eq!(
+            (e.event_type.as_str(), e.originator.as_str()),
+            ("guest-protocol-error", "manager")
+        );
+        let d: Value = serde_json::from_slice(&e.details).unwrap();
+        assert!(d["bytes"].as_u64().unwrap() > MAX_STORED_EVENT as u64);
+        // The same under a larger limit (an attestation answering a request) is stored.
+        assert_eq!(
+            stored(&agent_payload("vm1", 9, m, MAX_STORED_ATTESTATION)).event_type,
+            "heartbeat"
+        );
     }
 }

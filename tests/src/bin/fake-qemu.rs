@@ -12,7 +12,10 @@
 //! own event builder. FAKE_QEMU_HOSTILE=forge makes it a hostile guest that, after its
 //! boot event, sends events posing as the manager's (`vm-exited` "stopped" and
 //! `vm-provision` with originator "manager", a heartbeat claiming originator "manager",
-//! an `attestation` with its own "verified" verdict).
+//! an `attestation` with its own "verified" verdict); `garbage` answers every agent
+//! connection with bytes that are not frames, `huge` with a frame header announcing
+//! 4 GiB (each connection is logged to the console log as `agent connection N`);
+//! `bigevent` sends a valid 200 KiB event. Modes combine with commas.
 
 #![allow(
     clippy::unwrap_used,
@@ -120,7 +123,46 @@ fn main() {
             }
         });
     }
-    if let Some(p) = agent_sock {
+    let hostile = std::env::var("FAKE_QEMU_HOSTILE").unwrap_or_default();
+    let mode = |m: &str| hostile.split(',').any(|x| x == m);
+    let console = opt(&args, "-chardev")
+        .into_iter()
+        .find(|c| c.starts_with("file,"))
+        .and_then(|c| kv(&c, "path"));
+    if mode("bigevent") {
+        outbox
+            .push(&cocos_agent::events::event(
+                &id,
+                "big",
+                "ok",
+                &serde_json::json!({"blob": "x".repeat(200 * 1024)}),
+            ))
+            .unwrap();
+    }
+    if let (Some(p), true) = (&agent_sock, mode("garbage") || mode("huge")) {
+        let l = UnixListener::bind(p).unwrap();
+        let huge = mode("huge");
+        std::thread::spawn(move || {
+            for (n, c) in l.incoming().enumerate() {
+                let Ok(mut c) = c else { continue };
+                if let Some(log) = &console {
+                    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+                        let _ = writeln!(f, "agent connection {}", n + 1);
+                    }
+                }
+                let bytes: Vec<u8> = if huge {
+                    // Frame id 1, length 0xffff_ffff.
+                    [1u32.to_le_bytes(), u32::MAX.to_le_bytes()].concat()
+                } else {
+                    // An id with the manager's bit: no agent may send it.
+                    [0x8000_0001u32.to_le_bytes(), 4u32.to_le_bytes(), *b"junk"].concat()
+                };
+                let _ = c.write_all(&bytes);
+                let mut sink = Vec::new();
+                let _ = c.read_to_end(&mut sink);
+            }
+        });
+    } else if let Some(p) = agent_sock {
         let l = UnixListener::bind(&p).unwrap();
         let outbox = outbox.clone();
         std::thread::spawn(move || {
