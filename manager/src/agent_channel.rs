@@ -14,6 +14,10 @@ use cocos_proto::frame::{self, Decoder, FrameError, Origin, Record, MANAGER_ID_B
 use cocos_proto::messages::{manager_message, AgentMessage, AttestationRequest, ManagerMessage};
 use prost::Message;
 
+/// Manager frames kept for re-sending until the agent acknowledges them; older ones
+/// are dropped (their requests time out).
+pub const MAX_UNACKED_REQUESTS: usize = 16;
+
 /// One new agent message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
@@ -156,6 +160,10 @@ impl Session {
         let id = MANAGER_ID_BIT | self.next_id;
         let bytes = frame::encode(id, &msg.encode_to_vec())?;
         self.unacked.insert(id, bytes.clone());
+        // A guest that never acknowledges must not make this grow: keep the newest.
+        while self.unacked.len() > MAX_UNACKED_REQUESTS {
+            self.unacked.pop_first();
+        }
         Ok(bytes)
     }
 

@@ -200,6 +200,10 @@ pub struct Config {
     /// Most events the outbox holds (see the store's policy).
     #[arg(long, env = "MANAGER_OUTBOX_CAPACITY", default_value_t = 1_000_000)]
     pub outbox_capacity: u64,
+    /// How long an attestation request waits for the guest's answer before the manager
+    /// emits an `attestation` event with status "timeout"
+    #[arg(long, env = "MANAGER_ATTESTATION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub attestation_timeout: Duration,
     /// First wait after a guest's protocol violation (doubling, at most 30 s; the
     /// channel is dropped for good after 8 violations). Tests shorten it.
     #[arg(long, hide = true, default_value = "200ms", value_parser = parse_duration)]

@@ -9,7 +9,10 @@
 //!   connection retried with doubling backoff, and after 8 violations a last one and no
 //!   more connections; the VM keeps running;
 //! - `bigevent`: a 200 KiB event is not stored; the manager stores a small
-//!   `guest-protocol-error` naming its size, and the channel goes on.
+//!   `guest-protocol-error` naming its size, and the channel goes on;
+//! - a guest that never answers attestation requests: at most 16 wait (the 17th is
+//!   refused at once with 503, the API never blocks), each times out with an
+//!   `attestation` event "timeout" from the manager, and then requests are taken again.
 
 #![allow(
     clippy::unwrap_used,
@@ -193,4 +196,59 @@ fn oversized_guest_events_are_named_not_stored() {
     assert!(err[0]["details"]["bytes"].as_u64().unwrap() > 200 * 1024);
     assert_eq!(err[0]["originator"], "manager");
     let _ = http(&m.http, "DELETE", "/computations/b1", "");
+}
+
+#[test]
+fn unanswered_attestation_requests_are_bounded_and_time_out() {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    // The stand-in without FAKE_QEMU_SNP_DIR never answers attestation requests.
+    let m = ManagerProc::start(
+        &manager_args(
+            &release,
+            &state,
+            &fw,
+            FAKE,
+            &["--attestation-timeout", "2s"],
+        ),
+        &[],
+        &state.join("manager.log"),
+    );
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "a1"}"#);
+    assert_eq!(st, 201, "{body}");
+    let ask = |i: usize| {
+        http(
+            &m.http,
+            "POST",
+            "/computations/a1/attestation",
+            &format!(r#"{{"nonce": "{i:02x}"}}"#),
+        )
+    };
+    for i in 0..16 {
+        assert_eq!(ask(i).0, 202, "request {i}");
+    }
+    let t0 = std::time::Instant::now();
+    let (st, body) = ask(16);
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("16 attestation requests"), "{body}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the API waited on the guest"
+    );
+    let timeouts = wait_for(Duration::from_secs(20), "16 timeout events", || {
+        let t: Vec<Value> = vm_events(&m, "a1")
+            .into_iter()
+            .filter(|e| e["event_type"] == "attestation" && e["status"] == "timeout")
+            .collect();
+        (t.len() >= 16).then_some(t)
+    });
+    assert_eq!(timeouts.len(), 16);
+    assert!(timeouts.iter().all(|e| e["originator"] == "manager"));
+    assert_eq!(
+        ask(17).0,
+        202,
+        "requests are taken again once the others timed out"
+    );
+    let _ = http(&m.http, "DELETE", "/computations/a1", "");
 }

@@ -119,8 +119,9 @@ pub struct Vm {
     attest_tx: mpsc::Sender<Vec<u8>>,
     /// The nonces sent to this VM's agent, newest last (at most [`MAX_NONCES`]).
     nonces: Mutex<std::collections::VecDeque<Vec<u8>>>,
-    /// Attestation requests sent and not yet answered (an answer may be large).
-    pending_attestations: std::sync::atomic::AtomicUsize,
+    /// Deadlines of the attestation requests sent and not yet answered, oldest first
+    /// (an answer may be large; one past its deadline gets a "timeout" event).
+    pending_attestations: Mutex<std::collections::VecDeque<Instant>>,
 }
 
 /// How many outstanding nonces a VM's attestation may answer.

@@ -37,8 +37,8 @@ impl Vm {
         let answered = attestation
             && self
                 .pending_attestations
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+                .lock()
+                .is_ok_and(|mut p| p.pop_front().is_some());
         if answered {
             MAX_STORED_ATTESTATION
         } else {
@@ -62,7 +62,7 @@ impl Manager {
             done_tx,
             attest_tx,
             nonces: Mutex::new(std::collections::VecDeque::new()),
-            pending_attestations: std::sync::atomic::AtomicUsize::new(0),
+            pending_attestations: Mutex::new(std::collections::VecDeque::new()),
         });
         self.lock()
             .insert(vm.record.id.clone(), Slot::Running(vm.clone()));
@@ -71,6 +71,7 @@ impl Manager {
         let m = self.clone();
         tokio::spawn(async move {
             let mut agent = tokio::spawn(m.clone().agent_loop(vm.clone(), attest_rx, vsock_rx));
+            tokio::spawn(m.clone().attestation_timeouts(vm.clone()));
             let status = match child {
                 Some(mut c) => match c.wait().await {
                     Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
@@ -303,18 +304,64 @@ impl Manager {
             return Err(ApiError::BadRequest("nonce: 1 to 64 bytes".into()));
         }
         let vm = self.get(id)?;
+        let mut pending = vm
+            .pending_attestations
+            .lock()
+            .map_err(|_| ApiError::Internal("attestation state poisoned".into()))?;
+        if pending.len() >= MAX_NONCES {
+            return Err(ApiError::Capacity(format!(
+                "{} attestation requests to {id} await an answer; retry after one arrives or times out ({:?})",
+                pending.len(),
+                self.cfg.attestation_timeout
+            )));
+        }
+        // Never wait on the guest: the channel has room for every pending request.
+        vm.attest_tx.try_send(nonce.clone()).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ApiError::Capacity(format!(
+                "attestation requests to {id} are not being delivered; retry later"
+            )),
+            mpsc::error::TrySendError::Closed(_) => {
+                ApiError::NotFound(format!("computation {id} is gone"))
+            }
+        })?;
+        pending.push_back(Instant::now() + self.cfg.attestation_timeout);
+        drop(pending);
         if let Ok(mut n) = vm.nonces.lock() {
             if n.len() == MAX_NONCES {
                 n.pop_front();
             }
-            n.push_back(nonce.clone());
+            n.push_back(nonce);
         }
-        vm.attest_tx
-            .send(nonce)
-            .await
-            .map_err(|_| ApiError::NotFound(format!("computation {id} is gone")))?;
-        vm.pending_attestations.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Emits an `attestation` event with status "timeout" for every request to `vm`
+    /// whose answer is overdue; checked once a second while the VM lives.
+    pub(super) async fn attestation_timeouts(self: Arc<Self>, vm: Arc<Vm>) {
+        let mut done = vm.done_tx.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = done.changed() => return,
+            }
+            let now = Instant::now();
+            let expired = match vm.pending_attestations.lock() {
+                Ok(mut p) => {
+                    let n = p.iter().take_while(|d| **d <= now).count();
+                    p.drain(..n).count()
+                }
+                Err(_) => 0,
+            };
+            for _ in 0..expired {
+                self.emit(
+                    &vm.record.id,
+                    "attestation",
+                    "timeout",
+                    json!({"reason": format!("the guest did not answer an attestation request within {:?}", self.cfg.attestation_timeout)}),
+                )
+                .await;
+            }
+        }
     }
 
     /// An agent's attestation event gets the verdict: its report or quote checked
