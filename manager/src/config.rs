@@ -176,6 +176,10 @@ pub struct Config {
     /// release builds; every verdict says it was used)
     #[arg(long, value_name = "FILE", hide = true)]
     pub insecure_test_trust_anchor: Option<PathBuf>,
+    /// TESTS ONLY: wait this long between spawning QEMU and storing its record, so a
+    /// test can crash the manager inside that window (refused by release builds)
+    #[arg(long, value_name = "DURATION", hide = true, value_parser = parse_duration)]
+    pub test_pause_after_spawn: Option<Duration>,
     /// Agent transport.
     #[arg(long, env = "MANAGER_AGENT_TRANSPORT", value_enum, default_value_t = TransportKind::Serial)]
     pub transport: TransportKind,
@@ -328,6 +332,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.insecure_test_trust_anchor.is_some() && !cfg!(debug_assertions) {
             return Err("--insecure-test-trust-anchor is for tests and refused by release builds: it makes the manager trust a root that is not AMD's".into());
+        }
+        if self.test_pause_after_spawn.is_some() && !cfg!(debug_assertions) {
+            return Err(
+                "--test-pause-after-spawn is for tests and refused by release builds".into(),
+            );
         }
         listen_addr(&self.http)?;
         listen_addr(&self.grpc_listen)?;

@@ -38,6 +38,68 @@ pub fn signal_if_same(pid: u32, start: u64, sig: Signal) -> bool {
     is_same(pid, start) && kill(Pid::from_raw(raw), sig).is_ok()
 }
 
+/// A live process found by what its arguments name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time (clock ticks since boot).
+    pub start_time: u64,
+    /// Its arguments.
+    pub argv: Vec<String>,
+}
+
+/// The VM id a QEMU of ours carries: the directory component right after `vms_dir/`
+/// in any of its arguments (its QMP, agent and console paths live there).
+pub fn vm_id_in(argv: &[String], vms_dir: &Path) -> Option<String> {
+    let prefix = format!("{}/", vms_dir.display());
+    argv.iter().find_map(|a| {
+        let at = a.find(&prefix)?;
+        let rest = a.get(at + prefix.len()..)?;
+        let id = rest.split('/').next()?;
+        (!id.is_empty()).then(|| id.to_owned())
+    })
+}
+
+/// Every live process under `proc_root` one of whose arguments names a path under
+/// `vms_dir` (the manager's QEMUs, whatever their record says), except this process.
+pub fn under_dir(proc_root: &Path, vms_dir: &Path) -> Vec<(String, Found)> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let (Some(id), Some(start_time)) = (vm_id_in(&argv, vms_dir), start_time(proc_root, pid))
+        else {
+            continue;
+        };
+        out.push((
+            id,
+            Found {
+                pid,
+                start_time,
+                argv,
+            },
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +126,23 @@ mod tests {
             !signal_if_same(me, st + 1, Signal::SIGTERM),
             "wrong start time: no signal"
         );
+    }
+
+    #[test]
+    fn finds_the_vm_id_in_qemu_arguments() {
+        let vms = Path::new("/var/lib/cocos/vms");
+        let argv: Vec<String> = [
+            "qemu",
+            "-name",
+            "cocos-a1",
+            "-qmp",
+            "unix:/var/lib/cocos/vms/a1/qmp.sock,server=on",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(vm_id_in(&argv, vms).as_deref(), Some("a1"));
+        assert_eq!(vm_id_in(&argv, Path::new("/var/lib/other/vms")), None);
+        assert_eq!(vm_id_in(&["/var/lib/cocos/vms/".to_owned()], vms), None);
     }
 }

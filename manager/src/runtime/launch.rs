@@ -37,16 +37,41 @@ impl Manager {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        // Intent first: a record marked "launching" is durable before QEMU exists, so a
+        // manager that dies from here on finds and stops that QEMU when it starts again.
+        let mut intent = self.record(&req, &spec, dir.clone(), 0, (expected, facts), 0.0);
+        intent.launching = true;
+        if let Err(e) = self.persist(&intent) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         let (child, pid) = match self.spawn_qemu(&spec, files, qemu_log) {
             Ok(c) => c,
             Err(e) => {
+                let _ = self.store.delete_vm(req.id);
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(e);
             }
         };
+        if let Some(d) = self.cfg.test_pause_after_spawn {
+            tokio::time::sleep(d).await; // tests: the crash window, widened
+        }
         let launch_ms = req.t0.elapsed().as_secs_f64() * 1000.0;
-        let record = self.record(&req, &spec, dir, pid, (expected, facts), launch_ms);
-        self.persist_and_announce(&record).await;
+        let mut record = intent;
+        record.launching = false;
+        record.pid = pid;
+        record.start_time = procs::start_time(Path::new("/proc"), pid).unwrap_or(0);
+        record.launch_ms = launch_ms;
+        // Never a 201 without a durable record: if it cannot be stored, stop QEMU.
+        if let Err(e) = self.persist(&record) {
+            procs::signal_if_same(pid, record.start_time, Signal::SIGKILL);
+            let mut child = child;
+            let _ = child.wait().await;
+            let _ = self.store.delete_vm(req.id);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.announce(&record).await;
         self.spawn_supervisor(record.clone(), Some(child));
         Ok(RunResult {
             computation_id: record.id,
@@ -225,20 +250,22 @@ impl Manager {
             expected,
             launch_ms,
             facts,
+            launching: false,
         }
     }
 
     /// Stores the record (a failure is logged: the VM runs but will not be re-adopted)
     /// and emits vm-provision with what its attestation must show.
-    async fn persist_and_announce(&self, record: &VmRecord) {
-        match serde_json::to_vec(record) {
-            Ok(json) => {
-                if let Err(e) = self.store.put_vm(&record.id, &json) {
-                    tracing::error!("{e}; the VM runs but will not be re-adopted after a restart");
-                }
-            }
-            Err(e) => tracing::error!("VM record: {e}; the VM will not be re-adopted"),
-        }
+    /// Stores a VM record durably (one committed transaction).
+    fn persist(&self, record: &VmRecord) -> Result<(), ApiError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| ApiError::Internal(format!("VM record: {e}")))?;
+        self.store.put_vm(&record.id, &json)?;
+        Ok(())
+    }
+
+    /// The vm-provision event.
+    async fn announce(&self, record: &VmRecord) {
         self.emit(
             &record.id,
             "vm-provision",

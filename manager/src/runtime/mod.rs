@@ -93,6 +93,10 @@ pub struct VmRecord {
     pub expected: ExpectedMeasurement,
     /// Launch latency.
     pub launch_ms: f64,
+    /// An intent: stored before QEMU is spawned (pid 0), replaced by the full record
+    /// after; one found at start means the manager died during this launch.
+    #[serde(default)]
+    pub launching: bool,
     /// What the manager fixed at launch beyond the measured files (SNP host data and
     /// ID block): part of the reference values.
     #[serde(default)]

@@ -15,7 +15,9 @@
 //! an `attestation` with its own "verified" verdict); `garbage` answers every agent
 //! connection with bytes that are not frames, `huge` with a frame header announcing
 //! 4 GiB (each connection is logged to the console log as `agent connection N`);
-//! `bigevent` sends a valid 200 KiB event. Modes combine with commas.
+//! `bigevent` sends a valid 200 KiB event. Modes combine with commas. While a file
+//! `qmp-busy` exists beside the QMP socket, QMP connections get no greeting (as when
+//! another client holds QEMU's one QMP session).
 
 #![allow(
     clippy::unwrap_used,
@@ -183,10 +185,17 @@ fn main() {
         }
     };
     let l = UnixListener::bind(&q).unwrap();
+    let busy = std::path::Path::new(&q).with_file_name("qmp-busy");
     for c in l.incoming() {
         let Ok(c) = c else { continue };
         let name = name.clone();
-        std::thread::spawn(move || qmp(c, &name, ignore_powerdown));
+        let busy = busy.clone();
+        std::thread::spawn(move || {
+            while busy.exists() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            qmp(c, &name, ignore_powerdown)
+        });
     }
 }
 
