@@ -1,7 +1,7 @@
 //! Reproducibility of the HAL image: the default spec built from this checkout (umask
 //! 022) and from a fresh `git clone` of it in another directory (umask 077, a couple of
-//! seconds later, its own agent build) gives byte-identical vmlinuz, initramfs and
-//! release.json. `scripts/repro-hal.sh` does the same with two clones from the shell.
+//! seconds later, its own agent build) gives byte-identical vmlinuz, initramfs,
+//! release.json and the files published beside it (CoRIM, cocos policies). `scripts/repro-hal.sh` does the same with two clones from the shell.
 
 #![allow(
     clippy::unwrap_used,
@@ -115,7 +115,19 @@ fn two_checkouts_two_umasks_same_bytes() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 3, "{names:?}");
+    // The image (kernel, initramfs, release.json) and what is published beside it for
+    // verifiers (unsigned CoRIM, cocos policies): every byte the same.
+    for want in ["vmlinuz", "release.json", "release.tdx.corim"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("initramfs")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("cocos-policy.tdx.")),
+        "{names:?}"
+    );
     for n in names {
         let (x, y) = (
             std::fs::read(a.join(&n)).unwrap(),
