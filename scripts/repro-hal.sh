@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproducibility check for HAL images: clones this repository twice into different
 # directories, builds `cocos-hal build` in each with a different umask and at a
-# different time, and compares vmlinuz, the initramfs and release.json byte for byte.
+# different time, and compares every output file (vmlinuz, the initramfs, release.json, the CoRIMs and cocos policies) byte for byte.
 # On a difference it prints `cocos-hal inspect A B` (the field-by-field diff) and
 # exits 1. Usage: scripts/repro-hal.sh [SPEC] (default hal/cocos.toml).
 set -euo pipefail
