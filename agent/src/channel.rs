@@ -56,14 +56,30 @@ pub fn open(t: &Transport) -> std::io::Result<File> {
     }
 }
 
+/// Manager frame ids remembered to drop re-sends (the manager keeps at most 16
+/// unacknowledged; this is far more).
+const SEEN_FROM_MANAGER: usize = 4096;
+
 #[derive(Debug, Default)]
 struct State {
-    next_id: u32,
-    pending: BTreeMap<u32, Vec<u8>>,
-    /// Frames up to this id were written on the current connection.
-    sent_up_to: u32,
+    /// Frames pushed so far: frame `seq` (1, 2, …, never wrapping) has the id
+    /// [`frame_id`]`(seq)`, which wraps from [`AGENT_ID_MAX`] to 1.
+    seq: u64,
+    /// Unacknowledged frames by seq (so order survives the id wrap): (id, bytes).
+    pending: BTreeMap<u64, (u32, Vec<u8>)>,
+    /// id → seq of the pending frames (ids are unique within the window).
+    by_id: std::collections::HashMap<u32, u64>,
+    /// Frames up to this seq were written on the current connection.
+    sent_up_to: u64,
     dropped: u64,
-    seen_from_manager: std::collections::BTreeSet<u32>,
+    seen_from_manager: std::collections::HashSet<u32>,
+    seen_order: std::collections::VecDeque<u32>,
+}
+
+/// The frame id of the `seq`th frame: 1..=[`AGENT_ID_MAX`], then 1 again.
+pub fn frame_id(seq: u64) -> u32 {
+    let n = u64::from(AGENT_ID_MAX);
+    u32::try_from((seq.saturating_sub(1)) % n + 1).unwrap_or(1)
 }
 
 /// The outbox shared by the producers and the connection thread.
@@ -78,21 +94,26 @@ impl Outbox {
         Self::default()
     }
 
+    /// An outbox whose next frame is the `seq + 1`th (tests: start near the id wrap).
+    pub fn starting_after(seq: u64) -> Self {
+        let o = Self::default();
+        o.inner.0.lock().unwrap_or_else(|p| p.into_inner()).seq = seq;
+        o
+    }
+
     /// Queues a payload; returns its frame id.
     pub fn push(&self, payload: &[u8]) -> Result<u32, frame::FrameError> {
         let (m, cv) = &*self.inner;
         let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-        s.next_id = if s.next_id >= AGENT_ID_MAX {
-            1
-        } else {
-            s.next_id + 1
-        };
-        let id = s.next_id;
+        let seq = s.seq + 1;
+        let id = frame_id(seq);
         let bytes = frame::encode(id, payload)?;
-        s.pending.insert(id, bytes);
+        s.seq = seq;
+        s.pending.insert(seq, (id, bytes));
+        s.by_id.insert(id, seq);
         while s.pending.len() > MAX_PENDING {
-            if let Some((&oldest, _)) = s.pending.iter().next() {
-                s.pending.remove(&oldest);
+            if let Some((_, (old_id, _))) = s.pending.pop_first() {
+                s.by_id.remove(&old_id);
                 s.dropped += 1;
             }
         }
@@ -103,10 +124,10 @@ impl Outbox {
     /// Marks a frame acknowledged.
     pub fn ack(&self, id: u32) {
         let (m, _) = &*self.inner;
-        m.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pending
-            .remove(&id);
+        let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(seq) = s.by_id.remove(&id) {
+            s.pending.remove(&seq);
+        }
     }
 
     /// Frames not yet acknowledged.
@@ -118,14 +139,21 @@ impl Outbox {
     /// Records a manager frame id; false if it was seen before (a re-send).
     pub fn first_sight(&self, id: u32) -> bool {
         let (m, _) = &*self.inner;
-        m.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seen_from_manager
-            .insert(id)
+        let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        if !s.seen_from_manager.insert(id) {
+            return false;
+        }
+        s.seen_order.push_back(id);
+        while s.seen_order.len() > SEEN_FROM_MANAGER {
+            if let Some(old) = s.seen_order.pop_front() {
+                s.seen_from_manager.remove(&old);
+            }
+        }
+        true
     }
 
-    /// Frames to write on this connection (everything after `sent_up_to`), waiting up
-    /// to `wait` for new ones.
+    /// Frames to write on this connection (everything after `sent_up_to`, in push
+    /// order across the id wrap), waiting up to `wait` for new ones.
     fn unsent(&self, wait: Duration) -> Vec<(u32, Vec<u8>)> {
         let (m, cv) = &*self.inner;
         let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,15 +169,15 @@ impl Outbox {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        let out: Vec<(u32, Vec<u8>)> = s
+        let out: Vec<(u64, u32, Vec<u8>)> = s
             .pending
             .range(s.sent_up_to.saturating_add(1)..)
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, (id, v))| (*k, *id, v.clone()))
             .collect();
-        if let Some((last, _)) = out.last() {
+        if let Some((last, _, _)) = out.last() {
             s.sent_up_to = *last;
         }
-        out
+        out.into_iter().map(|(_, id, v)| (id, v)).collect()
     }
 
     fn restart(&self) {
@@ -316,5 +344,56 @@ mod tests {
         assert_eq!(outbox.pending(), 0);
         drop(mgr);
         let _ = t.join();
+    }
+
+    /// Issue #15.15: frames keep their order across the id wrap (AGENT_ID_MAX → 1),
+    /// are all sent on the same connection, and are acknowledged by id.
+    #[test]
+    fn ids_wrap_to_one_and_order_survives() {
+        assert_eq!(
+            (frame_id(1), frame_id(u64::from(AGENT_ID_MAX))),
+            (1, AGENT_ID_MAX)
+        );
+        assert_eq!(frame_id(u64::from(AGENT_ID_MAX) + 1), 1);
+        let ob = Outbox::starting_after(u64::from(AGENT_ID_MAX) - 2);
+        let pushed: Vec<u32> = (0..5).map(|i| ob.push(&[i]).unwrap()).collect();
+        assert_eq!(pushed, [AGENT_ID_MAX - 1, AGENT_ID_MAX, 1, 2, 3]);
+        let sent: Vec<u32> = ob
+            .unsent(Duration::ZERO)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(sent, pushed, "every frame is sent, in push order");
+        ob.push(&[9]).unwrap();
+        let more: Vec<u32> = ob
+            .unsent(Duration::ZERO)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            more,
+            [4],
+            "frames pushed after the wrap go out on the same connection"
+        );
+        ob.ack(AGENT_ID_MAX);
+        ob.ack(1);
+        ob.restart();
+        let again: Vec<u32> = ob
+            .unsent(Duration::ZERO)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(again, [AGENT_ID_MAX - 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn remembered_manager_ids_are_bounded() {
+        let ob = Outbox::new();
+        for id in 0..(SEEN_FROM_MANAGER as u32 + 10) {
+            assert!(ob.first_sight(0x8000_0000 | id));
+        }
+        assert!(!ob.first_sight(0x8000_0000 | (SEEN_FROM_MANAGER as u32 + 9)));
+        let n = ob.inner.0.lock().unwrap().seen_from_manager.len();
+        assert_eq!(n, SEEN_FROM_MANAGER);
     }
 }

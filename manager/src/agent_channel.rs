@@ -53,14 +53,23 @@ pub enum ChannelError {
     },
 }
 
-/// True if `id` comes after `hw` in the agent's numbering (ids wrap at 2^31 to 1).
+/// True if `id` comes after `hw` in the agent's numbering. Agent ids run 1..=
+/// [`frame::AGENT_ID_MAX`] and then wrap to 1 (cocos-agent's `frame_id`); "after" is
+/// serial-number arithmetic (RFC 1982) on that ring: `id` is after `hw` when it lies
+/// less than half the ring ahead. So after a wrap, a small id is after a large mark,
+/// and a stale pre-wrap id (large) is not after a small post-wrap mark. `hw` 0 means
+/// nothing was received yet: every id is after it.
 pub fn is_after(id: u32, hw: u32) -> bool {
-    if id > hw {
-        true
-    } else {
-        // A much smaller id than the mark means the agent wrapped.
-        hw - id > frame::AGENT_ID_MAX / 2
+    if hw == 0 {
+        return id != 0;
     }
+    let n = u64::from(frame::AGENT_ID_MAX);
+    let (id, hw) = (u64::from(id), u64::from(hw));
+    if id == 0 || id > n || hw > n {
+        return false;
+    }
+    let ahead = (id + n - hw) % n;
+    ahead != 0 && ahead < n / 2
 }
 
 /// One VM's channel state; survives reconnects ([`Session::reconnected`]).
@@ -152,8 +161,9 @@ impl Session {
                 },
             )),
         };
-        self.next_id = if self.next_id >= u32::MAX - MANAGER_ID_BIT {
-            0
+        // Manager ids wrap like the agent's: 1..=AGENT_ID_MAX, then 1.
+        self.next_id = if self.next_id >= frame::AGENT_ID_MAX {
+            1
         } else {
             self.next_id + 1
         };
@@ -263,6 +273,34 @@ mod tests {
             ids(&s.on_bytes(&frame::encode(1, b"").unwrap()).unwrap().new),
             vec![1]
         );
+    }
+
+    /// Issue #15.15: after the wrap, a stale pre-wrap id is a duplicate, not new.
+    #[test]
+    fn stale_pre_wrap_ids_are_duplicates_after_the_wrap() {
+        let max = frame::AGENT_ID_MAX;
+        assert!(is_after(1, max));
+        assert!(!is_after(max, 1), "a pre-wrap id after a post-wrap mark");
+        assert!(!is_after(max - 10, 5));
+        assert!(is_after(5, max - 10));
+        assert!(!is_after(5, 5));
+        assert!(is_after(1, 0) && is_after(max, 0), "nothing received yet");
+        assert!(
+            !is_after(0, 7) && !is_after(max + 1, 7),
+            "ids outside the agent's range"
+        );
+        // Half the ring ahead is the limit.
+        assert!(is_after(max / 2, 1) && !is_after(max / 2 + 2, 1));
+        let mut s = Session::new("c1", 3);
+        let mut b = frame::encode(max - 1, b"").unwrap();
+        b.extend(frame::encode(max, b"").unwrap());
+        b.extend(frame::encode(4, b"").unwrap());
+        let inc = s.on_bytes(&b).unwrap();
+        assert_eq!(
+            inc.acks_now,
+            [frame::ack(max - 1), frame::ack(max)].concat()
+        );
+        assert_eq!(ids(&inc.new), vec![4]);
     }
 
     #[test]
