@@ -259,6 +259,75 @@ pub fn open_hashed(path: &Path) -> Result<Verified, ReleaseError> {
     })
 }
 
+/// A release file copied, while it is hashed, into a sealed memfd: the bytes QEMU
+/// reads cannot change after the check, whatever happens to the file on disk (an
+/// in-place rewrite, a swap, a truncation).
+#[derive(Debug)]
+pub struct Sealed {
+    /// The memfd (write, grow, shrink and further sealing refused by the kernel).
+    pub file: File,
+    /// Its SHA-256 (equal to release.json's).
+    pub sha256: [u8; 32],
+    /// Its size.
+    pub size: u64,
+}
+
+impl Sealed {
+    /// Another descriptor of the same sealed bytes (one per launch).
+    pub fn dup(&self, path: &Path) -> Result<File, ReleaseError> {
+        self.file.try_clone().map_err(|e| io_err(path, e))
+    }
+}
+
+/// Copies `path` into a sealed memfd, hashing what was copied; refused unless its
+/// SHA-256 is `expected`.
+pub fn seal(path: &Path, expected: &[u8; 32]) -> Result<Sealed, ReleaseError> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut src = open_regular(path)?;
+    let sys = |what: &str, e: nix::errno::Errno| {
+        io_err(path, std::io::Error::other(format!("{what}: {e}")))
+    };
+    let fd = memfd_create(
+        c"cocos-release-file",
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| sys("memfd_create", e))?;
+    let mut dst = File::from(fd);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(|e| io_err(path, e))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default();
+        h.update(chunk);
+        dst.write_all(chunk).map_err(|e| io_err(path, e))?;
+        size += n as u64;
+    }
+    let sha256: [u8; 32] = h.finalize().into();
+    check(path, &sha256, expected)?;
+    fcntl(
+        dst.as_raw_fd(),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )
+    .map_err(|e| sys("sealing", e))?;
+    Ok(Sealed {
+        file: dst,
+        sha256,
+        size,
+    })
+}
+
 /// Opens and hashes `path`, refusing it unless its SHA-256 is `expected`.
 pub fn open_verified(path: &Path, expected: &[u8; 32]) -> Result<Verified, ReleaseError> {
     let v = open_hashed(path)?;
@@ -413,5 +482,42 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cocos-hal older"));
+    }
+
+    /// The sealed copy keeps the checked bytes: rewriting the file in place, or
+    /// writing to the copy, changes nothing QEMU would read.
+    #[test]
+    fn sealed_copies_cannot_change() {
+        use std::io::{Seek, Write};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("vmlinuz");
+        std::fs::write(&p, b"the released kernel").unwrap();
+        let sha: [u8; 32] = Sha256::digest(b"the released kernel").into();
+        let s = seal(&p, &sha).unwrap();
+        // In place, same inode.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all(b"an attacker's kernel").unwrap();
+        let read_back = |file: &File| {
+            let mut b = Vec::new();
+            let mut c = file.try_clone().unwrap();
+            c.rewind().unwrap();
+            c.read_to_end(&mut b).unwrap();
+            b
+        };
+        assert_eq!(read_back(&s.file), b"the released kernel");
+        // Through /proc, as QEMU opens /dev/fd/N.
+        use std::os::fd::AsRawFd;
+        let again = std::fs::read(format!("/proc/self/fd/{}", s.file.as_raw_fd())).unwrap();
+        assert_eq!(again, b"the released kernel");
+        let mut w = s.file.try_clone().unwrap();
+        assert!(w.write_all(b"x").is_err(), "a sealed memfd took a write");
+        assert!(w.set_len(1).is_err(), "a sealed memfd was truncated");
+        assert!(std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{}", s.file.as_raw_fd()))
+            .and_then(|mut f| f.write_all(b"y"))
+            .is_err());
+        // And a file that does not match release.json is refused.
+        assert!(matches!(seal(&p, &sha), Err(ReleaseError::Mismatch { .. })));
     }
 }

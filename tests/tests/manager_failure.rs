@@ -8,6 +8,8 @@
 //! - kill -9 of the manager 0–40 ms into 8 concurrent launches, 30 rounds: after every
 //!   restart each QEMU of ours has a record and each record a QEMU (intent records,
 //!   and QEMUs found by their arguments, stopped when no record holds them);
+//! - a kernel rewritten in place after the manager checked it: QEMU still reads the
+//!   released bytes (sealed memfds), as the README promises;
 //! - a QMP socket another client holds at restart: the VM is re-adopted ("warning"),
 //!   not reported lost, its files kept, and it can be stopped.
 
@@ -309,4 +311,43 @@ fn a_busy_qmp_socket_does_not_lose_a_running_vm() {
     std::fs::remove_file(state.join("vms/q1/qmp-busy")).unwrap();
     assert_eq!(http(&m.http, "DELETE", "/computations/q1", "").0, 200);
     assert!(cocos_tests::pids_with(&format!("{}/", state.join("vms").display())).is_empty());
+}
+
+#[test]
+fn a_kernel_rewritten_in_place_is_not_what_qemu_reads() {
+    use std::io::Write;
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let kernel = d.path().join("rel/vmlinuz");
+    let released = cocos_hal::build::sha256_hex(&std::fs::read(&kernel).unwrap());
+    let state = d.path().join("state");
+    let m = ManagerProc::start(
+        &manager_args(&release, &state, &fw, FAKE, &[]),
+        &[],
+        &d.path().join("m.log"),
+    );
+    // Same inode, same size, other bytes: what an attacker with write access does.
+    let len = std::fs::metadata(&kernel).unwrap().len() as usize;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&kernel)
+        .unwrap();
+    f.write_all(&vec![0x41; len]).unwrap();
+    drop(f);
+    let (st, body) = http(&m.http, "POST", "/run", r#"{"computation_id": "k1"}"#);
+    assert_eq!(st, 201, "{body}");
+    let console = cocos_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the stand-in's console log",
+        || {
+            std::fs::read_to_string(state.join("vms/k1/console.log"))
+                .ok()
+                .filter(|c| c.contains("-kernel sha256"))
+        },
+    );
+    assert!(
+        console.contains(&format!("-kernel sha256 {released}")),
+        "QEMU read other bytes: {console}"
+    );
+    let _ = http(&m.http, "DELETE", "/computations/k1", "");
 }

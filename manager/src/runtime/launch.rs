@@ -3,11 +3,12 @@
 
 use super::*;
 
-/// The three release files, verified and open: QEMU inherits them as fds 3, 4, 5.
+/// The three release files (descriptors of the sealed copies made at start): QEMU
+/// inherits them as fds 3, 4, 5.
 struct Files {
-    kernel: release::Verified,
-    initrd: release::Verified,
-    firmware: release::Verified,
+    kernel: std::fs::File,
+    initrd: std::fs::File,
+    firmware: std::fs::File,
 }
 
 /// What a launch needs from [`Manager::launch`]'s caller.
@@ -84,8 +85,9 @@ impl Manager {
         })
     }
 
-    /// Opens each release file once, checks it against release.json from that open
-    /// descriptor, and computes the launch's measurement, off the async runtime.
+    /// Takes descriptors of the release files sealed at start (nothing on disk can
+    /// change what QEMU reads) and computes the launch's measurement, off the async
+    /// runtime.
     async fn verify_and_measure(
         self: &Arc<Self>,
         cmdline: &str,
@@ -96,9 +98,9 @@ impl Manager {
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let r = &m.release;
             let files = Files {
-                kernel: release::open_verified(&r.kernel.path, &r.kernel.sha256)?,
-                initrd: release::open_verified(&r.initrd.path, &r.initrd.sha256)?,
-                firmware: release::open_verified(&m.cfg.ovmf, &m.firmware_sha256)?,
+                kernel: m.sealed.kernel.dup(&r.kernel.path)?,
+                initrd: m.sealed.initrd.dup(&r.initrd.path)?,
+                firmware: m.sealed.firmware.dup(&m.cfg.ovmf)?,
             };
             let expected = m.expected.compute(&cmdline, vcpus)?;
             Ok((files, expected))
@@ -199,8 +201,8 @@ impl Manager {
             // Its own process group: a signal to the manager's group leaves VMs running.
             .process_group(0)
             .kill_on_drop(false);
-        let fd = |f: release::Verified, child_fd| FdMapping {
-            parent_fd: f.file.into(),
+        let fd = |f: std::fs::File, child_fd| FdMapping {
+            parent_fd: f.into(),
             child_fd,
         };
         cmd.fd_mappings(vec![

@@ -170,6 +170,8 @@ pub struct Manager {
     cfg: Config,
     release: Release,
     firmware_sha256: [u8; 32],
+    /// The release files QEMU is given, sealed at start.
+    sealed: SealedFiles,
     expected: Expected,
     verifier: crate::attest::Verifier,
     /// Signs the CoRIM AttestationPolicy returns.
@@ -248,7 +250,7 @@ impl Manager {
                 },
             },
         };
-        let (expected, firmware_sha256) = {
+        let (expected, firmware_sha256, sealed) = {
             let (cfg, release, target) = (cfg.clone(), release.clone(), target.clone());
             tokio::task::spawn_blocking(move || prepare(&cfg, &release, &target)).await??
         };
@@ -311,6 +313,7 @@ impl Manager {
             cfg,
             release,
             firmware_sha256,
+            sealed,
             expected,
             verifier,
             corim_key,
@@ -607,12 +610,21 @@ impl Manager {
 
 /// Verifies the firmware against release.json and prepares the measurement. Each
 /// file is read once; what was hashed is what is measured.
+/// The three release files as sealed memfds, checked once at start: every launch hands
+/// QEMU descriptors of these exact bytes.
+#[derive(Debug)]
+pub(crate) struct SealedFiles {
+    kernel: release::Sealed,
+    initrd: release::Sealed,
+    firmware: release::Sealed,
+}
+
 fn prepare(
     cfg: &Config,
     release: &Release,
     target: &Target,
-) -> Result<(Expected, [u8; 32]), StartError> {
-    let (fw_bytes, fw_sha) = release::read_hashed(&cfg.ovmf)?;
+) -> Result<(Expected, [u8; 32], SealedFiles), StartError> {
+    let (_, fw_sha) = release::read_hashed(&cfg.ovmf)?;
     let entry = release
         .firmware
         .iter()
@@ -626,10 +638,31 @@ fn prepare(
             if *target == Target::None { String::new() } else { format!(" for {}", target.name()) }
         )));
     };
-    let k_bytes = release::read_verified(&release.kernel.path, &release.kernel.sha256)?;
-    let i_bytes = release::read_verified(&release.initrd.path, &release.initrd.sha256)?;
-    let e = Expected::new(target, fw_bytes, k_bytes, &i_bytes)?;
-    Ok((e, entry.sha256))
+    let sealed = SealedFiles {
+        kernel: release::seal(&release.kernel.path, &release.kernel.sha256)?,
+        initrd: release::seal(&release.initrd.path, &release.initrd.sha256)?,
+        firmware: release::seal(&cfg.ovmf, &entry.sha256)?,
+    };
+    // The measurement is computed from the very bytes QEMU will be given.
+    let bytes = |s: &release::Sealed, p: &Path| -> Result<Vec<u8>, StartError> {
+        use std::io::{Read, Seek};
+        let mut f = s.dup(p)?;
+        let mut b = Vec::new();
+        f.rewind()
+            .and_then(|_| f.read_to_end(&mut b))
+            .map_err(|e| release::ReleaseError::Io {
+                path: p.display().to_string(),
+                source: e,
+            })?;
+        Ok(b)
+    };
+    let e = Expected::new(
+        target,
+        bytes(&sealed.firmware, &cfg.ovmf)?,
+        bytes(&sealed.kernel, &release.kernel.path)?,
+        &bytes(&sealed.initrd, &release.initrd.path)?,
+    )?;
+    Ok((e, entry.sha256, sealed))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A QEMU stand-in for the manager's tests and benchmarks (it runs no guest). It takes
 //! the argv the manager builds, checks that the verified descriptors it was given
-//! (`/dev/fd/N` for -kernel, -initrd, -bios) are readable, serves QMP on the -qmp
+//! (`/dev/fd/N` for -kernel, -initrd, -bios) are readable (their SHA-256, as read,
+//! go to the console log), serves QMP on the -qmp
 //! socket (qmp_capabilities, query-name, system_powerdown, quit) and plays the agent
 //! on the virtio-serial chardev socket with cocos-agent's own outbox: a boot event,
 //! then heartbeats `{"seq": n}` at FAKE_QEMU_RATE per second (default 5), up to
@@ -56,6 +57,7 @@ fn main() {
         return;
     }
     let name = opt(&args, "-name").pop().unwrap_or_default();
+    let mut digests = String::new();
     for f in ["-kernel", "-initrd", "-bios"] {
         for p in opt(&args, f) {
             let mut b = Vec::new();
@@ -63,6 +65,10 @@ fn main() {
                 eprintln!("fake-qemu: {f} {p}: {e}");
                 std::process::exit(1);
             }
+            digests.push_str(&format!(
+                "fake-qemu read {f} sha256 {}\n",
+                cocos_hal::build::sha256_hex(&b)
+            ));
         }
     }
     let cmdline = opt(&args, "-append").pop().unwrap_or_default();
@@ -84,7 +90,7 @@ fn main() {
         .find(|c| c.starts_with("file,"))
         .and_then(|c| kv(&c, "path"))
     {
-        let _ = std::fs::write(console, format!("fake-qemu {name}: {cmdline}\n"));
+        let _ = std::fs::write(console, format!("fake-qemu {name}: {cmdline}\n{digests}"));
     }
 
     let outbox = Outbox::new();
