@@ -201,6 +201,15 @@ async fn health(State(m): State<Arc<Manager>>) -> Response {
         json!({"name": m.release().name, "version": m.release().version}),
     );
     let code = match counts {
+        Ok(_) if m.store().failure().is_some() => {
+            let why = m.store().failure().unwrap_or_default();
+            v.insert("status".into(), json!("degraded"));
+            v.insert(
+                "error".into(),
+                json!(format!("the event store cannot commit ({why}); launches are refused and agent frames wait unacknowledged until it can")),
+            );
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         Ok((outbox, held)) => {
             v.insert("outbox".into(), json!(outbox));
             v.insert("held".into(), json!(held));

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub outbox: Gauge,
     /// Events confirmed by the control plane.
     pub confirmed: Counter,
+    /// 1 while the store commits, 0 after a write failed until it is reopened.
+    pub store_healthy: Gauge,
+    /// Manager events kept in memory because the store could not commit them.
+    pub events_unstored: Gauge,
 }
 
 impl Default for Metrics {
@@ -40,6 +44,8 @@ impl Default for Metrics {
             vms: Gauge::default(),
             outbox: Gauge::default(),
             confirmed: Counter::default(),
+            store_healthy: Gauge::default(),
+            events_unstored: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("launches", "QEMU launches", m.launches.clone());
@@ -70,6 +76,17 @@ impl Default for Metrics {
             "Events confirmed by the control plane",
             m.confirmed.clone(),
         );
+        registry.register(
+            "store_healthy",
+            "1 while the store commits writes, 0 after a failed write until it is reopened",
+            m.store_healthy.clone(),
+        );
+        registry.register(
+            "events_unstored",
+            "Manager events held in memory until the store commits again",
+            m.events_unstored.clone(),
+        );
+        m.store_healthy.set(1);
         Self { registry, ..m }
     }
 }

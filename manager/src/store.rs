@@ -76,7 +76,12 @@ pub enum Appended {
 /// The store.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// The open database (None only while being reopened).
+    db: std::sync::RwLock<Option<std::sync::Arc<Database>>>,
+    path: std::path::PathBuf,
+    /// Why the last write failed, until a reopen succeeds (redb refuses every write
+    /// after an I/O error until the database is opened again).
+    failure: std::sync::Mutex<Option<String>>,
     capacity: u64,
     retention: Retention,
 }
@@ -161,15 +166,89 @@ impl Store {
         }
         w.commit().map_err(e)?;
         Ok(Self {
-            db,
+            db: std::sync::RwLock::new(Some(std::sync::Arc::new(db))),
+            path: path.to_path_buf(),
+            failure: std::sync::Mutex::new(None),
             capacity: capacity.max(1),
             retention,
         })
     }
 
+    fn db(&self) -> Result<std::sync::Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .map_err(|_| e("store lock poisoned"))?
+            .clone()
+            .ok_or_else(|| e("the store is being reopened"))
+    }
+
+    /// Notes a failed write: the store then reports itself unhealthy until
+    /// [`reopen`](Self::reopen) succeeds.
+    fn track<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(err) = &r {
+            if let Ok(mut f) = self.failure.lock() {
+                if f.is_none() {
+                    tracing::error!("store write failed: {err}");
+                }
+                *f = Some(err.to_string());
+            }
+        }
+        r
+    }
+
+    /// Why the store cannot commit, if it cannot (a write failed and no reopen has
+    /// succeeded since).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Opens the database again (after an I/O error redb refuses writes until then)
+    /// and checks that a write commits; clears the failure on success.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        {
+            let mut g = self.db.write().map_err(|_| e("store lock poisoned"))?;
+            if let Some(old) = g.take() {
+                // Wait (briefly) for operations still holding the old handle.
+                let mut old = old;
+                for _ in 0..200 {
+                    match std::sync::Arc::try_unwrap(old) {
+                        Ok(db) => {
+                            drop(db);
+                            break;
+                        }
+                        Err(still) => {
+                            old = still;
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                    }
+                }
+            }
+            let mut builder = redb::Builder::new();
+            builder.set_cache_size(CACHE_BYTES);
+            let db = builder
+                .create(&self.path)
+                .map_err(|x| e(format!("{}: reopening: {x}", self.path.display())))?;
+            *g = Some(std::sync::Arc::new(db));
+        }
+        // A write must commit before the store counts as healthy again.
+        let w = self.db()?.begin_write().map_err(e)?;
+        w.open_table(META).map_err(e)?;
+        w.commit().map_err(e)?;
+        if let Ok(mut f) = self.failure.lock() {
+            if f.take().is_some() {
+                tracing::info!("store reopened: writes commit again");
+            }
+        }
+        Ok(())
+    }
+
     /// Appends a batch in one transaction (group commit).
     pub fn append(&self, items: &[Append]) -> Result<Vec<Appended>, StoreError> {
-        let w = self.db.begin_write().map_err(e)?;
+        self.track(self.append_inner(items))
+    }
+
+    fn append_inner(&self, items: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        let w = self.db()?.begin_write().map_err(e)?;
         let mut out = Vec::with_capacity(items.len());
         {
             let mut events = w.open_table(EVENTS).map_err(e)?;
@@ -230,7 +309,7 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let r = self.db()?.begin_read().map_err(e)?;
         let t = r.open_table(EVENTS).map_err(e)?;
         let mut out = Vec::new();
         for row in t.range(after.saturating_add(1)..).map_err(e)?.take(limit) {
@@ -244,7 +323,11 @@ impl Store {
     /// assigned): they no longer count against the capacity, and beyond the replay
     /// window they are dropped.
     pub fn confirm(&self, seq: u64) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(e)?;
+        self.track(self.confirm_inner(seq))
+    }
+
+    fn confirm_inner(&self, seq: u64) -> Result<(), StoreError> {
+        let w = self.db()?.begin_write().map_err(e)?;
         {
             let mut events = w.open_table(EVENTS).map_err(e)?;
             let mut meta = w.open_table(META).map_err(e)?;
@@ -284,26 +367,30 @@ impl Store {
     }
 
     fn meta(&self, k: &str) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let r = self.db()?.begin_read().map_err(e)?;
         counter(&r.open_table(META).map_err(e)?, k)
     }
 
     /// Events held.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let r = self.db()?.begin_read().map_err(e)?;
         r.open_table(EVENTS).map_err(e)?.len().map_err(e)
     }
 
     /// A VM's agent high-water mark.
     pub fn agent_hw(&self, vm: &str) -> Result<u32, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let r = self.db()?.begin_read().map_err(e)?;
         let t = r.open_table(AGENT_HW).map_err(e)?;
         Ok(t.get(vm).map_err(e)?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// Saves a VM record.
     pub fn put_vm(&self, id: &str, record: &[u8]) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(e)?;
+        self.track(self.put_vm_inner(id, record))
+    }
+
+    fn put_vm_inner(&self, id: &str, record: &[u8]) -> Result<(), StoreError> {
+        let w = self.db()?.begin_write().map_err(e)?;
         w.open_table(VMS)
             .map_err(e)?
             .insert(id, record)
@@ -313,7 +400,11 @@ impl Store {
 
     /// Forgets a VM (record and high-water mark).
     pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(e)?;
+        self.track(self.delete_vm_inner(id))
+    }
+
+    fn delete_vm_inner(&self, id: &str) -> Result<(), StoreError> {
+        let w = self.db()?.begin_write().map_err(e)?;
         w.open_table(VMS).map_err(e)?.remove(id).map_err(e)?;
         w.open_table(AGENT_HW).map_err(e)?.remove(id).map_err(e)?;
         w.commit().map_err(e)
@@ -321,7 +412,7 @@ impl Store {
 
     /// Every VM record.
     pub fn vms(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let r = self.db.begin_read().map_err(e)?;
+        let r = self.db()?.begin_read().map_err(e)?;
         let t = r.open_table(VMS).map_err(e)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(e)? {

@@ -351,3 +351,116 @@ fn a_kernel_rewritten_in_place_is_not_what_qemu_reads() {
     );
     let _ = http(&m.http, "DELETE", "/computations/k1", "");
 }
+
+/// Runs the manager in a private mount namespace (unshare -rm) with its state on a
+/// 24 MiB tmpfs; `ctl/fill` fills that disk, `ctl/free` frees it (the script answers
+/// with `ctl/filled` / `ctl/freed`). Returns the child and the HTTP address.
+fn manager_on_small_disk(
+    args: &[String],
+    state: &std::path::Path,
+    ctl: &std::path::Path,
+) -> (std::process::Child, String) {
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::create_dir_all(ctl).unwrap();
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        r#"mount -t tmpfs -o size=24m tmpfs '{s}' || exit 97
+'{mgr}' --http 127.0.0.1:0 --grpc-listen 127.0.0.1:0 {args} &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+  if [ -e '{c}/fill' ] && [ ! -e '{c}/filled' ]; then dd if=/dev/zero of='{s}/filler' bs=64k 2>/dev/null; touch '{c}/filled'; fi
+  if [ -e '{c}/free' ] && [ ! -e '{c}/freed' ]; then rm -f '{s}/filler'; touch '{c}/freed'; fi
+  sleep 0.05
+done"#,
+        s = state.display(),
+        c = ctl.display(),
+        mgr = manager_bin().display(),
+        args = quoted.join(" ")
+    );
+    let mut child = Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        // Heartbeats fast enough that the store needs to grow soon after the fill.
+        .env("FAKE_QEMU_RATE", "500")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(ctl.join("manager.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!(
+            "no ready line: {}",
+            std::fs::read_to_string(ctl.join("manager.log")).unwrap_or_default()
+        )
+    });
+    (child, v["http"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn a_full_disk_degrades_then_heals_without_losing_manager_events() {
+    use std::time::Duration;
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    let ctl = d.path().join("ctl");
+    let args = manager_args(&release, &state, &fw, FAKE, &[]);
+    let (mut child, addr) = manager_on_small_disk(&args, &state, &ctl);
+    let health = || http(&addr, "GET", "/health", "");
+    assert_eq!(health().0, 200);
+    let (st, body) = http(&addr, "POST", "/run", r#"{"computation_id": "d1"}"#);
+    assert_eq!(st, 201, "{body}");
+    // Fill the disk; the guest's heartbeats make the store grow until a commit fails.
+    std::fs::write(ctl.join("fill"), b"").unwrap();
+    cocos_tests::wait_for(Duration::from_secs(20), "the disk filled", || {
+        ctl.join("filled").exists().then_some(())
+    });
+    let (_, why) = cocos_tests::wait_for(Duration::from_secs(60), "/health 503", || {
+        let (st, body) = health();
+        (st == 503).then_some((st, body))
+    });
+    assert!(
+        why.contains("degraded") && why.contains("cannot commit"),
+        "{why}"
+    );
+    // While it cannot commit: no launch (so no 201 without a durable record) ...
+    let (st, body) = http(&addr, "POST", "/run", r#"{"computation_id": "d2"}"#);
+    assert_eq!(st, 503, "{body}");
+    // ... and a stop's vm-exited is held, not lost.
+    assert_eq!(http(&addr, "DELETE", "/computations/d1", "").0, 200);
+    std::fs::write(ctl.join("free"), b"").unwrap();
+    cocos_tests::wait_for(
+        Duration::from_secs(30),
+        "/health 200 after the disk was freed",
+        || (health().0 == 200).then_some(()),
+    );
+    let evs = cocos_tests::wait_for(Duration::from_secs(10), "d1's vm-exited", || {
+        let evs = cocos_tests::events(&addr, 0);
+        evs.iter()
+            .any(|e| e["computation_id"] == "d1" && e["event_type"] == "vm-exited")
+            .then_some(evs)
+    });
+    assert!(
+        evs.iter().all(|e| e["computation_id"] != "d2"),
+        "a refused launch left events"
+    );
+    let (_, metrics) = http(&addr, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("cocos_manager_store_healthy 1"),
+        "{metrics}"
+    );
+    // Healed: launches are durable again.
+    let (st, body) = http(&addr, "POST", "/run", r#"{"computation_id": "d3"}"#);
+    assert_eq!(st, 201, "{body}");
+    let _ = http(&addr, "DELETE", "/computations/d3", "");
+    let _ = child.kill();
+    let _ = child.wait();
+    for p in cocos_tests::pids_with(&format!("{}/", state.join("vms").display())) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status();
+    }
+}

@@ -118,7 +118,9 @@ impl ApiError {
             ApiError::NotFound(_) => ApiErrorKind::NotFound,
             ApiError::Capacity(_) => ApiErrorKind::Capacity,
             ApiError::Refused(_) | ApiError::Host(_) => ApiErrorKind::Refused,
-            ApiError::Store(_) | ApiError::Internal(_) => ApiErrorKind::Internal,
+            // The store failing (full disk, I/O error) is a temporary unavailability.
+            ApiError::Store(_) => ApiErrorKind::Capacity,
+            ApiError::Internal(_) => ApiErrorKind::Internal,
         }
     }
 }

@@ -128,6 +128,9 @@ pub struct Vm {
     pending_attestations: Mutex<std::collections::VecDeque<Instant>>,
 }
 
+/// Manager events held in memory while the store cannot commit.
+const MAX_UNSTORED: usize = 10_000;
+
 /// How many outstanding nonces a VM's attestation may answer.
 pub const MAX_NONCES: usize = 16;
 
@@ -176,6 +179,8 @@ pub struct Manager {
     verifier: crate::attest::Verifier,
     /// Signs the CoRIM AttestationPolicy returns.
     corim_key: Option<cocos_measure::keys::SigningKey>,
+    /// Manager events the store could not commit yet (oldest first, bounded).
+    unstored: Mutex<std::collections::VecDeque<Append>>,
     /// The host's AMD product line, for SNP policies.
     snp_product: cocos_measure::reference::cocos::SnpProduct,
     /// Signs per-launch SNP ID blocks (and the author key that signs it).
@@ -319,6 +324,7 @@ impl Manager {
             corim_key,
             snp_product,
             snp_id_keys,
+            unstored: Mutex::new(std::collections::VecDeque::new()),
             store,
             writer,
             seq_rx,
@@ -327,6 +333,7 @@ impl Manager {
         });
         m.recover().await;
         tokio::spawn(m.clone().ttl_reaper());
+        tokio::spawn(m.clone().store_healer());
         Ok(m)
     }
 
@@ -383,8 +390,55 @@ impl Manager {
             frame_id: None,
             payload: manager_event(id, event_type, status, &details),
         };
-        if let Err(e) = self.writer.append(vec![item]).await {
-            tracing::error!(computation = id, "cannot store event {event_type}: {e}");
+        if let Err(e) = self.writer.append(vec![item.clone()]).await {
+            tracing::error!(computation = id, "cannot store event {event_type} now ({e}); kept in memory until the store commits again");
+            if let Ok(mut q) = self.unstored.lock() {
+                if q.len() >= MAX_UNSTORED {
+                    q.pop_front();
+                }
+                q.push_back(item);
+                self.metrics.events_unstored.set(q.len() as i64);
+            }
+        }
+    }
+
+    /// Reopens the store after a failed write (once a second) and then stores the
+    /// manager events that could not be stored meanwhile, in order.
+    pub(super) async fn store_healer(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.store.failure().is_some() {
+                let s = self.store.clone();
+                let r = tokio::task::spawn_blocking(move || s.reopen()).await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!("store still cannot commit: {e}"),
+                    Err(e) => tracing::debug!("reopen task: {e}"),
+                }
+            }
+            let healthy = self.store.failure().is_none();
+            self.metrics.store_healthy.set(i64::from(healthy));
+            if !healthy {
+                continue;
+            }
+            let pending: Vec<Append> = match self.unstored.lock() {
+                Ok(mut q) => q.drain(..).collect(),
+                Err(_) => Vec::new(),
+            };
+            if pending.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.writer.append(pending.clone()).await {
+                tracing::debug!("held manager events not stored yet: {e}");
+                if let Ok(mut q) = self.unstored.lock() {
+                    for (i, it) in pending.into_iter().enumerate() {
+                        q.insert(i, it);
+                    }
+                }
+            }
+            if let Ok(q) = self.unstored.lock() {
+                self.metrics.events_unstored.set(q.len() as i64);
+            }
         }
     }
 
@@ -444,6 +498,11 @@ impl Manager {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         check_id(&id).map_err(ApiError::BadRequest)?;
+        if let Some(why) = self.store.failure() {
+            return Err(ApiError::Capacity(format!(
+                "the event store cannot commit ({why}): launches are refused until it can (see /health)"
+            )));
+        }
         let vcpus = req.vcpus.unwrap_or(self.cfg.vcpus);
         if vcpus == 0 || vcpus > self.cfg.max_vcpus {
             return Err(ApiError::BadRequest(format!(
