@@ -2,7 +2,6 @@
 //! cocos has the setting: `MANAGER_QEMU_*`, `MANAGER_GRPC_*`, `MANAGER_MAX_VMS`), and
 //! their validation. Everything has a default that runs with no control plane.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,12 +64,32 @@ pub struct Config {
         default_value = "/var/lib/cocos-manager"
     )]
     pub state_dir: PathBuf,
-    /// HTTP API address (loopback by default; "off" disables it).
+    /// HTTP API address: host:port (loopback by default), unix:/path (a socket only its
+    /// owner, or --socket-group, may use), or "off".
     #[arg(long, env = "MANAGER_HTTP_ADDR", default_value = "127.0.0.1:7001")]
     pub http: String,
-    /// Local gRPC API address (CreateVm, RemoveVm, CVMInfo, AttestationPolicy, WatchEvents; "off" disables it).
+    /// gRPC API address (CreateVm, RemoveVm, CVMInfo, AttestationPolicy, WatchEvents): host:port, unix:/path, or "off".
     #[arg(long, env = "MANAGER_GRPC_LISTEN", default_value = "127.0.0.1:7002")]
     pub grpc_listen: String,
+    /// Server certificate chain (PEM) for TLS on both APIs.
+    #[arg(long, env = "MANAGER_GRPC_SERVER_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "MANAGER_GRPC_SERVER_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to (mTLS).
+    #[arg(long, env = "MANAGER_GRPC_CLIENT_CA_CERTS", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow an API on a non-loopback address without TLS (anyone who reaches it can
+    /// launch and stop VMs).
+    #[arg(long, env = "MANAGER_INSECURE_LISTEN")]
+    pub insecure_listen: bool,
+    /// Group allowed to use unix: API sockets (mode 0660; default 0600, owner only).
+    #[arg(long, env = "MANAGER_SOCKET_GROUP", value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Most HTTP connections open at once (more are closed at once).
+    #[arg(long, env = "MANAGER_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
     /// Seed protocol: the Computations server to dial (ManagerService.Process), e.g. https://cp:7001.
     #[arg(long, env = "MANAGER_GRPC_URL")]
     pub grpc_url: Option<String>,
@@ -267,16 +286,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-/// An address setting: None for "off".
-pub fn listen_addr(s: &str) -> Result<Option<SocketAddr>, String> {
-    if s == "off" {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|_| format!("{s:?}: expected host:port (e.g. 127.0.0.1:7001) or off"))
-}
-
 impl Config {
     /// The TEE measurements are computed for.
     pub fn measure_target(&self) -> TeeKind {
@@ -338,8 +347,8 @@ impl Config {
                 "--test-pause-after-spawn is for tests and refused by release builds".into(),
             );
         }
-        listen_addr(&self.http)?;
-        listen_addr(&self.grpc_listen)?;
+        crate::listen::parse(&self.http)?;
+        crate::listen::parse(&self.grpc_listen)?;
         if self.vcpus == 0 || self.vcpus > self.max_vcpus {
             return Err(format!(
                 "--vcpus {} must be between 1 and --max-vcpus {}",

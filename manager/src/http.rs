@@ -44,6 +44,7 @@ pub fn router(m: Arc<Manager>) -> Router {
         .route("/events", get(events))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(crate::listen::read_body_within))
         .with_state(m)
 }
 

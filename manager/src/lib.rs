@@ -13,6 +13,7 @@ pub mod events;
 pub mod expected;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod procs;
 pub mod qemu;

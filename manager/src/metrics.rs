@@ -30,6 +30,8 @@ pub struct Metrics {
     pub store_healthy: Gauge,
     /// Manager events kept in memory because the store could not commit them.
     pub events_unstored: Gauge,
+    /// HTTP connections closed at once because --max-connections were open.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +48,7 @@ impl Default for Metrics {
             confirmed: Counter::default(),
             store_healthy: Gauge::default(),
             events_unstored: Gauge::default(),
+            connections_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("launches", "QEMU launches", m.launches.clone());
@@ -85,6 +88,11 @@ impl Default for Metrics {
             "events_unstored",
             "Manager events held in memory until the store commits again",
             m.events_unstored.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "HTTP connections closed because --max-connections were open",
+            m.connections_refused.clone(),
         );
         m.store_healthy.set(1);
         Self { registry, ..m }

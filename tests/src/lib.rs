@@ -71,6 +71,25 @@ impl ManagerProc {
     /// Starts the manager with `args` (plus `--http/--grpc-listen 127.0.0.1:0`), waits
     /// for its ready line.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], log: &Path) -> Self {
+        Self::start_inner(args, env, log, true)
+    }
+
+    /// As [`start`](Self::start), with the listeners `args` give (`--http`,
+    /// `--grpc-listen`) instead of loopback ones.
+    pub fn start_listening<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        Self::start_inner(args, env, log, false)
+    }
+
+    fn start_inner<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        env: &[(&str, &str)],
+        log: &Path,
+        loopback: bool,
+    ) -> Self {
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -78,8 +97,10 @@ impl ManagerProc {
             .open(log)
             .unwrap();
         let mut c = Command::new(manager_bin());
-        c.args(["--http", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
-            .args(args)
+        if loopback {
+            c.args(["--http", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]);
+        }
+        c.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err);

@@ -9,10 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cocos_manager::config::{listen_addr, Config};
+use cocos_manager::config::Config;
 use cocos_manager::runtime::Manager;
-use cocos_manager::{grpc, http, upstream};
-use tokio::net::TcpListener;
+use cocos_manager::{grpc, http, listen, upstream};
 use tokio_stream::wrappers::TcpListenerStream;
 
 fn main() -> ExitCode {
@@ -48,6 +47,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Who may reach our servers is settled before anything starts: a bad TLS file or
+    // an exposed address without TLS is a configuration error (exit 2).
+    let plan = match listen::Plan::from_config(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cocos-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let tls = match upstream::tls_config(&cfg) {
         Ok(t) => t,
         Err(e) => {
@@ -63,7 +71,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        match serve(mgr, cfg, tls).await {
+        match serve(mgr, cfg, plan, tls).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cocos-manager: {e:#}");
@@ -76,33 +84,51 @@ fn main() -> ExitCode {
 async fn serve(
     mgr: std::sync::Arc<Manager>,
     cfg: Config,
+    plan: listen::Plan,
     tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<()> {
     let mut ready = serde_json::Map::new();
-    if let Some(addr) = listen_addr(&cfg.http).map_err(anyhow::Error::msg)? {
-        let l = TcpListener::bind(addr)
+    let (server_tls, group) = (plan.tls, plan.group);
+    if let Some(ep) = plan.http {
+        let l = listen::Listener::bind(&ep, group)
             .await
-            .with_context(|| format!("HTTP {addr}"))?;
-        ready.insert("http".into(), l.local_addr()?.to_string().into());
+            .map_err(|e| anyhow::anyhow!("HTTP {e}"))?;
+        ready.insert("http".into(), l.describe().into());
         let app = http::router(mgr.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!("HTTP server: {e}");
-            }
-        });
+        let acceptor = server_tls.as_ref().map(|t| t.acceptor.clone());
+        let refused = mgr.metrics.connections_refused.clone();
+        tokio::spawn(listen::serve_http(
+            l,
+            app,
+            acceptor,
+            cfg.max_connections,
+            refused,
+        ));
     }
-    if let Some(addr) = listen_addr(&cfg.grpc_listen).map_err(anyhow::Error::msg)? {
-        let l = TcpListener::bind(addr)
+    if let Some(ep) = plan.grpc {
+        let l = listen::Listener::bind(&ep, group)
             .await
-            .with_context(|| format!("gRPC {addr}"))?;
-        ready.insert("grpc".into(), l.local_addr()?.to_string().into());
+            .map_err(|e| anyhow::anyhow!("gRPC {e}"))?;
+        ready.insert("grpc".into(), l.describe().into());
         let svc = grpc::server(mgr.clone());
+        let mut builder =
+            tonic::transport::Server::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(t) = &server_tls {
+            builder = builder.tls_config(t.tonic.clone()).context("gRPC TLS")?;
+        }
+        let router = builder.add_service(svc);
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(TcpListenerStream::new(l))
-                .await
-            {
+            let r = match l {
+                listen::Listener::Tcp(l) => {
+                    router.serve_with_incoming(TcpListenerStream::new(l)).await
+                }
+                listen::Listener::Unix(l) => {
+                    router
+                        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
+                        .await
+                }
+            };
+            if let Err(e) = r {
                 tracing::error!("gRPC server: {e}");
             }
         });
