@@ -1,7 +1,9 @@
 //! Reading the event log for watchers (HTTP `/events`, gRPC `WatchEvents`): replay
-//! what the store holds after a sequence number, then follow new commits. Each
-//! watcher reads the store itself (woken by the writer's sequence watch), so a slow
-//! watcher never holds up the agents or loses its place.
+//! what the store holds after a sequence number, a page of at most [`PAGE_BYTES`] at
+//! a time, then follow new commits as the writer broadcasts them (one broadcast for
+//! every follower, instead of each follower reading the store on every commit). A
+//! follower that falls behind the broadcast reads the store again from where it was,
+//! so a slow watcher never holds up the agents or loses its place.
 
 use std::sync::Arc;
 
@@ -50,6 +52,9 @@ pub fn to_json(seq: u64, m: &ClientStreamMessage) -> Value {
 /// the watch (the last item then), so that no watcher ends without saying why.
 pub type Watched = Result<(u64, ClientStreamMessage), String>;
 
+/// Largest page of stored events a watcher reads at once.
+pub const PAGE_BYTES: usize = 1 << 20;
+
 /// Streams events with seq > `from` (filtered by computation id if given); with
 /// `follow`, keeps streaming new ones until the receiver is dropped.
 pub fn watch(
@@ -58,56 +63,94 @@ pub fn watch(
     computation: Option<String>,
     follow: bool,
 ) -> mpsc::Receiver<Watched> {
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = mpsc::channel(64);
     let store = mgr.store().clone();
-    let mut seq = mgr.seq();
+    // Subscribed before catching up: whatever commits meanwhile is in one or the other.
+    let mut live = follow.then(|| mgr.writer().subscribe());
     tokio::spawn(async move {
         let mut cursor = from;
-        loop {
-            let batch = {
-                let store = store.clone();
-                match tokio::task::spawn_blocking(move || store.events_after(cursor, 1000)).await {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => {
-                        let why = format!("reading the event store after seq {cursor}: {e}");
-                        tracing::error!("event watch ended: {why}");
-                        let _ = tx.send(Err(why)).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let why = format!("event store reader failed: {e}");
-                        tracing::error!("event watch ended: {why}");
-                        let _ = tx.send(Err(why)).await;
-                        return;
-                    }
+        // Sends one stored event if it passes the filter; false when the receiver is gone.
+        let send = |tx: &mpsc::Sender<Watched>, s: u64, bytes: &[u8]| {
+            let item = match ClientStreamMessage::decode(bytes) {
+                Ok(m)
+                    if computation
+                        .as_deref()
+                        .is_none_or(|c| c == computation_of(&m)) =>
+                {
+                    Some(Ok((s, m)))
+                }
+                Ok(_) => None,
+                Err(_) => {
+                    tracing::warn!("event {s} in the store does not decode; skipped");
+                    None
                 }
             };
-            let n = batch.len();
-            for (s, bytes) in batch {
-                cursor = s;
-                let Ok(m) = ClientStreamMessage::decode(bytes.as_slice()) else {
-                    tracing::warn!("event {s} in the store does not decode; skipped");
-                    continue;
+            let tx = tx.clone();
+            async move {
+                match item {
+                    Some(i) => tx.send(i).await.is_ok(),
+                    None => true,
+                }
+            }
+        };
+        loop {
+            // Catch up from the store.
+            loop {
+                let page = {
+                    let store = store.clone();
+                    match tokio::task::spawn_blocking(move || {
+                        store.events_after_within(cursor, 1000, PAGE_BYTES)
+                    })
+                    .await
+                    {
+                        Ok(Ok(b)) => b,
+                        Ok(Err(e)) => {
+                            let why = format!("reading the event store after seq {cursor}: {e}");
+                            tracing::error!("event watch ended: {why}");
+                            let _ = tx.send(Err(why)).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let why = format!("event store reader failed: {e}");
+                            tracing::error!("event watch ended: {why}");
+                            let _ = tx.send(Err(why)).await;
+                            return;
+                        }
+                    }
                 };
-                if computation
-                    .as_deref()
-                    .is_some_and(|c| c != computation_of(&m))
-                {
-                    continue;
+                if page.is_empty() {
+                    break;
                 }
-                if tx.send(Ok((s, m))).await.is_err() {
-                    return;
+                for (s, bytes) in page {
+                    cursor = s;
+                    if !send(&tx, s, &bytes).await {
+                        return;
+                    }
                 }
             }
-            if n == 1000 {
-                continue;
-            }
-            if !follow {
+            let Some(rx_live) = live.as_mut() else {
                 return;
-            }
-            tokio::select! {
-                r = seq.wait_for(|s| *s > cursor) => if r.is_err() { return },
-                _ = tx.closed() => return,
+            };
+            // Follow the writer's broadcast until it is lost (lagged): then catch up.
+            loop {
+                tokio::select! {
+                    r = rx_live.recv() => match r {
+                        Ok(batch) => {
+                            for (s, bytes) in batch.iter() {
+                                if *s <= cursor {
+                                    continue;
+                                }
+                                cursor = *s;
+                                if !send(&tx, *s, bytes).await {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
             }
         }
     });

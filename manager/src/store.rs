@@ -309,12 +309,30 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.events_after_within(after, limit, usize::MAX)
+    }
+
+    /// As [`events_after`](Self::events_after), stopping once `max_bytes` of payload
+    /// were read (at least one event is returned if there is one): readers page by
+    /// bytes, so large events cannot make a page large.
+    pub fn events_after_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let r = self.db()?.begin_read().map_err(e)?;
         let t = r.open_table(EVENTS).map_err(e)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for row in t.range(after.saturating_add(1)..).map_err(e)?.take(limit) {
             let (k, v) = row.map_err(e)?;
-            out.push((k.value(), v.value().to_vec()));
+            let v = v.value().to_vec();
+            bytes = bytes.saturating_add(v.len());
+            out.push((k.value(), v));
+            if bytes >= max_bytes {
+                break;
+            }
         }
         Ok(out)
     }

@@ -288,20 +288,38 @@ fn bad_input_is_refused_and_nothing_launches() {
         );
     }
     assert_eq!(mine(), 0);
-    // A file changed after release: hash mismatch, refused, nothing launched.
+    // A file changed or removed after the manager started: launches still boot the
+    // released bytes (sealed at start), never the file on disk.
     let initrd = d.path().join("rel/initramfs.cpio.gz");
     let orig = std::fs::read(&initrd).unwrap();
     std::fs::write(&initrd, b"tampered").unwrap();
     let (st, resp) = http(&m.http, "POST", "/run", r#"{"computation_id": "t1"}"#);
-    assert_eq!(st, 422, "{resp}");
-    assert!(resp.contains("does not match release.json"), "{resp}");
-    // A missing image.
+    assert_eq!(st, 201, "{resp}");
     std::fs::remove_file(&initrd).unwrap();
     let (st, resp) = http(&m.http, "POST", "/run", r#"{"computation_id": "t2"}"#);
-    assert_eq!(st, 422, "{resp}");
-    assert!(resp.contains("initramfs.cpio.gz"), "{resp}");
+    assert_eq!(st, 201, "{resp}");
+    let released = format!("-initrd sha256 {}", cocos_hal::build::sha256_hex(&orig));
+    for id in ["t1", "t2"] {
+        let log = cocos_tests::wait_for(
+            std::time::Duration::from_secs(10),
+            "the stand-in's console",
+            || {
+                std::fs::read_to_string(state.join("vms").join(id).join("console.log"))
+                    .ok()
+                    .filter(|c| c.contains("-initrd sha256"))
+            },
+        );
+        assert!(
+            log.contains(&released),
+            "{id} read other initrd bytes: {log}"
+        );
+        assert_eq!(
+            http(&m.http, "DELETE", &format!("/computations/{id}"), "").0,
+            200
+        );
+    }
     std::fs::write(&initrd, orig).unwrap();
-    assert_eq!(mine(), 0, "nothing launched");
+    assert_eq!(mine(), 0, "nothing left running");
     assert!(
         std::fs::read_dir(state.join("vms"))
             .unwrap()
@@ -351,6 +369,12 @@ fn bad_input_is_refused_and_nothing_launches() {
     let other_fw = d.path().join("other.fd");
     std::fs::write(&other_fw, b"not the firmware").unwrap();
     refuse(&release, &other_fw, "is not a firmware");
+    // A file that does not match release.json when the manager starts: nothing starts.
+    let initrd = d.path().join("rel/initramfs.cpio.gz");
+    let orig = std::fs::read(&initrd).unwrap();
+    std::fs::write(&initrd, b"tampered").unwrap();
+    refuse(&release, &fw, "does not match release.json");
+    std::fs::write(&initrd, orig).unwrap();
     let long = d.path().join("rel/long.json");
     std::fs::write(
         &long,

@@ -44,7 +44,7 @@ mod api;
 
 pub use api::*;
 pub use writer::{
-    agent_payload, manager_event, EventWriter, AGENT_ORIGINATOR, MANAGER_EVENT_TYPES,
+    agent_payload, manager_event, Committed, EventWriter, AGENT_ORIGINATOR, MANAGER_EVENT_TYPES,
     MAX_STORED_ATTESTATION, MAX_STORED_EVENT,
 };
 pub(crate) use writer::{now_ms, timestamp};

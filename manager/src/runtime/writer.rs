@@ -9,10 +9,15 @@ struct WriteReq {
     reply: oneshot::Sender<Result<Vec<Appended>, String>>,
 }
 
-/// Group-commits events: one store transaction for everything queued meanwhile.
+/// Events just committed, in order: what followers receive without reading the store.
+pub type Committed = Arc<Vec<(u64, Arc<[u8]>)>>;
+
+/// Group-commits events: one store transaction for everything queued meanwhile, then
+/// broadcasts what was committed to every follower at once.
 #[derive(Debug, Clone)]
 pub struct EventWriter {
     tx: std::sync::mpsc::Sender<WriteReq>,
+    committed: tokio::sync::broadcast::Sender<Committed>,
 }
 
 impl std::fmt::Debug for WriteReq {
@@ -26,6 +31,8 @@ impl std::fmt::Debug for WriteReq {
 impl EventWriter {
     pub(super) fn start(store: Arc<Store>, seq: watch::Sender<u64>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
+        let (committed, _) = tokio::sync::broadcast::channel::<Committed>(1024);
+        let bcast = committed.clone();
         std::thread::spawn(move || {
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
@@ -47,6 +54,17 @@ impl EventWriter {
                             .filter(|r| matches!(r, Appended::Stored(_)))
                             .count();
                         metrics.events.inc_by(stored as u64);
+                        let batch_out: Vec<(u64, Arc<[u8]>)> = all
+                            .iter()
+                            .zip(&results)
+                            .filter_map(|(it, r)| match r {
+                                Appended::Stored(s) => Some((*s, Arc::from(it.payload.as_slice()))),
+                                _ => None,
+                            })
+                            .collect();
+                        if !batch_out.is_empty() && bcast.receiver_count() > 0 {
+                            let _ = bcast.send(Arc::new(batch_out));
+                        }
                         if let Ok(l) = store.last_seq() {
                             seq.send_replace(l);
                         }
@@ -65,7 +83,12 @@ impl EventWriter {
                 }
             }
         });
-        Self { tx }
+        Self { tx, committed }
+    }
+
+    /// Subscribes to what is committed from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Committed> {
+        self.committed.subscribe()
     }
 
     /// Stores `items` (in one transaction with whatever else is queued).
