@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
 scripts/build-ovmf.sh   # real AmdSev/IntelTdx firmware for the tests (once per checkout)
-shellcheck scripts/*.sh .ci/run measure/fuzz/*.sh buildroot/*.sh buildroot/board/cocos/*.sh
+shellcheck scripts/*.sh .ci/run measure/fuzz/*.sh fuzz/*.sh buildroot/*.sh buildroot/board/cocos/*.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
