@@ -13,8 +13,7 @@
     missing_docs
 )]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
@@ -25,15 +24,6 @@ use rand::{Rng, SeedableRng};
 
 fn b64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
-}
-
-fn new_key(dir: &Path, name: &str, curve: openssl::nid::Nid) -> PathBuf {
-    let group = openssl::ec::EcGroup::from_curve_name(curve).unwrap();
-    let k = openssl::ec::EcKey::generate(&group).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, k.private_key_to_pem().unwrap()).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
 }
 
 /// Verifies a 512-byte ABI signature (R, S little-endian in 72 bytes each) over `msg`
@@ -98,15 +88,17 @@ fn matches_sev_snp_measure_on_random_digests() {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3 {
-        let id_path = new_key(
+        let id_path = cocos_testkit::keys::ec_key_file(
             dir.path(),
             &format!("id{round}.pem"),
             openssl::nid::Nid::SECP384R1,
+            0o600,
         );
-        let au_path = new_key(
+        let au_path = cocos_testkit::keys::ec_key_file(
             dir.path(),
             &format!("au{round}.pem"),
             openssl::nid::Nid::SECP384R1,
+            0o600,
         );
         let mut measurement = [0u8; 48];
         rng.fill(&mut measurement[..]);
@@ -158,8 +150,13 @@ fn matches_sev_snp_measure_on_random_digests() {
 #[test]
 fn non_default_fields_and_no_author_key() {
     let dir = tempfile::tempdir().unwrap();
-    let id = SigningKey::load_p384(&new_key(dir.path(), "id.pem", openssl::nid::Nid::SECP384R1))
-        .unwrap();
+    let id = SigningKey::load_p384(&cocos_testkit::keys::ec_key_file(
+        dir.path(),
+        "id.pem",
+        openssl::nid::Nid::SECP384R1,
+        0o600,
+    ))
+    .unwrap();
     let params = IdBlockParams {
         measurement: [0x5a; 48],
         family_id: *b"cocos-family-001",

@@ -41,15 +41,6 @@ fn ok(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-fn key(dir: &Path, name: &str, nid: openssl::nid::Nid, mode: u32) -> PathBuf {
-    let group = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
-    let k = openssl::ec::EcKey::generate(&group).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, k.private_key_to_pem().unwrap()).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    p
-}
-
 fn hex48(rng: &mut impl Rng) -> String {
     let mut b = [0u8; 48];
     rng.fill(&mut b[..]);
@@ -226,19 +217,6 @@ fn corim_round_trips_through_two_independent_readers() {
     }
 }
 
-fn public_sec1(key: &Path) -> Vec<u8> {
-    let pem = std::fs::read(key).unwrap();
-    let k = openssl::ec::EcKey::private_key_from_pem(&pem).unwrap();
-    let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-    k.public_key()
-        .to_bytes(
-            k.group(),
-            openssl::ec::PointConversionForm::UNCOMPRESSED,
-            &mut ctx,
-        )
-        .unwrap()
-}
-
 fn public_pem(key: &Path, dir: &Path) -> PathBuf {
     let pem = std::fs::read(key).unwrap();
     let k = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
@@ -273,7 +251,7 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
             coset::iana::Algorithm::ES256,
         ),
     ] {
-        let k = key(dir.path(), &format!("{name}.pem"), nid, 0o600);
+        let k = cocos_testkit::keys::ec_key_file(dir.path(), &format!("{name}.pem"), nid, 0o600);
         let out = dir.path().join(format!("{name}.corim"));
         ok(&[
             "reference-values",
@@ -298,7 +276,7 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
             sign1.protected.header.content_type,
             Some(coset::RegisteredLabel::Text("application/rim+cbor".into()))
         );
-        let sec1 = public_sec1(&k);
+        let sec1 = cocos_testkit::keys::public_sec1(&k);
         assert!(
             cocos_testkit::cose::verifies(&sign1, &sec1),
             "{name}: signature does not verify"
@@ -307,8 +285,12 @@ fn signed_corim_verifies_and_fails_after_any_one_byte_change() {
         let d = corim::decode(&bytes).unwrap();
         assert_eq!(d.signer.as_deref(), Some("test release"));
         // Another key does not verify it.
-        let other = key(dir.path(), &format!("other-{name}.pem"), nid, 0o600);
-        assert!(!cocos_testkit::cose::verifies(&sign1, &public_sec1(&other)));
+        let other =
+            cocos_testkit::keys::ec_key_file(dir.path(), &format!("other-{name}.pem"), nid, 0o600);
+        assert!(!cocos_testkit::cose::verifies(
+            &sign1,
+            &cocos_testkit::keys::public_sec1(&other)
+        ));
         // The independent reader checks it with its own Sig_structure and ECDSA.
         let (code, seen) = check_independently(&out, Some(&public_pem(&k, dir.path())));
         assert_eq!((code, seen["signature"].as_str()), (Some(0), Some("valid")));
@@ -448,7 +430,8 @@ fn cocos_policy_matches_the_protos_cocos_reads() {
         );
     }
     // With an ID block: its fields and key digests are pinned.
-    let idk = key(dir.path(), "id.pem", openssl::nid::Nid::SECP384R1, 0o600);
+    let idk =
+        cocos_testkit::keys::ec_key_file(dir.path(), "id.pem", openssl::nid::Nid::SECP384R1, 0o600);
     let label = &values.snp[0].label;
     let m = hex::encode(values.snp[0].measurement);
     let idb = dir.path().join("idb.json");
@@ -519,8 +502,9 @@ fn bad_input_is_one_line_and_exit_2() {
     let input = input.to_str().unwrap();
     let out = d.join("out.corim");
     let o = out.to_str().unwrap();
-    let open = key(d, "open.pem", openssl::nid::Nid::SECP384R1, 0o644);
-    let p256 = key(d, "p256.pem", openssl::nid::Nid::X9_62_PRIME256V1, 0o600);
+    let open = cocos_testkit::keys::ec_key_file(d, "open.pem", openssl::nid::Nid::SECP384R1, 0o644);
+    let p256 =
+        cocos_testkit::keys::ec_key_file(d, "p256.pem", openssl::nid::Nid::X9_62_PRIME256V1, 0o600);
     let rsa = d.join("rsa.pem");
     std::fs::write(
         &rsa,

@@ -140,28 +140,6 @@ fn attestation_events_carry_the_verdict() {
     let _ = http(&m.http, "DELETE", "/computations/a1", "");
 }
 
-fn key(dir: &Path, name: &str, mode: u32) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::SECP384R1).unwrap();
-    let k = openssl::ec::EcKey::generate(&group).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, k.private_key_to_pem().unwrap()).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    p
-}
-
-fn public_sec1(key: &Path) -> Vec<u8> {
-    let k = openssl::ec::EcKey::private_key_from_pem(&std::fs::read(key).unwrap()).unwrap();
-    let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-    k.public_key()
-        .to_bytes(
-            k.group(),
-            openssl::ec::PointConversionForm::UNCOMPRESSED,
-            &mut ctx,
-        )
-        .unwrap()
-}
-
 fn b64(s: &Value) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
@@ -177,9 +155,24 @@ fn snp_launch_with_id_block_and_its_reference_values() {
     let keys = d.path().join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     let (idk, authk, corimk) = (
-        key(&keys, "id.pem", 0o600),
-        key(&keys, "author.pem", 0o600),
-        key(&keys, "corim.pem", 0o600),
+        cocos_testkit::keys::ec_key_file(
+            &keys,
+            "id.pem",
+            cocos_testkit::keys::Nid::SECP384R1,
+            0o600,
+        ),
+        cocos_testkit::keys::ec_key_file(
+            &keys,
+            "author.pem",
+            cocos_testkit::keys::Nid::SECP384R1,
+            0o600,
+        ),
+        cocos_testkit::keys::ec_key_file(
+            &keys,
+            "corim.pem",
+            cocos_testkit::keys::Nid::SECP384R1,
+            0o600,
+        ),
     );
     let state = d.path().join("state");
     let host_data = "SE9TVC1EQVRBLTMyLUJZVEVTLUhPU1QtREFUQS0zMiE=";
@@ -281,7 +274,7 @@ fn snp_launch_with_id_block_and_its_reference_values() {
     let corim_bytes = b64(&pol["corim"]);
     let sign1 = cocos_testkit::cose::parse(&corim_bytes).expect("COSE_Sign1");
     assert!(
-        cocos_testkit::cose::verifies(&sign1, &public_sec1(&corimk)),
+        cocos_testkit::cose::verifies(&sign1, &cocos_testkit::keys::public_sec1(&corimk)),
         "signed with --corim-key"
     );
     let dec = corim::decode(&corim_bytes).unwrap();
@@ -365,7 +358,12 @@ fn snp_launch_with_id_block_and_its_reference_values() {
     drop(m);
 
     // A signing key other users can read stops the manager at start: one line, exit 2.
-    let open = key(&keys, "open.pem", 0o644);
+    let open = cocos_testkit::keys::ec_key_file(
+        &keys,
+        "open.pem",
+        cocos_testkit::keys::Nid::SECP384R1,
+        0o644,
+    );
     let mut bad = extra.to_vec();
     let i = bad.iter().position(|a| *a == "--corim-key").unwrap();
     bad[i + 1] = open.to_str().unwrap();

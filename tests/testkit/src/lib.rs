@@ -18,6 +18,7 @@
 pub mod cocos_policy;
 pub mod cose;
 pub mod firmware;
+pub mod keys;
 pub mod snp_evidence;
 
 use std::cmp::Ordering;
