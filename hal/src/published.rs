@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use cocos_measure::idblock::{IdBlockParams, SignedIdBlock, DEFAULT_POLICY};
+use cocos_measure::idblock::{IdBlockParams, SignedIdBlock};
 use cocos_measure::keys::SigningKey;
 use cocos_measure::reference::cocos::{snp_policy, tdx_policy, SnpPlatform, SnpProduct};
 use cocos_measure::reference::corim::{self, Signer};
@@ -86,13 +86,7 @@ pub fn files(rel: &Manifest, opts: &PublishOptions) -> Result<Vec<(String, Vec<u
     let mut out = Vec::new();
     if let Some(id_key) = &opts.id_key {
         for r in &mut values.snp {
-            let params = IdBlockParams {
-                measurement: r.measurement,
-                family_id: [0; 16],
-                image_id: [0; 16],
-                guest_svn: 0,
-                policy: DEFAULT_POLICY,
-            };
+            let params = IdBlockParams::for_digest(r.measurement);
             let b = SignedIdBlock::create(&params, id_key, opts.author_key.as_ref())
                 .map_err(|e| BuildError::Key(e.to_string()))?;
             r.apply_id_block(&params, &b);

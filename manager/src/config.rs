@@ -245,11 +245,8 @@ pub struct Config {
 
 /// Parses 0x-prefixed hex or decimal.
 pub fn parse_u64(s: &str) -> Result<u64, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("{s:?} is not a number (decimal or 0x-hex)"))
+    cocos_measure::bytes::parse_u64_hex_or_dec(s)
+        .map_err(|_| format!("{s:?} is not a number (decimal or 0x-hex)"))
 }
 
 /// Parses a port range "LOW-HIGH".

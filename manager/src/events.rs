@@ -52,6 +52,25 @@ pub fn to_json(seq: u64, m: &ClientStreamMessage) -> Value {
 /// the watch (the last item then), so that no watcher ends without saying why.
 pub type Watched = Result<(u64, ClientStreamMessage), String>;
 
+/// Sends one stored event if it passes the filter; false when the receiver is gone.
+async fn forward(
+    tx: &mpsc::Sender<Watched>,
+    computation: Option<&str>,
+    s: u64,
+    bytes: &[u8],
+) -> bool {
+    match ClientStreamMessage::decode(bytes) {
+        Ok(m) if computation.is_none_or(|c| c == computation_of(&m)) => {
+            tx.send(Ok((s, m))).await.is_ok()
+        }
+        Ok(_) => true,
+        Err(_) => {
+            tracing::warn!("event {s} in the store does not decode; skipped");
+            true
+        }
+    }
+}
+
 /// Largest page of stored events a watcher reads at once.
 pub const PAGE_BYTES: usize = 1 << 20;
 
@@ -69,30 +88,6 @@ pub fn watch(
     let mut live = follow.then(|| mgr.writer().subscribe());
     tokio::spawn(async move {
         let mut cursor = from;
-        // Sends one stored event if it passes the filter; false when the receiver is gone.
-        let send = |tx: &mpsc::Sender<Watched>, s: u64, bytes: &[u8]| {
-            let item = match ClientStreamMessage::decode(bytes) {
-                Ok(m)
-                    if computation
-                        .as_deref()
-                        .is_none_or(|c| c == computation_of(&m)) =>
-                {
-                    Some(Ok((s, m)))
-                }
-                Ok(_) => None,
-                Err(_) => {
-                    tracing::warn!("event {s} in the store does not decode; skipped");
-                    None
-                }
-            };
-            let tx = tx.clone();
-            async move {
-                match item {
-                    Some(i) => tx.send(i).await.is_ok(),
-                    None => true,
-                }
-            }
-        };
         loop {
             // Catch up from the store.
             loop {
@@ -123,7 +118,7 @@ pub fn watch(
                 }
                 for (s, bytes) in page {
                     cursor = s;
-                    if !send(&tx, s, &bytes).await {
+                    if !forward(&tx, computation.as_deref(), s, &bytes).await {
                         return;
                     }
                 }
@@ -141,7 +136,7 @@ pub fn watch(
                                     continue;
                                 }
                                 cursor = *s;
-                                if !send(&tx, *s, bytes).await {
+                                if !forward(&tx, computation.as_deref(), *s, bytes).await {
                                     return;
                                 }
                             }

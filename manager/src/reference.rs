@@ -13,7 +13,7 @@ use cocos_measure::keys::SigningKey;
 use cocos_measure::reference::cocos::{snp_policy, tdx_policy, SnpPlatform, SnpProduct};
 use cocos_measure::reference::corim::{self, Signer};
 use cocos_measure::reference::{
-    file_label, snp_label, tdx_label, ReferenceValues, SnpReference, TdxReference, TeeKind,
+    file_label, tdx_label, ReferenceValues, SnpReference, TdxReference, TeeKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -130,13 +130,7 @@ pub fn sign_id_block(
     id_key: &SigningKey,
     author_key: Option<&SigningKey>,
 ) -> Result<IdBlockRef, String> {
-    let params = cocos_measure::idblock::IdBlockParams {
-        measurement: *measurement,
-        family_id: [0; 16],
-        image_id: [0; 16],
-        guest_svn: 0,
-        policy: cocos_measure::idblock::DEFAULT_POLICY,
-    };
+    let params = cocos_measure::idblock::IdBlockParams::for_digest(*measurement);
     let b = SignedIdBlock::create(&params, id_key, author_key).map_err(|e| e.to_string())?;
     Ok(IdBlockRef {
         id_block: b.block_b64(),
@@ -159,7 +153,6 @@ pub fn reference_values(
         ExpectedMeasurement::None { .. } => return Ok(None),
         ExpectedMeasurement::Snp(m) => {
             let mut r = SnpReference::from_measurement(m);
-            r.label = snp_label(m.vcpus, m.vcpu_type.as_deref(), m.guest_features);
             if let Some(h) = &facts.host_data {
                 let b = base64::engine::general_purpose::STANDARD
                     .decode(h)

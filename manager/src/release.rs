@@ -117,7 +117,7 @@ pub fn contained(dir: &Path, rel: &str) -> Result<PathBuf, String> {
 }
 
 impl Release {
-    /// Reads and checks release.json (not the files' contents: see [`open_verified`]).
+    /// Reads and checks release.json (not the files' contents: see [`seal`]).
     pub fn load(path: &Path) -> Result<Self, ReleaseError> {
         let pstr = path.display().to_string();
         let invalid = |why: String| ReleaseError::Invalid {
@@ -194,19 +194,6 @@ impl Release {
     }
 }
 
-/// A file opened once and hashed from that descriptor.
-#[derive(Debug)]
-pub struct Verified {
-    /// The open file; hand it to QEMU as an inherited descriptor.
-    pub file: File,
-    /// Its path (for messages only).
-    pub path: PathBuf,
-    /// Its SHA-256.
-    pub sha256: [u8; 32],
-    /// Its size.
-    pub size: u64,
-}
-
 fn open_regular(path: &Path) -> Result<File, ReleaseError> {
     let file = File::open(path).map_err(|source| io_err(path, source))?;
     let meta = file.metadata().map_err(|source| io_err(path, source))?;
@@ -237,28 +224,6 @@ fn check(path: &Path, actual: &[u8; 32], expected: &[u8; 32]) -> Result<(), Rele
     Ok(())
 }
 
-/// Opens `path`, hashes it, and returns the open file.
-pub fn open_hashed(path: &Path) -> Result<Verified, ReleaseError> {
-    let mut file = open_regular(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(|e| io_err(path, e))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(Verified {
-        file,
-        path: path.to_path_buf(),
-        sha256: h.finalize().into(),
-        size,
-    })
-}
-
 /// A release file copied, while it is hashed, into a sealed memfd: the bytes QEMU
 /// reads cannot change after the check, whatever happens to the file on disk (an
 /// in-place rewrite, a swap, a truncation).
@@ -282,6 +247,14 @@ impl Sealed {
 /// Copies `path` into a sealed memfd, hashing what was copied; refused unless its
 /// SHA-256 is `expected`.
 pub fn seal(path: &Path, expected: &[u8; 32]) -> Result<Sealed, ReleaseError> {
+    let sealed = seal_any(path)?;
+    check(path, &sealed.sha256, expected)?;
+    Ok(sealed)
+}
+
+/// Copies `path` into a sealed memfd and hashes what was copied (the caller checks
+/// the digest: e.g. a firmware is looked up among those release.json lists).
+pub fn seal_any(path: &Path) -> Result<Sealed, ReleaseError> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
     use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
     use std::io::Write;
@@ -310,7 +283,6 @@ pub fn seal(path: &Path, expected: &[u8; 32]) -> Result<Sealed, ReleaseError> {
         size += n as u64;
     }
     let sha256: [u8; 32] = h.finalize().into();
-    check(path, &sha256, expected)?;
     fcntl(
         dst.as_raw_fd(),
         FcntlArg::F_ADD_SEALS(
@@ -326,30 +298,6 @@ pub fn seal(path: &Path, expected: &[u8; 32]) -> Result<Sealed, ReleaseError> {
         sha256,
         size,
     })
-}
-
-/// Opens and hashes `path`, refusing it unless its SHA-256 is `expected`.
-pub fn open_verified(path: &Path, expected: &[u8; 32]) -> Result<Verified, ReleaseError> {
-    let v = open_hashed(path)?;
-    check(path, &v.sha256, expected)?;
-    Ok(v)
-}
-
-/// Reads `path` into memory once and hashes what was read.
-pub fn read_hashed(path: &Path) -> Result<(Vec<u8>, [u8; 32]), ReleaseError> {
-    let mut data = Vec::new();
-    open_regular(path)?
-        .read_to_end(&mut data)
-        .map_err(|e| io_err(path, e))?;
-    let sha = Sha256::digest(&data).into();
-    Ok((data, sha))
-}
-
-/// Reads `path` into memory, refusing it unless its SHA-256 is `expected`.
-pub fn read_verified(path: &Path, expected: &[u8; 32]) -> Result<Vec<u8>, ReleaseError> {
-    let (data, sha) = read_hashed(path)?;
-    check(path, &sha, expected)?;
-    Ok(data)
 }
 
 #[cfg(test)]
@@ -425,10 +373,10 @@ mod tests {
         let r = Release::load(&release(d.path(), "initrd.img")).unwrap();
         assert_eq!(r.cmdline, "console=ttyS0");
         assert_eq!(r.firmware.len(), 1);
-        let v = open_verified(&r.kernel.path, &r.kernel.sha256).unwrap();
+        let v = seal(&r.kernel.path, &r.kernel.sha256).unwrap();
         assert_eq!(v.size, 6);
         std::fs::write(d.path().join("initrd.img"), b"initrX").unwrap();
-        let e = open_verified(&r.initrd.path, &r.initrd.sha256).unwrap_err();
+        let e = seal(&r.initrd.path, &r.initrd.sha256).unwrap_err();
         assert!(e.to_string().contains("does not match release.json"), "{e}");
     }
 

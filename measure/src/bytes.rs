@@ -75,6 +75,14 @@ pub mod hex_array_opt {
     }
 }
 
+/// Parses `0x…` hex (or `0X…`) or plain decimal.
+pub fn parse_u64_hex_or_dec(s: &str) -> Result<u64, std::num::ParseIntError> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+}
+
 /// Serde for integers written as `0x…` hex strings (vCPU signatures, SEV features).
 pub mod hex_u64 {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
@@ -87,10 +95,6 @@ pub mod hex_u64 {
     /// Reads `0x…` (or plain decimal).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let s = String::deserialize(d)?;
-        let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-            Some(h) => u64::from_str_radix(h, 16),
-            None => s.parse(),
-        };
-        r.map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+        super::parse_u64_hex_or_dec(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
     }
 }

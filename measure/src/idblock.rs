@@ -60,6 +60,18 @@ pub struct IdBlockParams {
 }
 
 impl IdBlockParams {
+    /// An ID block for `measurement` with QEMU's default policy and zero FAMILY_ID,
+    /// IMAGE_ID and GUEST_SVN (what cocos-hal and the manager sign).
+    pub fn for_digest(measurement: [u8; 48]) -> Self {
+        IdBlockParams {
+            measurement,
+            family_id: [0; 16],
+            image_id: [0; 16],
+            guest_svn: 0,
+            policy: DEFAULT_POLICY,
+        }
+    }
+
     /// The 96-byte ID block (VERSION 1).
     pub fn to_bytes(&self) -> [u8; ID_BLOCK_SIZE] {
         let mut b = [0u8; ID_BLOCK_SIZE];

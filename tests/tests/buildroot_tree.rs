@@ -355,7 +355,7 @@ fn post_image_writes_release_json() {
     let rel = cocos_manager::release::Release::load(&bin.path().join("release.json")).unwrap();
     assert_eq!(rel.kernel.path.file_name().unwrap(), "bzImage");
     assert_eq!(rel.initrd.path.file_name().unwrap(), "rootfs.cpio.gz");
-    cocos_manager::release::open_verified(&rel.kernel.path, &rel.kernel.sha256).unwrap();
-    cocos_manager::release::open_verified(&rel.initrd.path, &rel.initrd.sha256).unwrap();
+    cocos_manager::release::seal(&rel.kernel.path, &rel.kernel.sha256).unwrap();
+    cocos_manager::release::seal(&rel.initrd.path, &rel.initrd.sha256).unwrap();
     assert_eq!(rel.document.kernel.source["built_by"], "buildroot");
 }

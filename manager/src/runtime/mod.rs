@@ -172,7 +172,6 @@ pub fn check_id(id: &str) -> Result<(), String> {
 pub struct Manager {
     cfg: Config,
     release: Release,
-    firmware_sha256: [u8; 32],
     /// The release files QEMU is given, sealed at start.
     sealed: SealedFiles,
     expected: Expected,
@@ -255,7 +254,7 @@ impl Manager {
                 },
             },
         };
-        let (expected, firmware_sha256, sealed) = {
+        let (expected, sealed) = {
             let (cfg, release, target) = (cfg.clone(), release.clone(), target.clone());
             tokio::task::spawn_blocking(move || prepare(&cfg, &release, &target)).await??
         };
@@ -317,7 +316,6 @@ impl Manager {
             vms_dir: cfg.state_dir.join("vms"),
             cfg,
             release,
-            firmware_sha256,
             sealed,
             expected,
             verifier,
@@ -596,7 +594,7 @@ impl Manager {
             .release
             .firmware
             .iter()
-            .find(|f| f.sha256 == self.firmware_sha256)
+            .find(|f| f.sha256 == self.sealed.firmware.sha256)
             .map(|f| format!("{} sha256:{}", f.file, hex::encode(f.sha256)))
             .unwrap_or_default();
         Ok(CvmInfo {
@@ -682,13 +680,15 @@ fn prepare(
     cfg: &Config,
     release: &Release,
     target: &Target,
-) -> Result<(Expected, [u8; 32], SealedFiles), StartError> {
-    let (_, fw_sha) = release::read_hashed(&cfg.ovmf)?;
-    let entry = release
+) -> Result<(Expected, SealedFiles), StartError> {
+    // The firmware is read once: sealed, then looked up by the digest of what was sealed.
+    let firmware = release::seal_any(&cfg.ovmf)?;
+    let fw_sha = firmware.sha256;
+    let listed = release
         .firmware
         .iter()
-        .find(|f| f.sha256 == fw_sha && (*target == Target::None || f.tee == target.name()));
-    let Some(entry) = entry else {
+        .any(|f| f.sha256 == fw_sha && (*target == Target::None || f.tee == target.name()));
+    if !listed {
         return Err(StartError::Firmware(format!(
             "{}: SHA-256 {} is not a firmware {} lists{}; launch with the firmware the release was measured with",
             cfg.ovmf.display(),
@@ -696,11 +696,11 @@ fn prepare(
             release.manifest.display(),
             if *target == Target::None { String::new() } else { format!(" for {}", target.name()) }
         )));
-    };
+    }
     let sealed = SealedFiles {
         kernel: release::seal(&release.kernel.path, &release.kernel.sha256)?,
         initrd: release::seal(&release.initrd.path, &release.initrd.sha256)?,
-        firmware: release::seal(&cfg.ovmf, &entry.sha256)?,
+        firmware,
     };
     // The measurement is computed from the very bytes QEMU will be given.
     let bytes = |s: &release::Sealed, p: &Path| -> Result<Vec<u8>, StartError> {
@@ -721,7 +721,7 @@ fn prepare(
         bytes(&sealed.kernel, &release.kernel.path)?,
         &bytes(&sealed.initrd, &release.initrd.path)?,
     )?;
-    Ok((e, entry.sha256, sealed))
+    Ok((e, sealed))
 }
 
 #[cfg(test)]

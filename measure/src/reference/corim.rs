@@ -265,6 +265,9 @@ pub fn to_corim(
 struct KeySigner<'k> {
     key: &'k SigningKey,
     cose: CoseKey,
+    alg: CoseAlgorithm,
+    /// SHA-256 of the uncompressed public point: the COSE `kid`.
+    kid: Vec<u8>,
 }
 
 impl<'k> KeySigner<'k> {
@@ -274,6 +277,10 @@ impl<'k> KeySigner<'k> {
             Curve::P384 => (CoseEllipticCurve::P384, CoseAlgorithm::ES384),
             Curve::P256 => (CoseEllipticCurve::P256, CoseAlgorithm::ES256),
         };
+        let mut point = vec![4u8];
+        point.extend(&x);
+        point.extend(&y);
+        let kid = openssl::sha::sha256(&point).to_vec();
         let cose = CoseKeyBuilder::new()
             .kty(CoseKty::Ec2)
             .crv(crv)
@@ -282,23 +289,12 @@ impl<'k> KeySigner<'k> {
             .y(y.as_slice().into())
             .build()
             .map_err(cerr)?;
-        Ok(KeySigner { key, cose })
-    }
-
-    fn alg(&self) -> CoseAlgorithm {
-        match self.key.curve() {
-            Curve::P384 => CoseAlgorithm::ES384,
-            Curve::P256 => CoseAlgorithm::ES256,
-        }
-    }
-
-    /// SHA-256 of the uncompressed public point: the COSE `kid`.
-    fn kid(&self) -> Result<Vec<u8>, ReferenceError> {
-        let (x, y) = self.key.public_xy()?;
-        let mut point = vec![4u8];
-        point.extend(x);
-        point.extend(y);
-        Ok(openssl::sha::sha256(&point).to_vec())
+        Ok(KeySigner {
+            key,
+            cose,
+            alg,
+            kid,
+        })
     }
 }
 
@@ -310,7 +306,7 @@ impl CoseKeyOwner for KeySigner<'_> {
 
 impl CoseSigner for KeySigner<'_> {
     fn sign(&self, alg: CoseAlgorithm, data: &[u8]) -> Result<Vec<u8>, CorimError> {
-        if alg != self.alg() {
+        if alg != self.alg {
             return Err(CorimError::custom(format!(
                 "a {} key cannot make {alg:?} signatures",
                 self.key.curve()
@@ -353,8 +349,8 @@ pub fn encode(
                 extensions: None,
             };
             SignedCorimBuilder::new()
-                .alg(ks.alg())
-                .kid(ks.kid()?)
+                .alg(ks.alg)
+                .kid(ks.kid.clone())
                 .meta(meta)
                 .corim_map(map)
                 .build_and_sign(ks)
@@ -383,12 +379,17 @@ fn uint_of(m: &Option<MeasuredElementTypeChoice<'_>>) -> Option<i128> {
     }
 }
 
-fn sha384_of(m: &MeasurementValuesMap<'_>) -> Option<[u8; 48]> {
-    m.digests.as_ref()?.iter().find_map(|d| {
+/// The SHA-384 value among `digests`, if any.
+fn sha384_in(digests: &[Digest]) -> Option<[u8; 48]> {
+    digests.iter().find_map(|d| {
         (d.alg == HashAlgorithm::Sha384)
             .then(|| d.val.as_ref().try_into().ok())
             .flatten()
     })
+}
+
+fn sha384_of(m: &MeasurementValuesMap<'_>) -> Option<[u8; 48]> {
+    sha384_in(m.digests.as_ref()?)
 }
 
 fn raw_of<const N: usize>(m: &MeasurementValuesMap<'_>) -> Option<[u8; N]> {
@@ -510,11 +511,7 @@ fn tdx_from_claims(
                     let Ulabel::Uint(i) = k else { continue };
                     let slot = usize::try_from(i.0).ok().and_then(|i| rtmrs.get_mut(i));
                     if let Some(slot) = slot {
-                        *slot = d.iter().find_map(|d| {
-                            (d.alg == HashAlgorithm::Sha384)
-                                .then(|| d.val.as_ref().try_into().ok())
-                                .flatten()
-                        });
+                        *slot = sha384_in(d);
                     }
                 }
             }

@@ -216,14 +216,8 @@ fn features(what: &str, v: Option<&Value>) -> Result<u64, ReferenceError> {
         Some(Value::Number(n)) => n
             .as_u64()
             .ok_or_else(|| input(format!("{what}: not an unsigned integer"))),
-        Some(Value::String(s)) => {
-            let t = s.trim();
-            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => t.parse(),
-            };
-            parsed.map_err(|e| input(format!("{what}: {s:?}: {e}")))
-        }
+        Some(Value::String(s)) => crate::bytes::parse_u64_hex_or_dec(s.trim())
+            .map_err(|e| input(format!("{what}: {s:?}: {e}"))),
         Some(other) => Err(input(format!("{what}: expected a number, found {other}"))),
     }
 }

@@ -15,6 +15,7 @@ use cocos_measure::keys::SigningKey;
 use cocos_measure::reference::cocos::{snp_policy, tdx_policy, SnpPlatform, SnpProduct};
 use cocos_measure::reference::corim::{self, Signer};
 use cocos_measure::reference::{ReferenceValues, SnpReference, TdxReference, TeeKind};
+use cocos_measure::verify::hex_exact;
 
 use crate::pyint::parse_u64_auto;
 
@@ -88,13 +89,6 @@ fn read_input(path: &Path, what: &str) -> Result<Vec<u8>> {
         64 << 20,
         ": far larger than any measurement JSON",
     )
-}
-
-fn hex_n<const N: usize>(what: &str, s: &str) -> Result<[u8; N]> {
-    let mut out = [0u8; N];
-    hex::decode_to_slice(s.trim(), &mut out)
-        .with_context(|| format!("{what}: expected {} hex digits", 2 * N))?;
-    Ok(out)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a
@@ -185,7 +179,7 @@ fn apply_launch_facts(c: &ReferenceCmd, v: &mut ReferenceValues) -> Result<()> {
     let host_data = c
         .host_data
         .as_deref()
-        .map(|h| hex_n::<32>("--host-data", h))
+        .map(|h| hex_exact::<32>("--host-data", h))
         .transpose()?;
     let id_block = match &c.id_block {
         Some(p) => {
@@ -370,7 +364,7 @@ pub(crate) struct IdBlockCmd {
 fn measurement_arg(s: &str) -> Result<[u8; 48]> {
     let t = s.trim();
     if t.len() == 96 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return hex_n("--measurement", t);
+        return Ok(hex_exact("--measurement", t)?);
     }
     let path = Path::new(t);
     if !path.exists() && t.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -390,7 +384,7 @@ fn measurement_arg(s: &str) -> Result<[u8; 48]> {
         .get("measurement")
         .and_then(Value::as_str)
         .with_context(|| format!("--measurement {}: no \"measurement\"", path.display()))?;
-    hex_n("--measurement", m)
+    Ok(hex_exact("--measurement", m)?)
 }
 
 pub(crate) fn run_id_block(c: IdBlockCmd) -> Result<()> {
@@ -399,8 +393,8 @@ pub(crate) fn run_id_block(c: IdBlockCmd) -> Result<()> {
     }
     let params = IdBlockParams {
         measurement: measurement_arg(&c.measurement)?,
-        family_id: hex_n("--family-id", &c.family_id)?,
-        image_id: hex_n("--image-id", &c.image_id)?,
+        family_id: hex_exact("--family-id", &c.family_id)?,
+        image_id: hex_exact("--image-id", &c.image_id)?,
         guest_svn: c.guest_svn,
         policy: c.policy,
     };
