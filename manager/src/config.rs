@@ -223,6 +223,23 @@ pub struct Config {
     /// Most events the outbox holds (see the store's policy).
     #[arg(long, env = "MANAGER_OUTBOX_CAPACITY", default_value_t = 1_000_000)]
     pub outbox_capacity: u64,
+    /// Most bytes of events the store holds (QEMU size syntax: 512M, 1G; at least
+    /// 2 MiB). Ring mode drops the oldest beyond it; confirmed mode refuses agent frames.
+    #[arg(long, env = "MANAGER_OUTBOX_BYTES", default_value = "1G", value_parser = parse_size)]
+    pub outbox_bytes: u64,
+    /// A VM's share of the outbox (events and bytes), in percent. Confirmed mode: a VM
+    /// holding its share has its agent frames left unacknowledged (the agent keeps them)
+    /// and gets a `guest-throttled` event; ring mode: it loses its own oldest events.
+    #[arg(long, env = "MANAGER_GUEST_OUTBOX_SHARE", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub guest_outbox_share: u8,
+    /// Agent frames a VM may commit per second, on average (0: no limit). Beyond it
+    /// (and its burst) the manager reads the VM's channel at this pace, the agent waits,
+    /// and the VM gets a `guest-throttled` event.
+    #[arg(long, env = "MANAGER_GUEST_EVENT_RATE", default_value_t = 1000)]
+    pub guest_event_rate: u32,
+    /// Agent frames a VM may commit at once above its rate.
+    #[arg(long, env = "MANAGER_GUEST_EVENT_BURST", default_value_t = 5000)]
+    pub guest_event_burst: u32,
     /// How long an attestation request waits for the guest's answer before the manager
     /// emits an `attestation` event with status "timeout"
     #[arg(long, env = "MANAGER_ATTESTATION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -241,6 +258,11 @@ pub struct Config {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "MANAGER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// Parses a size in QEMU's syntax (a number with K/M/G/T; a bare number is MiB).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    cocos_measure::machine::parse_memory(s)
 }
 
 /// Parses 0x-prefixed hex or decimal.

@@ -237,6 +237,11 @@ async fn metrics(State(m): State<Arc<Manager>>) -> Response {
         }
         Err(e) => tracing::error!("metrics: event store unreadable: {e}"),
     }
+    if let Ok(b) = m.store().held_bytes() {
+        m.metrics
+            .store_bytes
+            .set(i64::try_from(b).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,

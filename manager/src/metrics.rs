@@ -32,6 +32,10 @@ pub struct Metrics {
     pub events_unstored: Gauge,
     /// HTTP connections closed at once because --max-connections were open.
     pub connections_refused: Counter,
+    /// Times a VM was throttled (over its event rate or its share of the outbox).
+    pub guest_throttled: Counter,
+    /// Bytes of events held in the store.
+    pub store_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,6 +53,8 @@ impl Default for Metrics {
             store_healthy: Gauge::default(),
             events_unstored: Gauge::default(),
             connections_refused: Counter::default(),
+            guest_throttled: Counter::default(),
+            store_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("launches", "QEMU launches", m.launches.clone());
@@ -93,6 +99,16 @@ impl Default for Metrics {
             "connections_refused",
             "HTTP connections closed because --max-connections were open",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "guest_throttled",
+            "Times a VM was throttled (over its event rate or its share of the outbox)",
+            m.guest_throttled.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Bytes of events held in the store (outbox and replay window)",
+            m.store_bytes.clone(),
         );
         m.store_healthy.set(1);
         Self { registry, ..m }

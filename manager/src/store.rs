@@ -11,15 +11,28 @@
 //! stay as a replay window for WatchEvents (the newest [`REPLAY`]) and are then
 //! dropped. Without a control plane (`ring` mode) the store is only that replay log:
 //! it keeps the newest `capacity` events.
+//!
+//! Limits by bytes and per VM ([`Limits`], accounted by [`ledger`]): the events held
+//! are bounded by bytes as well as by count, and each VM gets a share of both. In
+//! confirmed mode a VM holding its share of the outbox has its agent frames refused
+//! ([`Appended::Throttled`]: not acknowledged, the agent keeps them) while other VMs'
+//! frames still go in; in ring mode a VM over its share loses its own oldest events
+//! instead of everybody else's.
 
 use std::path::Path;
 
+use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const VMS: TableDefinition<&str, &[u8]> = TableDefinition::new("vms");
 const AGENT_HW: TableDefinition<&str, u32> = TableDefinition::new("agent_hw");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+mod ledger;
+
+use ledger::{Ledger, Verdict};
+pub use ledger::{Limits, MIN_VM_BYTES};
 
 const NEXT_SEQ: &str = "next_seq";
 /// redb's page cache (its default grows to 1 GiB).
@@ -71,6 +84,9 @@ pub enum Appended {
     Duplicate,
     /// Outbox full (confirmed mode): not stored; do not acknowledge.
     Refused,
+    /// Its VM holds its share of the outbox (confirmed mode): not stored; do not
+    /// acknowledge.
+    Throttled,
 }
 
 /// The store.
@@ -82,14 +98,29 @@ pub struct Store {
     /// Why the last write failed, until a reopen succeeds (redb refuses every write
     /// after an I/O error until the database is opened again).
     failure: std::sync::Mutex<Option<String>>,
-    capacity: u64,
+    limits: Limits,
     retention: Retention,
+    /// What is held, per VM (see [`ledger`]).
+    ledger: std::sync::Mutex<Ledger>,
+}
+
+/// The VM (computation id) a stored event belongs to ("" if it names none).
+fn owner_of(payload: &[u8]) -> String {
+    use cocos_proto::grpc::{client_stream_message::Message as M, ClientStreamMessage};
+    match ClientStreamMessage::decode(payload)
+        .ok()
+        .and_then(|m| m.message)
+    {
+        Some(M::AgentEvent(e)) => e.computation_id,
+        Some(M::AgentLog(l)) => l.computation_id,
+        _ => String::new(),
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, bounded by `capacity` events only.
     pub fn open(path: &Path, capacity: u64, retention: Retention) -> Result<Self, StoreError> {
-        Self::open_checked(path, capacity, retention, false)
+        Self::open_checked(path, Limits::events_only(capacity), retention, false)
     }
 
     /// Opens the store without ever overwriting one that holds data: a new file is
@@ -99,7 +130,7 @@ impl Store {
     /// one (both logged). redb's own panics on damaged files are caught.
     pub fn open_checked(
         path: &Path,
-        capacity: u64,
+        limits: Limits,
         retention: Retention,
         repair: bool,
     ) -> Result<Self, StoreError> {
@@ -165,13 +196,38 @@ impl Store {
             w.open_table(META).map_err(e)?;
         }
         w.commit().map_err(e)?;
-        Ok(Self {
+        let s = Self {
             db: std::sync::RwLock::new(Some(std::sync::Arc::new(db))),
             path: path.to_path_buf(),
             failure: std::sync::Mutex::new(None),
-            capacity: capacity.max(1),
+            limits,
             retention,
-        })
+            ledger: std::sync::Mutex::new(Ledger::new(retention, 0)),
+        };
+        *s.ledger.lock().map_err(|_| e("ledger lock poisoned"))? = s.account()?;
+        Ok(s)
+    }
+
+    /// Reads what is held back into a new account (at open, and after a failed write).
+    fn account(&self) -> Result<Ledger, StoreError> {
+        let r = self.db()?.begin_read().map_err(e)?;
+        let confirmed = counter(&r.open_table(META).map_err(e)?, CONFIRMED)?;
+        let mut l = Ledger::new(self.retention, confirmed);
+        for row in r.open_table(EVENTS).map_err(e)?.iter().map_err(e)? {
+            let (k, v) = row.map_err(e)?;
+            let v = v.value();
+            l.load(k.value(), v.len() as u64, &owner_of(v));
+        }
+        Ok(l)
+    }
+
+    /// The account, rebuilt first if a write failed since it was last right.
+    fn ledger(&self) -> Result<std::sync::MutexGuard<'_, Ledger>, StoreError> {
+        let mut g = self.ledger.lock().map_err(|_| e("ledger lock poisoned"))?;
+        if !g.fresh {
+            *g = self.account()?;
+        }
+        Ok(g)
     }
 
     fn db(&self) -> Result<std::sync::Arc<Database>, StoreError> {
@@ -230,6 +286,10 @@ impl Store {
                 .map_err(|x| e(format!("{}: reopening: {x}", self.path.display())))?;
             *g = Some(std::sync::Arc::new(db));
         }
+        // The account is read back from what the reopened file holds.
+        if let Ok(mut l) = self.ledger.lock() {
+            l.fresh = false;
+        }
         // A write must commit before the store counts as healthy again.
         let w = self.db()?.begin_write().map_err(e)?;
         w.open_table(META).map_err(e)?;
@@ -248,6 +308,9 @@ impl Store {
     }
 
     fn append_inner(&self, items: &[Append]) -> Result<Vec<Appended>, StoreError> {
+        let mut led = self.ledger()?;
+        // Until this transaction commits the account is ahead of the database.
+        led.fresh = false;
         let w = self.db()?.begin_write().map_err(e)?;
         let mut out = Vec::with_capacity(items.len());
         {
@@ -255,14 +318,12 @@ impl Store {
             let mut hw = w.open_table(AGENT_HW).map_err(e)?;
             let mut meta = w.open_table(META).map_err(e)?;
             let mut next = counter(&meta, NEXT_SEQ)?.max(1);
-            let confirmed = counter(&meta, CONFIRMED)?;
-            // Confirmed mode counts what awaits confirmation; ring mode what is held.
-            let mut len = match self.retention {
-                Retention::Confirmed => next.saturating_sub(1).saturating_sub(confirmed),
-                Retention::Ring => events.len().map_err(e)?,
-            };
-            let mut refused_vm: Vec<&str> = Vec::new();
+            // Once a VM's frame is refused, its later frames in this batch are refused
+            // the same way, so its stored frames stay a prefix.
+            let mut refused_vm: Vec<(&str, Appended)> = Vec::new();
+            let mut touched: Vec<&str> = Vec::new();
             for it in items {
+                let bytes = it.payload.len() as u64;
                 if let Some(fid) = it.frame_id {
                     let mark = hw
                         .get(it.vm.as_str())
@@ -273,33 +334,46 @@ impl Store {
                         out.push(Appended::Duplicate);
                         continue;
                     }
-                    // Once a VM's frame is refused, its later frames in this batch are
-                    // refused too, so its stored frames stay a prefix.
-                    if refused_vm.contains(&it.vm.as_str())
-                        || (self.retention == Retention::Confirmed && len >= self.capacity)
-                    {
-                        refused_vm.push(&it.vm);
-                        out.push(Appended::Refused);
+                    if let Some((_, why)) = refused_vm.iter().find(|(v, _)| *v == it.vm) {
+                        out.push(*why);
+                        continue;
+                    }
+                    let why = match led.admit(&self.limits, &it.vm, bytes) {
+                        Verdict::Fits => None,
+                        Verdict::Full => Some(Appended::Refused),
+                        Verdict::OverShare => Some(Appended::Throttled),
+                    };
+                    if let Some(why) = why {
+                        refused_vm.push((&it.vm, why));
+                        out.push(why);
                         continue;
                     }
                     hw.insert(it.vm.as_str(), fid).map_err(e)?;
                 }
                 events.insert(next, it.payload.as_slice()).map_err(e)?;
+                led.add(next, bytes, &it.vm);
+                if !touched.contains(&it.vm.as_str()) {
+                    touched.push(&it.vm);
+                }
                 out.push(Appended::Stored(next));
                 next += 1;
-                len += 1;
             }
             meta.insert(NEXT_SEQ, next).map_err(e)?;
-            let last = next - 1;
-            let cut = match self.retention {
-                Retention::Ring => last.saturating_sub(self.capacity),
-                Retention::Confirmed => confirmed.min(last.saturating_sub(REPLAY)),
-            };
-            if cut > 0 {
-                events.retain_in(..=cut, |_, _| false).map_err(e)?;
+            match self.retention {
+                Retention::Ring => {
+                    for seq in led.trim_ring(&self.limits, &touched) {
+                        events.remove(seq).map_err(e)?;
+                    }
+                }
+                Retention::Confirmed => {
+                    if let Some(cut) = led.trim_replay(&self.limits, REPLAY) {
+                        events.retain_in(..=cut, |_, _| false).map_err(e)?;
+                    }
+                }
             }
         }
         w.commit().map_err(e)?;
+        led.fresh = true;
         Ok(out)
     }
 
@@ -345,6 +419,8 @@ impl Store {
     }
 
     fn confirm_inner(&self, seq: u64) -> Result<(), StoreError> {
+        let mut led = self.ledger()?;
+        led.fresh = false;
         let w = self.db()?.begin_write().map_err(e)?;
         {
             let mut events = w.open_table(EVENTS).map_err(e)?;
@@ -352,12 +428,29 @@ impl Store {
             let last = counter(&meta, NEXT_SEQ)?.max(1) - 1;
             let now = counter(&meta, CONFIRMED)?.max(seq.min(last));
             meta.insert(CONFIRMED, now).map_err(e)?;
-            let cut = now.min(last.saturating_sub(REPLAY));
-            if cut > 0 {
+            led.confirm(now);
+            if let Some(cut) = led.trim_replay(&self.limits, REPLAY) {
                 events.retain_in(..=cut, |_, _| false).map_err(e)?;
             }
         }
-        w.commit().map_err(e)
+        w.commit().map_err(e)?;
+        led.fresh = true;
+        Ok(())
+    }
+
+    /// Outbox events and bytes held by `vm` (what counts against its share).
+    pub fn vm_usage(&self, vm: &str) -> Result<(u64, u64), StoreError> {
+        Ok(self.ledger()?.vm_usage(vm))
+    }
+
+    /// Bytes of every event held (outbox and replay window).
+    pub fn held_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.ledger()?.held_bytes())
+    }
+
+    /// The limits this store keeps.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Events not yet confirmed (confirmed mode).
@@ -554,6 +647,104 @@ mod tests {
         assert_eq!(ev.iter().map(|x| x.0).collect::<Vec<_>>(), vec![8, 9, 10]);
     }
 
+    /// An event as the manager stores it (the owner is read back from it at open).
+    fn real(vm: &str, fid: Option<u32>, size: usize) -> Append {
+        use cocos_proto::grpc::{client_stream_message::Message as M, ClientStreamMessage};
+        use cocos_proto::messages::AgentLog;
+        Append {
+            vm: vm.into(),
+            frame_id: fid,
+            payload: ClientStreamMessage {
+                message: Some(M::AgentLog(AgentLog {
+                    message: "x".repeat(size),
+                    computation_id: vm.into(),
+                    level: "info".into(),
+                    timestamp: None,
+                })),
+                seq: 0,
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    /// Issue #15.4: in confirmed mode a VM at its share is throttled while another VM's
+    /// frames still go in, and the manager's own events always do; the account is read
+    /// back the same after a reopen.
+    #[test]
+    fn a_vm_at_its_share_is_throttled_and_others_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.redb");
+        let limits = Limits::new(100, 1 << 30, 10);
+        {
+            let s = Store::open_checked(&p, limits, Retention::Confirmed, false).unwrap();
+            let flood: Vec<Append> = (1..=15).map(|i| real("flood", Some(i), 10)).collect();
+            let r = s.append(&flood).unwrap();
+            assert!(r[..10].iter().all(|x| matches!(x, Appended::Stored(_))));
+            assert!(r[10..].iter().all(|x| *x == Appended::Throttled), "{r:?}");
+            assert_eq!(s.agent_hw("flood").unwrap(), 10);
+            let r = s
+                .append(&[real("quiet", Some(1), 10), real("flood", None, 10)])
+                .unwrap();
+            assert!(r.iter().all(|x| matches!(x, Appended::Stored(_))), "{r:?}");
+            assert_eq!(s.vm_usage("flood").unwrap().0, 11);
+        }
+        let s = Store::open_checked(&p, limits, Retention::Confirmed, false).unwrap();
+        assert_eq!(s.vm_usage("flood").unwrap().0, 11);
+        assert_eq!(s.vm_usage("quiet").unwrap().0, 1);
+        assert_eq!(
+            s.append(&[real("flood", Some(11), 10)]).unwrap(),
+            vec![Appended::Throttled]
+        );
+        // Confirmation frees the share.
+        s.confirm(5).unwrap();
+        assert_eq!(s.vm_usage("flood").unwrap().0, 6);
+        assert!(matches!(
+            s.append(&[real("flood", Some(11), 10)]).unwrap()[0],
+            Appended::Stored(_)
+        ));
+    }
+
+    /// Issue #15.5: ring mode is bounded by bytes, and a flooding VM loses its own
+    /// oldest events, not the quiet VM's.
+    #[test]
+    fn the_ring_is_bounded_by_bytes_and_per_vm() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.redb");
+        let limits = Limits::new(1_000_000, 8 * MIN_VM_BYTES, 25);
+        let s = Store::open_checked(&p, limits, Retention::Ring, false).unwrap();
+        s.append(&[real("quiet", Some(1), 100), real("quiet", None, 100)])
+            .unwrap();
+        let mut fid = 0;
+        for _ in 0..40 {
+            let batch: Vec<Append> = (0..10)
+                .map(|_| {
+                    fid += 1;
+                    real("flood", Some(fid), 16 << 10)
+                })
+                .collect();
+            s.append(&batch).unwrap();
+        }
+        let (_, flood_bytes) = s.vm_usage("flood").unwrap();
+        assert!(flood_bytes <= limits.vm_bytes(), "{flood_bytes}");
+        assert!(flood_bytes > limits.vm_bytes() / 2, "{flood_bytes}");
+        assert_eq!(
+            s.vm_usage("quiet").unwrap().0,
+            2,
+            "the quiet VM keeps its events"
+        );
+        let held: Vec<(u64, Vec<u8>)> = s.events_after(0, usize::MAX).unwrap();
+        let on_disk: u64 = held.iter().map(|(_, v)| v.len() as u64).sum();
+        assert_eq!(on_disk, s.held_bytes().unwrap());
+        assert_eq!(held[0].0, 1, "the quiet VM's first event is still there");
+        drop(s);
+        let s = Store::open_checked(&p, limits, Retention::Ring, false).unwrap();
+        assert_eq!(
+            s.held_bytes().unwrap(),
+            on_disk,
+            "the same account after reopen"
+        );
+    }
+
     #[test]
     fn vm_records() {
         let d = tempfile::tempdir().unwrap();
@@ -607,7 +798,7 @@ mod tests {
         }
         // --repair: an empty file becomes a new store.
         std::fs::write(&p, b"").unwrap();
-        let s = Store::open_checked(&p, 100, Retention::Ring, true).unwrap();
+        let s = Store::open_checked(&p, Limits::events_only(100), Retention::Ring, true).unwrap();
         assert!(s.vms().unwrap().is_empty());
     }
 

@@ -296,7 +296,11 @@ impl Manager {
         };
         let store = Arc::new(Store::open_checked(
             &cfg.state_dir.join("state.redb"),
-            cfg.outbox_capacity,
+            crate::store::Limits::new(
+                cfg.outbox_capacity,
+                cfg.outbox_bytes,
+                cfg.guest_outbox_share,
+            ),
             retention,
             cfg.repair,
         )?);

@@ -14,6 +14,49 @@ fn violation_backoff(base: Duration, n: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// The shortest gap between two `guest-throttled` events of one VM: being throttled
+/// must not become a way to fill the store with the manager's complaints.
+pub const THROTTLE_NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// A VM's agent-frame allowance (a token bucket): `rate` frames per second on
+/// average, up to `burst` at once.
+#[derive(Debug)]
+struct Allowance {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Allowance {
+    /// None when `rate` is 0 (no limit).
+    fn new(rate: u32, burst: u32) -> Option<Self> {
+        (rate > 0).then(|| {
+            let burst = f64::from(burst.max(1));
+            Self {
+                rate: f64::from(rate),
+                burst,
+                tokens: burst,
+                at: Instant::now(),
+            }
+        })
+    }
+
+    /// Takes `n` frames' worth, returning how long to wait before committing them
+    /// (zero: now). The wait is the debt at the rate; reading stops meanwhile, so the
+    /// guest's writes block and nothing is buffered for it beyond one read.
+    fn take(&mut self, n: usize, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - n as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
 /// Why one agent connection ended; what follows depends on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ChannelEnd {
@@ -26,6 +69,8 @@ enum ChannelEnd {
     Store,
     /// The outbox is full: frames stay unacknowledged in the agent; back off.
     OutboxFull,
+    /// The VM holds its share of the outbox: its frames stay in the agent; back off.
+    OverShare,
 }
 
 impl Vm {
@@ -189,6 +234,8 @@ impl Manager {
         let mut session = Session::new(&id, hw);
         let mut done = vm.done_tx.subscribe();
         let mut violations = 0u32;
+        let mut allowance = Allowance::new(self.cfg.guest_event_rate, self.cfg.guest_event_burst);
+        let mut last_notice: Option<Instant> = None;
         while let Some(conn) = Self::next_connection(&vm, &mut vsock_rx, &mut done).await {
             let (mut r, mut w) = tokio::io::split(conn);
             if w.write_all(&session.reconnected()).await.is_err() {
@@ -207,6 +254,19 @@ impl Manager {
                             break ChannelEnd::Closed;
                         }
                         if inc.new.is_empty() { continue; }
+                        if let Some(a) = allowance.as_mut() {
+                            let wait = a.take(inc.new.len(), Instant::now());
+                            if !wait.is_zero() {
+                                self.throttled(&id, &mut last_notice, json!({
+                                    "reason": format!("over the guest event rate ({} frames/s, burst {})", self.cfg.guest_event_rate, self.cfg.guest_event_burst),
+                                    "action": "the manager reads this guest's agent channel at the rate; its agent keeps the rest until acknowledged",
+                                })).await;
+                                tokio::select! {
+                                    _ = tokio::time::sleep(wait) => {}
+                                    _ = done.changed() => return,
+                                }
+                            }
+                        }
                         let frame_ids: Vec<u32> = inc.new.iter().map(|d| d.frame_id).collect();
                         // Each frame was decoded once (Session::on_bytes); its message
                         // moves into the stored ClientStreamMessage, encoded once.
@@ -223,17 +283,18 @@ impl Manager {
                             Err(e) => { tracing::error!("{e}"); break ChannelEnd::Store; }
                         };
                         let mut ids = Vec::new();
-                        let mut refused = false;
+                        let mut refused = None;
                         for (&fid, res) in frame_ids.iter().zip(results) {
                             match res {
-                                Appended::Stored(_) | Appended::Duplicate if !refused => ids.push(fid),
-                                _ => refused = true,
+                                Appended::Stored(_) | Appended::Duplicate if refused.is_none() => ids.push(fid),
+                                Appended::Throttled => { refused.get_or_insert(ChannelEnd::OverShare); }
+                                _ => { refused.get_or_insert(ChannelEnd::OutboxFull); }
                             }
                         }
                         if w.write_all(&session.committed(&ids)).await.is_err() { break ChannelEnd::Closed; }
-                        if refused {
+                        if let Some(end) = refused {
                             self.metrics.refused.inc();
-                            break ChannelEnd::OutboxFull;
+                            break end;
                         }
                     }
                     nonce = attest_rx.recv() => {
@@ -250,6 +311,19 @@ impl Manager {
                 ChannelEnd::OutboxFull => {
                     tracing::warn!(computation = %id, "outbox full: agent frames wait in the agent until the control plane confirms events");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                ChannelEnd::OverShare => {
+                    let (events, bytes) = self.store.vm_usage(&id).unwrap_or((0, 0));
+                    let limits = self.store.limits();
+                    tracing::warn!(computation = %id, "guest holds its share of the outbox ({events} events, {bytes} bytes): its frames wait in the agent");
+                    self.throttled(&id, &mut last_notice, json!({
+                        "reason": format!("holds its share of the outbox awaiting the control plane ({events} of {} events, {bytes} of {} bytes)", limits.vm_events(), limits.vm_bytes()),
+                        "action": "its agent frames stay unacknowledged in the agent until the control plane confirms this VM's events",
+                    })).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = done.changed() => return,
+                    }
                 }
                 ChannelEnd::Closed if procs::is_same(vm.record.pid, vm.record.start_time) => {
                     self.emit(
@@ -295,6 +369,18 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// Counts a throttling of `id` and emits its `guest-throttled` event, at most one
+    /// per [`THROTTLE_NOTICE_EVERY`].
+    async fn throttled(&self, id: &str, last: &mut Option<Instant>, details: Value) {
+        self.metrics.guest_throttled.inc();
+        if last.is_some_and(|t| t.elapsed() < THROTTLE_NOTICE_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(computation = %id, "guest throttled: {}", details.get("reason").and_then(serde_json::Value::as_str).unwrap_or(""));
+        self.emit(id, "guest-throttled", "warning", details).await;
     }
 
     /// Asks the VM's agent for an attestation report over this nonce; the answer
@@ -431,5 +517,21 @@ mod tests {
             .collect();
         assert_eq!(waits, [200, 400, 800, 1600, 3200, 6400, 12800, 25600]);
         assert_eq!(violation_backoff(b, 40), Duration::from_secs(30));
+    }
+
+    /// The allowance lets a burst through, then paces at the rate, and refills.
+    #[test]
+    fn the_allowance_paces_at_the_rate_after_the_burst() {
+        let t0 = Instant::now();
+        let mut a = Allowance::new(100, 50).unwrap();
+        assert_eq!(a.take(50, t0), Duration::ZERO);
+        let w = a.take(10, t0);
+        assert!((w.as_secs_f64() - 0.1).abs() < 1e-9, "{w:?}");
+        // A second later the debt is paid and 90 more are saved.
+        assert_eq!(a.take(90, t0 + Duration::from_secs(1)), Duration::ZERO);
+        // Saving stops at the burst.
+        assert_eq!(a.take(50, t0 + Duration::from_secs(100)), Duration::ZERO);
+        assert!(!a.take(1, t0 + Duration::from_secs(100)).is_zero());
+        assert!(Allowance::new(0, 10).is_none(), "0 = no limit");
     }
 }
