@@ -315,3 +315,207 @@ fn followers_see_every_event_once_in_order_even_when_slow() {
         let _ = http(&m.http, "DELETE", &format!("/computations/f{i}"), "");
     }
 }
+
+/// What a follower of `GET /events?follow=true` saw: each event with the Unix time it
+/// arrived.
+fn follow_events(addr: &str, for_how_long: Duration) -> std::thread::JoinHandle<Vec<(Value, f64)>> {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /events?follow=true HTTP/1.1\r\nHost: m\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut out = Vec::new();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        while t0.elapsed() < for_how_long {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs_f64();
+                        out.push((v, now));
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+        out
+    })
+}
+
+/// Issue #15.4: one flooding guest (as fast as its agent can send) beside two quiet
+/// ones (20 heartbeats/s). The flooder is paced at its rate (200/s, burst 200) and
+/// told so once per reason (`guest-throttled`); the quiet VMs' heartbeats all arrive, in order,
+/// with p99 latency (guest timestamp → follower) under 1 s, and none of their events
+/// is pushed out of the store. `confirmed`: with a control plane that never answers,
+/// the flooder stops at its share of the outbox (20 % of 1,000 events) while the
+/// quiet VMs go on storing; ring mode: the flooder rotates within its share (20 % of
+/// 3,000) and the quiet VMs keep everything.
+fn one_flooding_guest_does_not_starve_the_quiet_ones(confirmed: bool) {
+    let d = tempfile::tempdir().unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    let capacity = if confirmed { "1000" } else { "3000" };
+    let mut extra = vec![
+        "--outbox-capacity",
+        capacity,
+        "--guest-outbox-share",
+        "20",
+        "--guest-event-rate",
+        "200",
+        "--guest-event-burst",
+        "200",
+    ];
+    if confirmed {
+        // Nothing listens there: no event is ever confirmed.
+        extra.extend(["--grpc-url", "http://127.0.0.1:9"]);
+    }
+    let m = ManagerProc::start(
+        &manager_args(&release, &state, &fw, FAKE, &extra),
+        &[
+            ("FAKE_QEMU_RATE", "20"),
+            ("FAKE_QEMU_RATE_FOR", "flood=1000000"),
+        ],
+        &state.join("manager.log"),
+    );
+    let watch = follow_events(&m.http, Duration::from_secs(9));
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = std::time::Instant::now();
+    for id in ["flood", "q1", "q2"] {
+        let (st, body) = http(
+            &m.http,
+            "POST",
+            "/run",
+            &format!(r#"{{"computation_id": "{id}"}}"#),
+        );
+        assert_eq!(st, 201, "{body}");
+    }
+    let seen = watch.join().unwrap();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let of = |vm: &str| -> Vec<&(Value, f64)> {
+        seen.iter()
+            .filter(|(e, _)| e["computation_id"] == vm)
+            .collect()
+    };
+    for q in ["q1", "q2"] {
+        let beats: Vec<&(Value, f64)> = of(q)
+            .into_iter()
+            .filter(|(e, _)| e["event_type"] == "heartbeat")
+            .collect();
+        let seqs: Vec<u64> = beats
+            .iter()
+            .map(|(e, _)| e["details"]["seq"].as_u64().unwrap())
+            .collect();
+        assert!(
+            seqs.len() >= 100,
+            "{q}: only {} heartbeats in {elapsed:.1} s",
+            seqs.len()
+        );
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{q}: heartbeats missing or out of order"
+        );
+        let mut lat: Vec<f64> = beats
+            .iter()
+            .map(|(e, at)| at - e["timestamp"].as_str().unwrap().parse::<f64>().unwrap())
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let p99 = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
+        eprintln!(
+            "{q}: {} heartbeats, latency p50 {:.3} s p99 {p99:.3} s",
+            lat.len(),
+            lat[lat.len() / 2]
+        );
+        assert!(p99 < 1.0, "{q}: p99 latency {p99:.3} s");
+        assert!(
+            !of(q)
+                .iter()
+                .any(|(e, _)| e["event_type"] == "guest-throttled"),
+            "{q} was throttled"
+        );
+    }
+    let flood = of("flood");
+    let throttled: Vec<&&(Value, f64)> = flood
+        .iter()
+        .filter(|(e, _)| e["event_type"] == "guest-throttled")
+        .collect();
+    let reasons: Vec<&str> = throttled
+        .iter()
+        .map(|(e, _)| {
+            assert_eq!(e["originator"], "manager");
+            e["details"]["reason"].as_str().unwrap()
+        })
+        .collect();
+    let rate = reasons.iter().filter(|r| r.contains("rate")).count();
+    let share = reasons
+        .iter()
+        .filter(|r| r.contains("share of the outbox"))
+        .count();
+    assert_eq!(rate + share, reasons.len(), "unknown reasons: {reasons:?}");
+    assert!(
+        rate <= 1 && share <= 1,
+        "one event per reason, not one per frame: {reasons:?}"
+    );
+    let flood_beats = flood
+        .iter()
+        .filter(|(e, _)| e["event_type"] == "heartbeat")
+        .count() as f64;
+    if confirmed {
+        assert_eq!(share, 1, "{reasons:?}");
+        assert!(
+            flood_beats <= 200.0,
+            "the flooder stored {flood_beats} events past its share"
+        );
+    } else {
+        assert_eq!((rate, share), (1, 0), "{reasons:?}");
+        // Its rate, its burst, and one read's worth of slack.
+        assert!(
+            flood_beats <= 200.0 * elapsed + 200.0 + 600.0,
+            "the flooder stored {flood_beats} heartbeats in {elapsed:.1} s"
+        );
+    }
+    // What the store still holds: every event of the quiet VMs, the flooder's share.
+    let held = cocos_tests::events(&m.http, 0);
+    for q in ["q1", "q2"] {
+        let live = of(q).len();
+        let kept = held.iter().filter(|e| e["computation_id"] == q).count();
+        assert!(kept >= live, "{q}: {live} events seen, {kept} still held");
+    }
+    let flood_kept = held
+        .iter()
+        .filter(|e| e["computation_id"] == "flood")
+        .count();
+    assert!(
+        flood_kept <= if confirmed { 201 } else { 600 },
+        "{flood_kept}"
+    );
+    let metrics = http(&m.http, "GET", "/metrics", "").1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cocos_manager_guest_throttled_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    for id in ["flood", "q1", "q2"] {
+        let _ = http(&m.http, "DELETE", &format!("/computations/{id}"), "");
+    }
+}
+
+#[test]
+fn a_flooding_guest_is_paced_and_the_quiet_ones_keep_their_events() {
+    one_flooding_guest_does_not_starve_the_quiet_ones(false);
+}
+
+#[test]
+fn a_flooding_guest_stops_at_its_outbox_share_while_the_control_plane_is_away() {
+    one_flooding_guest_does_not_starve_the_quiet_ones(true);
+}

@@ -235,7 +235,9 @@ impl Manager {
         let mut done = vm.done_tx.subscribe();
         let mut violations = 0u32;
         let mut allowance = Allowance::new(self.cfg.guest_event_rate, self.cfg.guest_event_burst);
-        let mut last_notice: Option<Instant> = None;
+        // One notice timer per reason (rate, share of the outbox).
+        let mut rate_notice: Option<Instant> = None;
+        let mut share_notice: Option<Instant> = None;
         while let Some(conn) = Self::next_connection(&vm, &mut vsock_rx, &mut done).await {
             let (mut r, mut w) = tokio::io::split(conn);
             if w.write_all(&session.reconnected()).await.is_err() {
@@ -257,7 +259,7 @@ impl Manager {
                         if let Some(a) = allowance.as_mut() {
                             let wait = a.take(inc.new.len(), Instant::now());
                             if !wait.is_zero() {
-                                self.throttled(&id, &mut last_notice, json!({
+                                self.throttled(&id, &mut rate_notice, json!({
                                     "reason": format!("over the guest event rate ({} frames/s, burst {})", self.cfg.guest_event_rate, self.cfg.guest_event_burst),
                                     "action": "the manager reads this guest's agent channel at the rate; its agent keeps the rest until acknowledged",
                                 })).await;
@@ -316,7 +318,7 @@ impl Manager {
                     let (events, bytes) = self.store.vm_usage(&id).unwrap_or((0, 0));
                     let limits = self.store.limits();
                     tracing::warn!(computation = %id, "guest holds its share of the outbox ({events} events, {bytes} bytes): its frames wait in the agent");
-                    self.throttled(&id, &mut last_notice, json!({
+                    self.throttled(&id, &mut share_notice, json!({
                         "reason": format!("holds its share of the outbox awaiting the control plane ({events} of {} events, {bytes} of {} bytes)", limits.vm_events(), limits.vm_bytes()),
                         "action": "its agent frames stay unacknowledged in the agent until the control plane confirms this VM's events",
                     })).await;
@@ -372,7 +374,7 @@ impl Manager {
     }
 
     /// Counts a throttling of `id` and emits its `guest-throttled` event, at most one
-    /// per [`THROTTLE_NOTICE_EVERY`].
+    /// per reason (`last` is that reason's timer) per [`THROTTLE_NOTICE_EVERY`].
     async fn throttled(&self, id: &str, last: &mut Option<Instant>, details: Value) {
         self.metrics.guest_throttled.inc();
         if last.is_some_and(|t| t.elapsed() < THROTTLE_NOTICE_EVERY) {

@@ -4,7 +4,8 @@
 //! go to the console log), serves QMP on the -qmp
 //! socket (qmp_capabilities, query-name, system_powerdown, quit) and plays the agent
 //! on the virtio-serial chardev socket with cocos-agent's own outbox: a boot event,
-//! then heartbeats `{"seq": n}` at FAKE_QEMU_RATE per second (default 5), up to
+//! then heartbeats `{"seq": n}` at FAKE_QEMU_RATE per second (default 5; per
+//! computation with FAKE_QEMU_RATE_FOR="id=rate,…"), up to
 //! FAKE_QEMU_EVENTS (default unlimited). FAKE_QEMU_IGNORE_POWERDOWN=1 makes it ignore
 //! system_powerdown (so the manager must signal it). FAKE_QEMU_SNP_DIR=DIR (a
 //! `cocos_testkit::snp_evidence::TestChain` saved there, and DIR/measurement in hex)
@@ -94,7 +95,17 @@ fn main() {
     }
 
     let outbox = Outbox::new();
-    let rate = env_u64("FAKE_QEMU_RATE").unwrap_or(5).max(1);
+    // FAKE_QEMU_RATE_FOR="id=rate,…" gives some computations their own rate.
+    let own_rate = std::env::var("FAKE_QEMU_RATE_FOR").ok().and_then(|v| {
+        v.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, r)| r.parse::<u64>().ok())
+    });
+    let rate = own_rate
+        .or_else(|| env_u64("FAKE_QEMU_RATE"))
+        .unwrap_or(5)
+        .max(1);
     let total = env_u64("FAKE_QEMU_EVENTS").unwrap_or(u64::MAX);
     {
         let outbox = outbox.clone();
