@@ -87,7 +87,8 @@ pub struct Config {
     /// Group allowed to use unix: API sockets (mode 0660; default 0600, owner only).
     #[arg(long, env = "MANAGER_SOCKET_GROUP", value_name = "GROUP")]
     pub socket_group: Option<String>,
-    /// Most HTTP connections open at once (more are closed at once).
+    /// Most connections open at once on each API listener, HTTP and gRPC (more are
+    /// closed as soon as they are accepted).
     #[arg(long, env = "MANAGER_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
     /// Seed protocol: the Computations server to dial (ManagerService.Process), e.g. https://cp:7001.

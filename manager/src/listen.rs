@@ -291,35 +291,113 @@ impl Listener {
     }
 }
 
-/// Serves the HTTP router: at most `max_connections` at once (more are closed at
-/// once, counted), TLS when given (handshake within [`CLIENT_TIMEOUT`]), headers
-/// within [`CLIENT_TIMEOUT`].
-pub async fn serve_http(
+/// An accepted connection holding one of its listener's slots until it is dropped.
+pub struct Slotted {
+    io: Box<dyn Io>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Slotted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slotted")
+    }
+}
+
+impl AsyncRead for Slotted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slotted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Slotted {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// The listener's connections, at most `max_connections` open at once: one more is
+/// closed as soon as it is accepted, and counted in `refused`. Accept errors (out of
+/// descriptors) are retried after 50 ms, never end the stream. Both servers (HTTP
+/// and gRPC) take their connections from here.
+pub fn incoming(
     l: Listener,
-    app: axum::Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
     refused: prometheus_client::metrics::counter::Counter,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
-    loop {
-        let io = match l.accept().await {
-            Ok(io) => io,
-            Err(e) => {
-                tracing::debug!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Slotted>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+        loop {
+            let io = match l.accept().await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                refused.inc();
+                drop(io);
                 continue;
+            };
+            if tx.send(Ok(Slotted { io, _slot: slot })).await.is_err() {
+                return;
             }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            refused.inc();
-            drop(io);
-            continue;
-        };
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Serves the HTTP router on [`incoming`]'s connections: TLS when given (handshake
+/// within [`CLIENT_TIMEOUT`]), headers within [`CLIENT_TIMEOUT`].
+pub async fn serve_http(
+    mut conns: tokio_stream::wrappers::ReceiverStream<std::io::Result<Slotted>>,
+    app: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    use tokio_stream::StreamExt;
+    while let Some(conn) = conns.next().await {
+        let Ok(conn) = conn else { continue };
         let (app, tls) = (app.clone(), tls.clone());
         tokio::spawn(async move {
             let io: Box<dyn Io> = match tls {
-                Some(acc) => match tokio::time::timeout(CLIENT_TIMEOUT, acc.accept(io)).await {
+                Some(acc) => match tokio::time::timeout(CLIENT_TIMEOUT, acc.accept(conn)).await {
                     Ok(Ok(s)) => Box::new(s),
                     Ok(Err(e)) => {
                         tracing::debug!("TLS handshake: {e}");
@@ -327,7 +405,7 @@ pub async fn serve_http(
                     }
                     Err(_) => return,
                 },
-                None => io,
+                None => Box::new(conn),
             };
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let mut b =
@@ -341,7 +419,6 @@ pub async fn serve_http(
             {
                 tracing::debug!("HTTP connection: {e}");
             }
-            drop(permit);
         });
     }
 }

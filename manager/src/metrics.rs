@@ -30,7 +30,7 @@ pub struct Metrics {
     pub store_healthy: Gauge,
     /// Manager events kept in memory because the store could not commit them.
     pub events_unstored: Gauge,
-    /// HTTP connections closed at once because --max-connections were open.
+    /// HTTP or gRPC connections closed at once because --max-connections were open.
     pub connections_refused: Counter,
     /// Times a VM was throttled (over its event rate or its share of the outbox).
     pub guest_throttled: Counter,
@@ -97,7 +97,7 @@ impl Default for Metrics {
         );
         registry.register(
             "connections_refused",
-            "HTTP connections closed because --max-connections were open",
+            "HTTP or gRPC connections closed because --max-connections were open",
             m.connections_refused.clone(),
         );
         registry.register(

@@ -6,7 +6,7 @@
 //! - server TLS on HTTP (curl with the CA) and gRPC (tonic), and mTLS: without a client
 //!   certificate the handshake fails, with one the API answers;
 //! - a request whose body never arrives gets 408 after 10 s without holding up others,
-//!   and connections beyond `--max-connections` are closed at once.
+//!   and connections beyond `--max-connections` are closed at once, on HTTP and gRPC.
 
 #![allow(
     clippy::unwrap_used,
@@ -273,9 +273,43 @@ fn slow_bodies_time_out_and_connections_are_capped() {
     drop(idle);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(http(&m.http, "GET", "/health", "").0, 200);
+    // gRPC has its own four slots: idle connections fill them, a fifth is closed
+    // before the server says anything (an HTTP/2 server speaks first: SETTINGS), and
+    // a real call goes through once they are gone.
+    let idle: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(&m.grpc).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = std::net::TcpStream::connect(&m.grpc).unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = fifth.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(fifth.read(&mut buf), Ok(0)),
+        "a gRPC connection over the limit was served"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let grpc = format!("http://{}", m.grpc);
+    let answer = rt.block_on(async move {
+        let mut c = cocos_proto::grpc::manager_service_client::ManagerServiceClient::connect(grpc)
+            .await
+            .unwrap();
+        c.cvm_info(cocos_proto::grpc::CvmInfoReq { id: "nope".into() })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code())
+    });
+    assert_eq!(answer, Err(tonic::Code::NotFound));
     let (_, metrics) = http(&m.http, "GET", "/metrics", "");
     assert!(
-        metrics.contains("cocos_manager_connections_refused_total 1"),
+        metrics.contains("cocos_manager_connections_refused_total 2"),
         "{metrics}"
     );
 }

@@ -12,7 +12,6 @@ use clap::Parser;
 use cocos_manager::config::Config;
 use cocos_manager::runtime::Manager;
 use cocos_manager::{grpc, http, listen, upstream};
-use tokio_stream::wrappers::TcpListenerStream;
 
 fn main() -> ExitCode {
     let cfg = match Config::try_parse() {
@@ -96,14 +95,12 @@ async fn serve(
         ready.insert("http".into(), l.describe().into());
         let app = http::router(mgr.clone());
         let acceptor = server_tls.as_ref().map(|t| t.acceptor.clone());
-        let refused = mgr.metrics.connections_refused.clone();
-        tokio::spawn(listen::serve_http(
+        let conns = listen::incoming(
             l,
-            app,
-            acceptor,
             cfg.max_connections,
-            refused,
-        ));
+            mgr.metrics.connections_refused.clone(),
+        );
+        tokio::spawn(listen::serve_http(conns, app, acceptor));
     }
     if let Some(ep) = plan.grpc {
         let l = listen::Listener::bind(&ep, group)
@@ -117,18 +114,13 @@ async fn serve(
             builder = builder.tls_config(t.tonic.clone()).context("gRPC TLS")?;
         }
         let router = builder.add_service(svc);
+        let conns = listen::incoming(
+            l,
+            cfg.max_connections,
+            mgr.metrics.connections_refused.clone(),
+        );
         tokio::spawn(async move {
-            let r = match l {
-                listen::Listener::Tcp(l) => {
-                    router.serve_with_incoming(TcpListenerStream::new(l)).await
-                }
-                listen::Listener::Unix(l) => {
-                    router
-                        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
-                        .await
-                }
-            };
-            if let Err(e) = r {
+            if let Err(e) = router.serve_with_incoming(conns).await {
                 tracing::error!("gRPC server: {e}");
             }
         });
