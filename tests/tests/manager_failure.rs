@@ -354,12 +354,12 @@ fn a_kernel_rewritten_in_place_is_not_what_qemu_reads() {
 
 /// Runs the manager in a private mount namespace (unshare -rm) with its state on a
 /// 24 MiB tmpfs; `ctl/fill` fills that disk, `ctl/free` frees it (the script answers
-/// with `ctl/filled` / `ctl/freed`). Returns the child and the HTTP address.
+/// with `ctl/filled` / `ctl/freed`). Returns the running set-up and the HTTP address.
 fn manager_on_small_disk(
     args: &[String],
     state: &std::path::Path,
     ctl: &std::path::Path,
-) -> (std::process::Child, String) {
+) -> (SmallDisk, String) {
     std::fs::create_dir_all(state).unwrap();
     std::fs::create_dir_all(ctl).unwrap();
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
@@ -367,6 +367,7 @@ fn manager_on_small_disk(
         r#"mount -t tmpfs -o size=24m tmpfs '{s}' || exit 97
 '{mgr}' --http 127.0.0.1:0 --grpc-listen 127.0.0.1:0 {args} &
 pid=$!
+echo $pid > '{c}/pid'
 while kill -0 $pid 2>/dev/null; do
   if [ -e '{c}/fill' ] && [ ! -e '{c}/filled' ]; then dd if=/dev/zero of='{s}/filler' bs=64k 2>/dev/null; touch '{c}/filled'; fi
   if [ -e '{c}/free' ] && [ ! -e '{c}/freed' ]; then rm -f '{s}/filler'; touch '{c}/freed'; fi
@@ -397,7 +398,36 @@ done"#,
             std::fs::read_to_string(ctl.join("manager.log")).unwrap_or_default()
         )
     });
-    (child, v["http"].as_str().unwrap().to_owned())
+    let disk = SmallDisk {
+        child,
+        ctl: ctl.to_path_buf(),
+        state: state.to_path_buf(),
+    };
+    (disk, v["http"].as_str().unwrap().to_owned())
+}
+
+/// The namespace's shell and the manager it started (killing the shell alone would
+/// leave the manager running), and the stand-in QEMUs naming the state directory: all
+/// killed on drop, also when an assertion failed.
+struct SmallDisk {
+    child: std::process::Child,
+    ctl: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.ctl.join("pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for p in cocos_tests::pids_with(&format!("{}/", self.state.join("vms").display())) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status();
+        }
+    }
 }
 
 #[test]
@@ -408,7 +438,7 @@ fn a_full_disk_degrades_then_heals_without_losing_manager_events() {
     let state = d.path().join("state");
     let ctl = d.path().join("ctl");
     let args = manager_args(&release, &state, &fw, FAKE, &[]);
-    let (mut child, addr) = manager_on_small_disk(&args, &state, &ctl);
+    let (disk, addr) = manager_on_small_disk(&args, &state, &ctl);
     let health = || http(&addr, "GET", "/health", "");
     assert_eq!(health().0, 200);
     let (st, body) = http(&addr, "POST", "/run", r#"{"computation_id": "d1"}"#);
@@ -456,11 +486,5 @@ fn a_full_disk_degrades_then_heals_without_losing_manager_events() {
     let (st, body) = http(&addr, "POST", "/run", r#"{"computation_id": "d3"}"#);
     assert_eq!(st, 201, "{body}");
     let _ = http(&addr, "DELETE", "/computations/d3", "");
-    let _ = child.kill();
-    let _ = child.wait();
-    for p in cocos_tests::pids_with(&format!("{}/", state.join("vms").display())) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &p.to_string()])
-            .status();
-    }
+    drop(disk);
 }

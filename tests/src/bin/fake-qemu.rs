@@ -6,7 +6,8 @@
 //! on the virtio-serial chardev socket with cocos-agent's own outbox: a boot event,
 //! then heartbeats `{"seq": n}` at FAKE_QEMU_RATE per second (default 5; per
 //! computation with FAKE_QEMU_RATE_FOR="id=rate,…"), up to
-//! FAKE_QEMU_EVENTS (default unlimited). FAKE_QEMU_IGNORE_POWERDOWN=1 makes it ignore
+//! FAKE_QEMU_EVENTS (default unlimited), once the file FAKE_QEMU_HOLD names exists (if
+//! set). FAKE_QEMU_IGNORE_POWERDOWN=1 makes it ignore
 //! system_powerdown (so the manager must signal it). FAKE_QEMU_SNP_DIR=DIR (a
 //! `cocos_testkit::snp_evidence::TestChain` saved there, and DIR/measurement in hex)
 //! answers attestation requests as an SEV-SNP guest would: a report over SHA-512 of the
@@ -122,6 +123,13 @@ fn main() {
             if std::env::var("FAKE_QEMU_HOSTILE").is_ok_and(|v| v.split(',').any(|m| m == "forge"))
             {
                 forge(&outbox, &id);
+            }
+            // FAKE_QEMU_HOLD=PATH: heartbeats wait until PATH exists (benchmarks start
+            // every agent at once).
+            if let Ok(hold) = std::env::var("FAKE_QEMU_HOLD") {
+                while !std::path::Path::new(&hold).exists() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
             let start = Instant::now();
             let mut n = 0u64;

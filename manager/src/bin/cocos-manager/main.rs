@@ -13,6 +13,27 @@ use cocos_manager::config::Config;
 use cocos_manager::runtime::Manager;
 use cocos_manager::{grpc, http, listen, upstream};
 
+/// Descriptors per VM: its agent and QMP sockets, QEMU's pipes, the sealed files at
+/// launch, and room for the API's connections.
+const FDS_PER_VM: u64 = 8;
+
+/// Raises the soft descriptor limit to the hard one (systemd's default soft limit is
+/// 1024, which a few hundred VMs and the API's connections exceed), and says so when
+/// even the hard limit is short for `max_vms`.
+fn raise_fd_limit(max_vms: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!("could not raise the descriptor limit from {soft} to {hard}");
+    }
+    let need = (max_vms as u64).saturating_mul(FDS_PER_VM).saturating_add(1024);
+    if hard < need {
+        tracing::warn!("descriptor limit {hard} is low for --max-vms {max_vms} (about {need} wanted); raise LimitNOFILE");
+    }
+}
+
 fn main() -> ExitCode {
     let cfg = match Config::try_parse() {
         Ok(c) => c,
@@ -36,6 +57,7 @@ fn main() -> ExitCode {
         eprintln!("cocos-manager: {e}");
         return ExitCode::from(2);
     }
+    raise_fd_limit(cfg.max_vms);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
