@@ -64,13 +64,15 @@ pub struct Config {
         default_value = "/var/lib/cocos-manager"
     )]
     pub state_dir: PathBuf,
-    /// HTTP API address: host:port (loopback by default), unix:/path (a socket only its
-    /// owner, or --socket-group, may use), or "off".
-    #[arg(long, env = "MANAGER_HTTP_ADDR", default_value = "127.0.0.1:7001")]
-    pub http: String,
-    /// gRPC API address (CreateVm, RemoveVm, CVMInfo, AttestationPolicy, WatchEvents): host:port, unix:/path, or "off".
-    #[arg(long, env = "MANAGER_GRPC_LISTEN", default_value = "127.0.0.1:7002")]
-    pub grpc_listen: String,
+    /// HTTP API address: unix:/path (a socket only its owner, or --socket-group, may
+    /// use), host:port (e.g. 127.0.0.1:7001: any local user can connect), or "off".
+    /// Default: unix:STATE_DIR/http.sock (owner only)
+    #[arg(long, env = "MANAGER_HTTP_ADDR")]
+    pub http: Option<String>,
+    /// gRPC API address (CreateVm, RemoveVm, CVMInfo, AttestationPolicy, WatchEvents):
+    /// unix:/path, host:port, or "off". Default: unix:STATE_DIR/grpc.sock (owner only)
+    #[arg(long, env = "MANAGER_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
     /// Server certificate chain (PEM) for TLS on both APIs.
     #[arg(long, env = "MANAGER_GRPC_SERVER_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -307,6 +309,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Config {
+    /// The HTTP listener: `--http`, or a Unix socket in the state directory (only the
+    /// manager's user can reach it: the directory is 0700).
+    pub fn http_endpoint(&self) -> String {
+        self.http
+            .clone()
+            .unwrap_or_else(|| self.default_socket("http.sock"))
+    }
+
+    /// The gRPC listener: `--grpc-listen`, or a Unix socket in the state directory.
+    pub fn grpc_endpoint(&self) -> String {
+        self.grpc_listen
+            .clone()
+            .unwrap_or_else(|| self.default_socket("grpc.sock"))
+    }
+
+    fn default_socket(&self, name: &str) -> String {
+        let dir = std::path::absolute(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+        format!("unix:{}", dir.join(name).display())
+    }
+
     /// The TEE measurements are computed for.
     pub fn measure_target(&self) -> TeeKind {
         self.measure_as.unwrap_or(self.tee)
@@ -367,8 +389,8 @@ impl Config {
                 "--test-pause-after-spawn is for tests and refused by release builds".into(),
             );
         }
-        crate::listen::parse(&self.http)?;
-        crate::listen::parse(&self.grpc_listen)?;
+        crate::listen::parse(&self.http_endpoint())?;
+        crate::listen::parse(&self.grpc_endpoint())?;
         if self.vcpus == 0 || self.vcpus > self.max_vcpus {
             return Err(format!(
                 "--vcpus {} must be between 1 and --max-vcpus {}",

@@ -5,8 +5,9 @@
 //! follower that falls behind the broadcast reads the store again from where it was,
 //! so a slow watcher never holds up the agents or loses its place.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use cocos_proto::grpc::{client_stream_message, ClientStreamMessage};
 use prost::Message;
 use serde_json::{json, Value};
@@ -48,24 +49,64 @@ pub fn to_json(seq: u64, m: &ClientStreamMessage) -> Value {
     }
 }
 
-/// A watcher's item: an event with its sequence number, or the store error that ended
-/// the watch (the last item then), so that no watcher ends without saying why.
-pub type Watched = Result<(u64, ClientStreamMessage), String>;
+/// One stored event as every watcher shares it: decoded at most once and rendered as
+/// a JSON line at most once, by whichever follower needs it first (a thousand
+/// followers of one commit cost one decode and one rendering, not a thousand).
+#[derive(Debug)]
+pub struct Shared {
+    /// Its sequence number.
+    pub seq: u64,
+    bytes: Arc<[u8]>,
+    msg: OnceLock<Option<ClientStreamMessage>>,
+    line: OnceLock<Bytes>,
+}
+
+impl Shared {
+    /// The event stored as `bytes` under `seq`.
+    pub fn new(seq: u64, bytes: Arc<[u8]>) -> Self {
+        Self {
+            seq,
+            bytes,
+            msg: OnceLock::new(),
+            line: OnceLock::new(),
+        }
+    }
+
+    /// The decoded event (None: the stored bytes do not decode).
+    pub fn message(&self) -> Option<&ClientStreamMessage> {
+        self.msg
+            .get_or_init(|| ClientStreamMessage::decode(&*self.bytes).ok())
+            .as_ref()
+    }
+
+    /// The event as one JSON line, newline included ([`to_json`]).
+    pub fn json_line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| {
+                let mut s = match self.message() {
+                    Some(m) => to_json(self.seq, m).to_string(),
+                    None => json!({"seq": self.seq, "kind": "other"}).to_string(),
+                };
+                s.push('\n');
+                Bytes::from(s)
+            })
+            .clone()
+    }
+}
+
+/// A watcher's item: an event, or the store error that ended the watch (the last item
+/// then), so that no watcher ends without saying why.
+pub type Watched = Result<Arc<Shared>, String>;
 
 /// Sends one stored event if it passes the filter; false when the receiver is gone.
-async fn forward(
-    tx: &mpsc::Sender<Watched>,
-    computation: Option<&str>,
-    s: u64,
-    bytes: &[u8],
-) -> bool {
-    match ClientStreamMessage::decode(bytes) {
-        Ok(m) if computation.is_none_or(|c| c == computation_of(&m)) => {
-            tx.send(Ok((s, m))).await.is_ok()
+async fn forward(tx: &mpsc::Sender<Watched>, computation: Option<&str>, ev: Arc<Shared>) -> bool {
+    match ev.message() {
+        Some(m) if computation.is_none_or(|c| c == computation_of(m)) => {
+            tx.send(Ok(ev)).await.is_ok()
         }
-        Ok(_) => true,
-        Err(_) => {
-            tracing::warn!("event {s} in the store does not decode; skipped");
+        Some(_) => true,
+        None => {
+            tracing::warn!("event {} in the store does not decode; skipped", ev.seq);
             true
         }
     }
@@ -118,7 +159,8 @@ pub fn watch(
                 }
                 for (s, bytes) in page {
                     cursor = s;
-                    if !forward(&tx, computation.as_deref(), s, &bytes).await {
+                    let ev = Arc::new(Shared::new(s, Arc::from(bytes)));
+                    if !forward(&tx, computation.as_deref(), ev).await {
                         return;
                     }
                 }
@@ -131,12 +173,12 @@ pub fn watch(
                 tokio::select! {
                     r = rx_live.recv() => match r {
                         Ok(batch) => {
-                            for (s, bytes) in batch.iter() {
-                                if *s <= cursor {
+                            for ev in batch.iter() {
+                                if ev.seq <= cursor {
                                     continue;
                                 }
-                                cursor = *s;
-                                if !forward(&tx, computation.as_deref(), *s, bytes).await {
+                                cursor = ev.seq;
+                                if !forward(&tx, computation.as_deref(), ev.clone()).await {
                                     return;
                                 }
                             }

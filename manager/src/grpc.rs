@@ -109,10 +109,12 @@ impl ManagerService for Service {
         let filter = (!r.computation_id.is_empty()).then_some(r.computation_id);
         let rx = crate::events::watch(&self.0, r.from_seq, filter, true);
         let s = ReceiverStream::new(rx).map(|w| {
-            let (seq, mut message) = w.map_err(Status::internal)?;
-            message.seq = seq;
+            let ev = w.map_err(Status::internal)?;
+            // Watchers forward only events that decode.
+            let mut message = ev.message().cloned().unwrap_or_default();
+            message.seq = ev.seq;
             Ok(WatchEvent {
-                seq,
+                seq: ev.seq,
                 message: Some(message),
             })
         });

@@ -169,11 +169,13 @@ async fn events(
     let rx = crate::events::watch(&m, q.from, q.computation_id, q.follow);
     let body = ReceiverStream::new(rx).map(|w| {
         // A store error ends the stream with a last line that says so.
-        let mut line = match w {
-            Ok((seq, msg)) => crate::events::to_json(seq, &msg).to_string(),
-            Err(why) => json!({"kind": "error", "error": why}).to_string(),
+        let line = match w {
+            Ok(ev) => ev.json_line(),
+            Err(why) => axum::body::Bytes::from(format!(
+                "{}\n",
+                json!({"kind": "error", "error": why})
+            )),
         };
-        line.push('\n');
         Ok::<_, std::convert::Infallible>(line)
     });
     Ok((

@@ -84,8 +84,8 @@ impl Plan {
             cfg.tls_client_ca.as_deref(),
         )?;
         let group = cfg.socket_group.as_deref().map(group_id).transpose()?;
-        let http = parse(&cfg.http)?;
-        let grpc = parse(&cfg.grpc_listen)?;
+        let http = parse(&cfg.http_endpoint())?;
+        let grpc = parse(&cfg.grpc_endpoint())?;
         for (what, ep) in [("HTTP", &http), ("gRPC", &grpc)] {
             if let Some(ep) = ep {
                 check_exposure(what, ep, tls.is_some(), cfg.insecure_listen)?;

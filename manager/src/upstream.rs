@@ -299,7 +299,8 @@ async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
     let mut rx = crate::events::watch(&mgr, confirmed, None, true);
     while let Some(w) = rx.recv().await {
         let (s, mut m) = match w {
-            Ok(x) => x,
+            // Watchers forward only events that decode.
+            Ok(ev) => (ev.seq, ev.message().cloned().unwrap_or_default()),
             Err(why) => {
                 // The connection loop reconnects and resends from the last confirmation.
                 tracing::error!("upstream: stopped sending events: {why}");

@@ -243,11 +243,14 @@ impl Manager {
             if w.write_all(&session.reconnected()).await.is_err() {
                 continue;
             }
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; 16 * 1024];
             let ended = loop {
                 tokio::select! {
                     n = r.read(&mut buf) => {
                         let n = match n { Ok(0) | Err(_) => break ChannelEnd::Closed, Ok(n) => n };
+                        // Bytes read count against the manager-wide in-flight budget
+                        // until committed: memory stays bounded with any number of VMs.
+                        let _in_flight = self.writer.reserve(n).await;
                         let inc = match session.on_bytes(buf.get(..n).unwrap_or(&[])) {
                             Ok(i) => i,
                             Err(e) => break ChannelEnd::Framing(e.to_string()),

@@ -10,7 +10,7 @@ struct WriteReq {
 }
 
 /// Events just committed, in order: what followers receive without reading the store.
-pub type Committed = Arc<Vec<(u64, Arc<[u8]>)>>;
+pub type Committed = Arc<Vec<Arc<crate::events::Shared>>>;
 
 /// Group-commits events: one store transaction for everything queued meanwhile, then
 /// broadcasts what was committed to every follower at once.
@@ -18,7 +18,15 @@ pub type Committed = Arc<Vec<(u64, Arc<[u8]>)>>;
 pub struct EventWriter {
     tx: std::sync::mpsc::Sender<WriteReq>,
     committed: tokio::sync::broadcast::Sender<Committed>,
+    /// Agent bytes between a channel's read and their commit, in all VMs (see
+    /// [`IN_FLIGHT_BYTES`]).
+    budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most agent bytes read but not yet committed, across every VM. The manager's memory
+/// for events in flight is thus bounded whatever the number of VMs: a thousand agents
+/// sending at once wait for this budget instead of each holding a decoded batch.
+pub const IN_FLIGHT_BYTES: usize = 4 << 20;
 
 impl std::fmt::Debug for WriteReq {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,7 +54,11 @@ impl EventWriter {
                         Err(_) => break,
                     }
                 }
-                let all: Vec<Append> = batch.iter().flat_map(|r| r.items.iter().cloned()).collect();
+                let lens: Vec<usize> = batch.iter().map(|r| r.items.len()).collect();
+                let all: Vec<Append> = batch
+                    .iter_mut()
+                    .flat_map(|r| std::mem::take(&mut r.items))
+                    .collect();
                 match store.append(&all) {
                     Ok(results) => {
                         let stored = results
@@ -54,23 +66,28 @@ impl EventWriter {
                             .filter(|r| matches!(r, Appended::Stored(_)))
                             .count();
                         metrics.events.inc_by(stored as u64);
-                        let batch_out: Vec<(u64, Arc<[u8]>)> = all
-                            .iter()
-                            .zip(&results)
-                            .filter_map(|(it, r)| match r {
-                                Appended::Stored(s) => Some((*s, Arc::from(it.payload.as_slice()))),
-                                _ => None,
-                            })
-                            .collect();
-                        if !batch_out.is_empty() && bcast.receiver_count() > 0 {
-                            let _ = bcast.send(Arc::new(batch_out));
+                        if bcast.receiver_count() > 0 {
+                            let batch_out: Vec<Arc<crate::events::Shared>> = all
+                                .iter()
+                                .zip(&results)
+                                .filter_map(|(it, r)| match r {
+                                    Appended::Stored(s) => Some(Arc::new(crate::events::Shared::new(
+                                        *s,
+                                        Arc::from(it.payload.as_slice()),
+                                    ))),
+                                    _ => None,
+                                })
+                                .collect();
+                            if !batch_out.is_empty() {
+                                let _ = bcast.send(Arc::new(batch_out));
+                            }
                         }
                         if let Ok(l) = store.last_seq() {
                             seq.send_replace(l);
                         }
                         let mut it = results.into_iter();
-                        for r in batch {
-                            let mine: Vec<Appended> = it.by_ref().take(r.items.len()).collect();
+                        for (r, n) in batch.into_iter().zip(lens) {
+                            let mine: Vec<Appended> = it.by_ref().take(n).collect();
                             let _ = r.reply.send(Ok(mine));
                         }
                     }
@@ -83,7 +100,18 @@ impl EventWriter {
                 }
             }
         });
-        Self { tx, committed }
+        Self {
+            tx,
+            committed,
+            budget: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES)),
+        }
+    }
+
+    /// Waits until `bytes` of agent data (capped at the whole budget) may be in flight;
+    /// they count until the returned permit is dropped (after their commit).
+    pub async fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.clamp(1, IN_FLIGHT_BYTES)).unwrap_or(u32::MAX);
+        self.budget.clone().acquire_many_owned(n).await.ok()
     }
 
     /// Subscribes to what is committed from now on.

@@ -1,6 +1,7 @@
 //! The store's in-memory account of what it holds: per VM, the events of the outbox
-//! (held events in ring mode, unconfirmed ones in confirmed mode) with their sizes, and
-//! every held event in sequence order. It decides which agent frames a VM may still
+//! (held events in ring mode, unconfirmed ones in confirmed mode) with their sizes, the
+//! ring's eviction order (each VM by its oldest event), and the replay window of
+//! confirmed events. It decides which agent frames a VM may still
 //! add (its share of the outbox) and which events leave (ring mode: a VM over its share
 //! loses its own oldest, then the outbox over its limits loses the oldest held;
 //! confirmed mode: confirmed events beyond the replay window or the byte limit). Rebuilt
@@ -71,17 +72,16 @@ pub enum Verdict {
 struct Usage {
     q: VecDeque<(u64, u64)>,
     bytes: u64,
+    /// Identifies this VM's entry in the ring's eviction order (a VM that leaves
+    /// and comes back gets a new one, so old entries are recognised as stale).
+    epoch: u64,
 }
 
-/// One held event: sequence number, payload bytes, owner.
-#[derive(Debug)]
-struct Held {
-    seq: u64,
-    bytes: u64,
-    vm: Arc<str>,
-}
+/// The ring's eviction order: each VM with events, by its oldest event.
+type Oldest = std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, Arc<str>)>>;
 
-/// The account (see the module doc).
+/// The account (see the module doc). Memory: 16 bytes per outbox event (its VM's
+/// queue), plus the replay window in confirmed mode.
 #[derive(Debug)]
 pub struct Ledger {
     retention: Retention,
@@ -89,11 +89,12 @@ pub struct Ledger {
     /// Outbox totals (sums over `vms`).
     events: u64,
     bytes: u64,
-    /// Every held event in order; in ring mode it may also hold entries a VM already
-    /// dropped (compacted when they dominate).
-    held: VecDeque<Held>,
-    /// Bytes of the held events (confirmed mode; in ring mode the outbox is what is held).
-    held_bytes: u64,
+    /// Ring mode: one entry per VM holding events, keyed by its oldest.
+    oldest: Oldest,
+    next_epoch: u64,
+    /// Confirmed mode: confirmed events still held (the replay window), in order.
+    replay: VecDeque<(u64, u64)>,
+    replay_bytes: u64,
     /// The highest confirmed sequence number (confirmed mode).
     confirmed: u64,
     /// False while a write is in flight or after one failed: rebuild before use.
@@ -108,8 +109,10 @@ impl Ledger {
             vms: HashMap::new(),
             events: 0,
             bytes: 0,
-            held: VecDeque::new(),
-            held_bytes: 0,
+            oldest: Oldest::new(),
+            next_epoch: 0,
+            replay: VecDeque::new(),
+            replay_bytes: 0,
             confirmed,
             fresh: true,
         }
@@ -117,27 +120,11 @@ impl Ledger {
 
     /// Counts a held event (in sequence order), as read back from the database.
     pub fn load(&mut self, seq: u64, bytes: u64, vm: &str) {
-        self.add(seq, bytes, vm);
         if self.retention == Retention::Confirmed && seq <= self.confirmed {
-            self.unaccount_confirmed(vm);
-        }
-    }
-
-    fn unaccount_confirmed(&mut self, vm: &str) {
-        let confirmed = self.confirmed;
-        if let Some(u) = self.vms.get_mut(vm) {
-            while let Some(&(s, b)) = u.q.front() {
-                if s > confirmed {
-                    break;
-                }
-                u.q.pop_front();
-                u.bytes -= b;
-                self.events -= 1;
-                self.bytes -= b;
-            }
-            if u.q.is_empty() {
-                self.vms.remove(vm);
-            }
+            self.replay.push_back((seq, bytes));
+            self.replay_bytes += bytes;
+        } else {
+            self.add(seq, bytes, vm);
         }
     }
 
@@ -161,23 +148,41 @@ impl Ledger {
         }
     }
 
-    /// Counts an event just stored.
+    /// Counts an event just stored (in the outbox).
     pub fn add(&mut self, seq: u64, bytes: u64, vm: &str) {
-        let key: Arc<str> = match self.vms.get_key_value(vm) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(vm),
+        let u = match self.vms.get_mut(vm) {
+            Some(u) => u,
+            None => {
+                let key: Arc<str> = Arc::from(vm);
+                self.next_epoch += 1;
+                let epoch = self.next_epoch;
+                if self.retention == Retention::Ring {
+                    self.oldest
+                        .push(std::cmp::Reverse((seq, epoch, key.clone())));
+                }
+                self.vms.entry(key).or_insert(Usage {
+                    epoch,
+                    ..Usage::default()
+                })
+            }
         };
-        let u = self.vms.entry(key.clone()).or_default();
         u.q.push_back((seq, bytes));
         u.bytes += bytes;
         self.events += 1;
         self.bytes += bytes;
-        self.held_bytes += bytes;
-        self.held.push_back(Held {
-            seq,
-            bytes,
-            vm: key,
-        });
+    }
+
+    /// Drops `vm`'s oldest event from the account; returns it.
+    fn pop_oldest_of(&mut self, vm: &str) -> Option<u64> {
+        let u = self.vms.get_mut(vm)?;
+        let (s, b) = u.q.pop_front()?;
+        u.bytes -= b;
+        self.events -= 1;
+        self.bytes -= b;
+        if u.q.is_empty() {
+            self.vms.remove(vm);
+        }
+        Some(s)
     }
 
     /// Ring mode: makes the outbox fit `limits` after an append, returning the sequence
@@ -188,60 +193,51 @@ impl Ledger {
     pub fn trim_ring(&mut self, limits: &Limits, touched: &[&str]) -> Vec<u64> {
         let mut gone = Vec::new();
         for vm in touched {
-            let Some(u) = self.vms.get_mut(*vm) else {
-                continue;
-            };
-            while u.q.len() as u64 > limits.vm_events() || u.bytes > limits.vm_bytes() {
-                let Some((s, b)) = u.q.pop_front() else { break };
-                u.bytes -= b;
-                self.events -= 1;
-                self.bytes -= b;
-                self.held_bytes -= b;
-                gone.push(s);
-            }
-            if u.q.is_empty() {
-                self.vms.remove(*vm);
+            while self
+                .vms
+                .get(*vm)
+                .is_some_and(|u| u.q.len() as u64 > limits.vm_events() || u.bytes > limits.vm_bytes())
+            {
+                match self.pop_oldest_of(vm) {
+                    Some(s) => gone.push(s),
+                    None => break,
+                }
             }
         }
         while self.events > limits.events || self.bytes > limits.bytes {
-            let Some(h) = self.held.pop_front() else {
+            let Some(std::cmp::Reverse((seq, epoch, vm))) = self.oldest.pop() else {
                 break;
             };
-            let live = self
-                .vms
-                .get_mut(&h.vm)
-                .filter(|u| u.q.front().is_some_and(|f| f.0 == h.seq));
-            if let Some(u) = live {
-                u.q.pop_front();
-                u.bytes -= h.bytes;
-                let empty = u.q.is_empty();
-                self.events -= 1;
-                self.bytes -= h.bytes;
-                self.held_bytes -= h.bytes;
-                if empty {
-                    self.vms.remove(&h.vm);
+            let front = match self.vms.get(&vm) {
+                Some(u) if u.epoch == epoch => u.q.front().map(|f| f.0),
+                // A VM that left since: a stale entry.
+                _ => continue,
+            };
+            match front {
+                Some(f) if f == seq => {
+                    if let Some(s) = self.pop_oldest_of(&vm) {
+                        gone.push(s);
+                    }
+                    if let Some(next) = self.vms.get(&vm).and_then(|u| u.q.front()) {
+                        self.oldest.push(std::cmp::Reverse((next.0, epoch, vm)));
+                    }
                 }
-                gone.push(h.seq);
+                // Its oldest went meanwhile (over its share): re-queue by the new one.
+                Some(f) => self.oldest.push(std::cmp::Reverse((f, epoch, vm))),
+                None => {}
             }
-        }
-        // Entries of events a VM dropped itself stay in `held` until compacted.
-        if self.held.len() as u64 > 2 * self.events + 1024 {
-            let vms = &self.vms;
-            self.held.retain(|h| {
-                vms.get(&h.vm)
-                    .and_then(|u| u.q.front())
-                    .is_some_and(|f| h.seq >= f.0)
-            });
         }
         gone
     }
 
-    /// Confirmed mode: everything up to `seq` is confirmed (it leaves the outbox).
+    /// Confirmed mode: everything up to `seq` is confirmed: it leaves the outbox for the
+    /// replay window.
     pub fn confirm(&mut self, seq: u64) {
         if seq <= self.confirmed {
             return;
         }
         self.confirmed = seq;
+        let mut moved = Vec::new();
         let mut emptied = Vec::new();
         for (vm, u) in &mut self.vms {
             while let Some(&(s, b)) = u.q.front() {
@@ -252,6 +248,7 @@ impl Ledger {
                 u.bytes -= b;
                 self.events -= 1;
                 self.bytes -= b;
+                moved.push((s, b));
             }
             if u.q.is_empty() {
                 emptied.push(vm.clone());
@@ -260,19 +257,26 @@ impl Ledger {
         for vm in emptied {
             self.vms.remove(&vm);
         }
+        // Every newly confirmed event follows those confirmed before.
+        moved.sort_unstable();
+        for (s, b) in moved {
+            self.replay.push_back((s, b));
+            self.replay_bytes += b;
+        }
     }
 
-    /// Confirmed mode: the confirmed events that leave the replay window (more than
-    /// `replay` events held, or more than the byte limit), as the last sequence number
-    /// to delete from the front (None: nothing leaves).
+    /// Confirmed mode: the confirmed events that leave (more than `replay` events held
+    /// in all, or more than the byte limit), as the last sequence number to delete from
+    /// the front (None: nothing leaves). Unconfirmed events never leave.
     pub fn trim_replay(&mut self, limits: &Limits, replay: u64) -> Option<u64> {
         let mut cut = None;
-        while self.held.front().is_some_and(|h| h.seq <= self.confirmed)
-            && (self.held.len() as u64 > replay || self.held_bytes > limits.bytes)
+        while !self.replay.is_empty()
+            && (self.replay.len() as u64 + self.events > replay
+                || self.replay_bytes + self.bytes > limits.bytes)
         {
-            if let Some(h) = self.held.pop_front() {
-                self.held_bytes -= h.bytes;
-                cut = Some(h.seq);
+            if let Some((s, b)) = self.replay.pop_front() {
+                self.replay_bytes -= b;
+                cut = Some(s);
             }
         }
         cut
@@ -294,10 +298,7 @@ impl Ledger {
 
     /// Bytes of every held event (outbox and replay window).
     pub fn held_bytes(&self) -> u64 {
-        match self.retention {
-            Retention::Ring => self.bytes,
-            Retention::Confirmed => self.held_bytes,
-        }
+        self.bytes + self.replay_bytes
     }
 }
 
@@ -331,7 +332,7 @@ mod tests {
         assert_eq!(l.vm_usage("flood"), (10, 100));
         assert_eq!(gone.len(), 989);
         assert_eq!(gone.first(), Some(&2));
-        assert!(l.held.len() < 1024 + 2 * 11 + 1, "compacted");
+        assert!(l.oldest.len() <= 2, "one eviction entry per VM");
     }
 
     /// Ring: over the global limits, the oldest held event goes, whoever owns it.
@@ -369,7 +370,7 @@ mod tests {
         // Confirmed events stay for replay until the window or the bytes say otherwise.
         assert_eq!(l.trim_replay(&limits, 100), None);
         assert_eq!(l.trim_replay(&limits, 8), Some(2));
-        assert_eq!(l.held.len(), 8);
+        assert_eq!(l.replay.len() as u64 + l.outbox().0, 8);
         l.confirm(10);
         assert_eq!(l.outbox(), (0, 0));
         assert!(l.vms.is_empty());
