@@ -83,6 +83,56 @@ fn unix_socket_is_for_its_owner_only() {
     );
 }
 
+/// Issue #15.9: with no listener flags the APIs are Unix sockets in the state
+/// directory (0700), 0600: another local user cannot reach them by default.
+#[test]
+fn the_default_listeners_are_owner_only_unix_sockets() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let state = d.path().join("state");
+    let args = manager_args(&release, &state, &fw, FAKE, &[]);
+    let m = ManagerProc::start_listening(&args, &[], &d.path().join("m.log"));
+    let http_sock = state.join("http.sock");
+    assert_eq!(m.http, format!("unix:{}", http_sock.display()));
+    assert_eq!(
+        m.grpc,
+        format!("unix:{}", state.join("grpc.sock").display())
+    );
+    for sock in [&http_sock, &state.join("grpc.sock")] {
+        assert_eq!(
+            std::fs::metadata(sock).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let (rc, body) = curl(&[
+        "--unix-socket",
+        http_sock.to_str().unwrap(),
+        "http://m/health",
+    ]);
+    assert_eq!(rc, 0, "{body}");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "--unix-socket",
+        ])
+        .arg(&http_sock)
+        .args(["-X", "POST", "http://m/run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "nobody reached the default API");
+}
+
 #[test]
 fn non_loopback_needs_tls_or_an_explicit_override() {
     let d = tempfile::tempdir().unwrap();
