@@ -171,10 +171,9 @@ async fn events(
         // A store error ends the stream with a last line that says so.
         let line = match w {
             Ok(ev) => ev.json_line(),
-            Err(why) => axum::body::Bytes::from(format!(
-                "{}\n",
-                json!({"kind": "error", "error": why})
-            )),
+            Err(why) => {
+                axum::body::Bytes::from(format!("{}\n", json!({"kind": "error", "error": why})))
+            }
         };
         Ok::<_, std::convert::Infallible>(line)
     });

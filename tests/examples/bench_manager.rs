@@ -89,7 +89,9 @@ fn vms_with_loss(addr: &str, from: u64, prefix: &str, vms: usize, per: u64) -> u
     let mut seen: HashMap<String, (u64, bool)> = HashMap::new();
     for line in open_events(addr, &format!("from={from}")).lines() {
         let Ok(line) = line else { break };
-        let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
+        let Ok(e) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         if e["event_type"] != "heartbeat" {
             continue;
         }
@@ -218,11 +220,15 @@ fn main() {
             let (st, body) = http(&m.http, "DELETE", &format!("/computations/l{i}"), "");
             assert_eq!(st, 200, "{body}");
         }
-        record(&mut out, "launch", json!({
-            "n": launches, "measure_as": measure_as,
-            "server_ms": {"p50": pct(&mut server, 0.5), "p99": pct(&mut server, 0.99), "max": pct(&mut server, 1.0)},
-            "client_ms": {"p50": pct(&mut client, 0.5), "p99": pct(&mut client, 0.99)},
-        }));
+        record(
+            &mut out,
+            "launch",
+            json!({
+                "n": launches, "measure_as": measure_as,
+                "server_ms": {"p50": pct(&mut server, 0.5), "p99": pct(&mut server, 0.99), "max": pct(&mut server, 1.0)},
+                "client_ms": {"p50": pct(&mut client, 0.5), "p99": pct(&mut client, 0.99)},
+            }),
+        );
     }
 
     // 2 + 3. 100 agents; throughput, loss, RSS.
@@ -256,11 +262,19 @@ fn main() {
         for i in 0..agents {
             stop(&m, &format!("a{i}"));
         }
-        record(&mut out, "events", json!({
-            "agents": agents, "per_agent": per_agent, "stored": stored, "seconds": secs,
-            "per_second": stored as f64 / secs, "vms_with_loss_or_duplicates": bad,
-        }));
-        record(&mut out, "rss_kib", json!({"idle": idle_rss, "with_100_vms": rss_100, "peak_during_load": peak_rss}));
+        record(
+            &mut out,
+            "events",
+            json!({
+                "agents": agents, "per_agent": per_agent, "stored": stored, "seconds": secs,
+                "per_second": stored as f64 / secs, "vms_with_loss_or_duplicates": bad,
+            }),
+        );
+        record(
+            &mut out,
+            "rss_kib",
+            json!({"idle": idle_rss, "with_100_vms": rss_100, "peak_during_load": peak_rss}),
+        );
     }
 
     // 4. 1,000 VMs: RSS, and events/s with every agent released at once.
@@ -308,13 +322,17 @@ fn main() {
         for i in 0..scale_vms {
             stop(&m, &format!("s{i}"));
         }
-        record(&mut out, "scale", json!({
-            "vms": scale_vms, "launch_all_seconds": launch_all,
-            "launch_client_ms": {"p50": pct(&mut launch, 0.5), "p99": pct(&mut launch, 0.99)},
-            "per_vm": per_scale, "stored": stored, "seconds": secs,
-            "per_second": stored as f64 / secs, "vms_with_loss_or_duplicates": bad,
-            "rss_kib": {"with_vms_idle": rss_idle_vms, "peak_during_load": peak_rss, "after": rss_after},
-        }));
+        record(
+            &mut out,
+            "scale",
+            json!({
+                "vms": scale_vms, "launch_all_seconds": launch_all,
+                "launch_client_ms": {"p50": pct(&mut launch, 0.5), "p99": pct(&mut launch, 0.99)},
+                "per_vm": per_scale, "stored": stored, "seconds": secs,
+                "per_second": stored as f64 / secs, "vms_with_loss_or_duplicates": bad,
+                "rss_kib": {"with_vms_idle": rss_idle_vms, "peak_during_load": peak_rss, "after": rss_after},
+            }),
+        );
     }
 
     // 5. Launch latency with 1,000 followers attached.
@@ -344,7 +362,9 @@ fn main() {
                         while !halt.load(std::sync::atomic::Ordering::Relaxed) {
                             match std::io::Read::read(&mut r, &mut buf) {
                                 Ok(0) => break,
-                                Ok(k) => n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64,
+                                Ok(k) => {
+                                    n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64
+                                }
                                 Err(_) => continue,
                             }
                         }
@@ -376,12 +396,16 @@ fn main() {
         }
         stop_followers.store(true, std::sync::atomic::Ordering::Relaxed);
         let lines: Vec<u64> = readers.into_iter().map(|t| t.join().unwrap()).collect();
-        record(&mut out, "followers", json!({
-            "followers": followers, "launches": n,
-            "server_ms": {"p50": pct(&mut server, 0.5), "p99": pct(&mut server, 0.99), "max": pct(&mut server, 1.0)},
-            "client_ms": {"p50": pct(&mut client, 0.5), "p99": pct(&mut client, 0.99)},
-            "events_per_follower_min": lines.iter().min(), "rss_kib": rss,
-        }));
+        record(
+            &mut out,
+            "followers",
+            json!({
+                "followers": followers, "launches": n,
+                "server_ms": {"p50": pct(&mut server, 0.5), "p99": pct(&mut server, 0.99), "max": pct(&mut server, 1.0)},
+                "client_ms": {"p50": pct(&mut client, 0.5), "p99": pct(&mut client, 0.99)},
+                "events_per_follower_min": lines.iter().min(), "rss_kib": rss,
+            }),
+        );
     }
 
     // 6. One flooding VM beside 99 quiet ones.
@@ -417,7 +441,9 @@ fn main() {
                 Err(_) => continue,
             }
             let at = unix_now();
-            let Ok(e) = serde_json::from_str::<Value>(&line) else { continue };
+            let Ok(e) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             let id = e["computation_id"].as_str().unwrap_or("").to_owned();
             if e["event_type"] == "guest-throttled" {
                 throttled += 1;
@@ -429,7 +455,11 @@ fn main() {
             if e["event_type"] != "heartbeat" {
                 continue;
             }
-            let ts: f64 = e["timestamp"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+            let ts: f64 = e["timestamp"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0.0);
             lat.push((at - ts) * 1000.0);
             let n = e["details"]["seq"].as_u64().unwrap_or(0);
             let v = last.entry(id).or_insert((n.saturating_sub(1), true));
@@ -441,12 +471,19 @@ fn main() {
         for i in 0..99 {
             stop(&m, &format!("q{i}"));
         }
-        record(&mut out, "flood", json!({
-            "quiet_vms": 99, "seconds": window.as_secs_f64(), "quiet_heartbeats": lat.len(),
-            "quiet_latency_ms": {"p50": pct(&mut lat, 0.5), "p99": pct(&mut lat, 0.99), "max": pct(&mut lat, 1.0)},
-            "quiet_vms_with_gaps": out_of_order, "flood_events_stored": flood_events,
-            "guest_throttled_events": throttled,
-        }));
+        record(
+            &mut out,
+            "flood",
+            json!({
+                "quiet_vms": 99, "seconds": window.as_secs_f64(), "quiet_heartbeats": lat.len(),
+                "quiet_latency_ms": {"p50": pct(&mut lat, 0.5), "p99": pct(&mut lat, 0.99), "max": pct(&mut lat, 1.0)},
+                "quiet_vms_with_gaps": out_of_order, "flood_events_stored": flood_events,
+                "guest_throttled_events": throttled,
+            }),
+        );
     }
-    println!("{}", serde_json::to_string_pretty(&Value::Object(out)).unwrap());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Object(out)).unwrap()
+    );
 }

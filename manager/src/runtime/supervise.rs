@@ -14,6 +14,15 @@ fn violation_backoff(base: Duration, n: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// All agent channels' read buffers together: each VM's is this divided by the number
+/// of VMs, between [`READ_BUFFER_MIN`] and [`READ_BUFFER_MAX`] (larger reads mean
+/// larger group commits; a thousand VMs must still fit in little memory).
+pub const READ_BUFFERS_TOTAL: usize = 16 << 20;
+/// Smallest agent-channel read buffer.
+pub const READ_BUFFER_MIN: usize = 8 << 10;
+/// Largest agent-channel read buffer.
+pub const READ_BUFFER_MAX: usize = 32 << 10;
+
 /// The shortest gap between two `guest-throttled` events of one VM: being throttled
 /// must not become a way to fill the store with the manager's complaints.
 pub const THROTTLE_NOTICE_EVERY: Duration = Duration::from_secs(60);
@@ -243,7 +252,7 @@ impl Manager {
             if w.write_all(&session.reconnected()).await.is_err() {
                 continue;
             }
-            let mut buf = vec![0u8; 16 * 1024];
+            let mut buf = vec![0u8; self.read_buffer_size()];
             let ended = loop {
                 tokio::select! {
                     n = r.read(&mut buf) => {
@@ -374,6 +383,12 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// This VM's share of [`READ_BUFFERS_TOTAL`] (fixed at each connection).
+    fn read_buffer_size(&self) -> usize {
+        let vms = self.vms.lock().map(|v| v.len()).unwrap_or(1).max(1);
+        (READ_BUFFERS_TOTAL / vms).clamp(READ_BUFFER_MIN, READ_BUFFER_MAX)
     }
 
     /// Counts a throttling of `id` and emits its `guest-throttled` event, at most one

@@ -71,10 +71,12 @@ impl EventWriter {
                                 .iter()
                                 .zip(&results)
                                 .filter_map(|(it, r)| match r {
-                                    Appended::Stored(s) => Some(Arc::new(crate::events::Shared::new(
-                                        *s,
-                                        Arc::from(it.payload.as_slice()),
-                                    ))),
+                                    Appended::Stored(s) => {
+                                        Some(Arc::new(crate::events::Shared::new(
+                                            *s,
+                                            Arc::from(it.payload.as_slice()),
+                                        )))
+                                    }
                                     _ => None,
                                 })
                                 .collect();

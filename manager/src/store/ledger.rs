@@ -193,11 +193,9 @@ impl Ledger {
     pub fn trim_ring(&mut self, limits: &Limits, touched: &[&str]) -> Vec<u64> {
         let mut gone = Vec::new();
         for vm in touched {
-            while self
-                .vms
-                .get(*vm)
-                .is_some_and(|u| u.q.len() as u64 > limits.vm_events() || u.bytes > limits.vm_bytes())
-            {
+            while self.vms.get(*vm).is_some_and(|u| {
+                u.q.len() as u64 > limits.vm_events() || u.bytes > limits.vm_bytes()
+            }) {
                 match self.pop_oldest_of(vm) {
                     Some(s) => gone.push(s),
                     None => break,

@@ -28,7 +28,9 @@ fn raise_fd_limit(max_vms: usize) {
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
         tracing::warn!("could not raise the descriptor limit from {soft} to {hard}");
     }
-    let need = (max_vms as u64).saturating_mul(FDS_PER_VM).saturating_add(1024);
+    let need = (max_vms as u64)
+        .saturating_mul(FDS_PER_VM)
+        .saturating_add(1024);
     if hard < need {
         tracing::warn!("descriptor limit {hard} is low for --max-vms {max_vms} (about {need} wanted); raise LimitNOFILE");
     }
