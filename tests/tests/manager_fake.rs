@@ -198,6 +198,39 @@ fn launch_events_crash_readopt_and_stop() {
     assert_eq!(st, 200, "{body}");
 }
 
+/// A DELETE right after the launch, before QEMU has its QMP socket: the power-down is
+/// retried until QEMU can take it, not replaced by SIGTERM after the stop timeout.
+#[test]
+fn stopping_a_vm_just_launched_powers_it_down() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (release, fw) = synthetic_release(&d.path().join("rel"), "console=ttyS0");
+    let m = start(&state, &release, &fw, &[], &[]);
+    for i in 0..3 {
+        let id = format!("quick{i}");
+        let (st, body) = http(
+            &m.http,
+            "POST",
+            "/run",
+            &format!(r#"{{"computation_id": "{id}"}}"#),
+        );
+        assert_eq!(st, 201, "{body}");
+        let t0 = std::time::Instant::now();
+        let (st, body) = http(&m.http, "DELETE", &format!("/computations/{id}"), "");
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "stopping took {:?}: the power-down was not delivered",
+            t0.elapsed()
+        );
+    }
+    let ev = events(&m.http, 0);
+    for e in ev.iter().filter(|e| e["event_type"] == "vm-exited") {
+        assert_eq!(e["status"], "stopped", "{e}");
+        assert!(e["details"]["status"]["signal"].is_null(), "signalled: {e}");
+    }
+}
+
 #[test]
 fn stop_escalates_to_sigterm() {
     let d = tempfile::tempdir().unwrap();

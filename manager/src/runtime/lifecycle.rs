@@ -18,17 +18,35 @@ impl Manager {
                 let mut d = done.clone();
                 async move { tokio::time::timeout(t, d.wait_for(|x| *x)).await.is_ok() }
             };
-            if let Err(e) = qmp::execute(
-                &vm.record.qmp_socket(),
-                "system_powerdown",
-                None,
-                QMP_TIMEOUT,
-            )
-            .await
-            {
-                tracing::debug!("{e}");
+            // A QEMU started a moment ago may not have its QMP socket yet: retry
+            // within the stop timeout rather than go straight to SIGTERM.
+            let asked = Instant::now();
+            loop {
+                match qmp::execute(
+                    &vm.record.qmp_socket(),
+                    "system_powerdown",
+                    None,
+                    QMP_TIMEOUT,
+                )
+                .await
+                {
+                    Ok(_) => break,
+                    Err(e)
+                        if asked.elapsed() + Duration::from_millis(50) < t && !*done.borrow() =>
+                    {
+                        tracing::debug!("{e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!("{e}");
+                        break;
+                    }
+                }
             }
-            if !wait(&mut done, t).await {
+            let rest = t
+                .saturating_sub(asked.elapsed())
+                .max(Duration::from_millis(100));
+            if !wait(&mut done, rest).await {
                 tracing::info!(computation = id, "no power-down within {t:?}: SIGTERM");
                 procs::signal_if_same(vm.record.pid, vm.record.start_time, Signal::SIGTERM);
                 if !wait(&mut done, t).await {
