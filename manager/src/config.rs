@@ -122,7 +122,7 @@ pub struct Config {
     /// OVMF image QEMU boots (-bios); its SHA-256 must be one release.json lists.
     #[arg(
         long,
-        env = "MANAGER_QEMU_OVMF_CODE_FILE",
+        env = "MANAGER_QEMU_OVMF_FILE",
         default_value = "/usr/share/ovmf/OVMF.fd"
     )]
     pub ovmf: PathBuf,

@@ -8,6 +8,7 @@
 
 pub mod agent_channel;
 pub mod attest;
+pub mod cocos_env;
 pub mod config;
 pub mod events;
 pub mod expected;

@@ -14,8 +14,8 @@ fn violation_backoff(base: Duration, n: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
-/// All agent channels' read buffers together: each VM's is this divided by the number
-/// of VMs, between [`READ_BUFFER_MIN`] and [`READ_BUFFER_MAX`] (larger reads mean
+/// All agent channels' read buffers together: each VM's is this divided by --max-vms,
+/// between [`READ_BUFFER_MIN`] and [`READ_BUFFER_MAX`] (larger reads mean
 /// larger group commits; a thousand VMs must still fit in little memory).
 pub const READ_BUFFERS_TOTAL: usize = 16 << 20;
 /// Smallest agent-channel read buffer.
@@ -385,10 +385,10 @@ impl Manager {
         }
     }
 
-    /// This VM's share of [`READ_BUFFERS_TOTAL`] (fixed at each connection).
+    /// A VM's share of [`READ_BUFFERS_TOTAL`]: divided by --max-vms, so that every VM
+    /// the manager may run fits, whenever it connected.
     fn read_buffer_size(&self) -> usize {
-        let vms = self.vms.lock().map(|v| v.len()).unwrap_or(1).max(1);
-        (READ_BUFFERS_TOTAL / vms).clamp(READ_BUFFER_MIN, READ_BUFFER_MAX)
+        (READ_BUFFERS_TOTAL / self.cfg.max_vms.max(1)).clamp(READ_BUFFER_MIN, READ_BUFFER_MAX)
     }
 
     /// Counts a throttling of `id` and emits its `guest-throttled` event, at most one

@@ -37,6 +37,26 @@ fn raise_fd_limit(max_vms: usize) {
 }
 
 fn main() -> ExitCode {
+    // cocos' names where we have the setting, and no unknown MANAGER_* variable.
+    let ours: Vec<String> = <Config as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .collect();
+    let asks_help =
+        std::env::args().any(|a| ["-h", "--help", "-V", "--version"].contains(&a.as_str()));
+    match cocos_manager::cocos_env::translate(&vars, &ours) {
+        Err(_) if asks_help => {}
+        // Still one thread: nothing else reads the environment meanwhile.
+        Ok(set) => set.into_iter().for_each(|(k, v)| std::env::set_var(k, v)),
+        Err(e) => {
+            eprintln!("cocos-manager: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cfg = match Config::try_parse() {
         Ok(c) => c,
         Err(e) if cocos_measure::cli_error::is_help(&e) => e.exit(),
