@@ -258,9 +258,51 @@ pub struct Config {
     /// Skip the host capability check (e.g. to generate SNP/TDX command lines on a test host).
     #[arg(long, env = "MANAGER_SKIP_HOST_CHECK")]
     pub skip_host_check: bool,
-    /// Log filter (tracing's EnvFilter syntax).
-    #[arg(long, env = "MANAGER_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Log filter: a level (error, warn, info, debug, trace, off) or tracing's
+    /// EnvFilter directives (e.g. info,cocos_manager::store=debug). Without it:
+    /// COCOS_LOG, then RUST_LOG, then info
+    #[arg(long, env = "MANAGER_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log lines as text (colours only on a terminal) or JSON (one object per line)
+    #[arg(long, env = "MANAGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
+}
+
+/// The log filter to use: `--log-level`, else `COCOS_LOG`, else `RUST_LOG`, else info;
+/// refused (with the reason) when it is not a level or valid directives — a bare word
+/// that is no level (`verbose`) would silently filter everything out.
+pub fn log_filter(
+    flag: Option<&str>,
+    cocos_log: Option<&str>,
+    rust_log: Option<&str>,
+) -> Result<tracing_subscriber::EnvFilter, String> {
+    let (source, f) = match (flag, cocos_log, rust_log) {
+        (Some(f), _, _) => ("--log-level", f),
+        (None, Some(f), _) => ("COCOS_LOG", f),
+        (None, None, Some(f)) => ("RUST_LOG", f),
+        (None, None, None) => ("default", "info"),
+    };
+    const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+    for d in f.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=')
+            && !d.contains("::")
+            && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "{source} {f:?}: {d:?} is not a level (error, warn, info, debug, trace, off) or a target=level directive"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(f).map_err(|e| format!("{source} {f:?}: {e}"))
 }
 
 /// Parses a size in QEMU's syntax (a number with K/M/G/T; a bare number is MiB).
@@ -429,6 +471,36 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The flag wins, then COCOS_LOG, then RUST_LOG; a word that is no level is refused
+    /// (it would be read as a target and silence everything).
+    #[test]
+    fn log_filters() {
+        assert_eq!(
+            log_filter(Some("debug"), Some("trace"), None)
+                .unwrap()
+                .to_string(),
+            "debug"
+        );
+        assert_eq!(
+            log_filter(None, Some("warn"), Some("trace"))
+                .unwrap()
+                .to_string(),
+            "warn"
+        );
+        assert_eq!(
+            log_filter(None, None, Some("error")).unwrap().to_string(),
+            "error"
+        );
+        assert_eq!(log_filter(None, None, None).unwrap().to_string(), "info");
+        assert!(log_filter(Some("info,cocos_manager::store=debug"), None, None).is_ok());
+        let e = log_filter(Some("verbose"), None, None).unwrap_err();
+        assert!(e.contains("--log-level") && e.contains("verbose"), "{e}");
+        assert!(log_filter(None, Some("info,loud"), None)
+            .unwrap_err()
+            .contains("COCOS_LOG"));
+        assert!(log_filter(Some("x=notalevel"), None, None).is_err());
+    }
 
     #[test]
     fn durations() {

@@ -68,13 +68,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+    let filter = match cocos_manager::config::log_filter(
+        cfg.log_level.as_deref(),
+        std::env::var("COCOS_LOG").ok().as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cocos-manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cfg.log_format {
+        cocos_manager::config::LogFormat::Text => logs.init(),
+        cocos_manager::config::LogFormat::Json => logs.json().init(),
+    }
     if let Err(e) = cfg.validate() {
         eprintln!("cocos-manager: {e}");
         return ExitCode::from(2);
