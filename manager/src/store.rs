@@ -12,7 +12,7 @@
 //! dropped. Without a control plane (`ring` mode) the store is only that replay log:
 //! it keeps the newest `capacity` events.
 //!
-//! Limits by bytes and per VM ([`Limits`], accounted by [`ledger`]): the events held
+//! Limits by bytes and per VM ([`Limits`], accounted by the `ledger` module): the events held
 //! are bounded by bytes as well as by count, and each VM gets a share of both. In
 //! confirmed mode a VM holding its share of the outbox has its agent frames refused
 //! ([`Appended::Throttled`]: not acknowledged, the agent keeps them) while other VMs'
