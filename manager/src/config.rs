@@ -268,6 +268,15 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// The environment variables the settings read (each flag's `env`).
+pub fn env_names() -> Vec<String> {
+    <Config as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

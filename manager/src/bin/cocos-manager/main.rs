@@ -38,11 +38,7 @@ fn raise_fd_limit(max_vms: usize) {
 
 fn main() -> ExitCode {
     // cocos' names where we have the setting, and no unknown MANAGER_* variable.
-    let ours: Vec<String> = <Config as clap::CommandFactory>::command()
-        .get_arguments()
-        .filter_map(|a| a.get_env())
-        .map(|e| e.to_string_lossy().into_owned())
-        .collect();
+    let ours = cocos_manager::config::env_names();
     let vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
         .collect();
