@@ -227,9 +227,20 @@ fn kernel_reports_and_links() {
     let o = run(&["kernel", "--spec", s(&d.path().join("nope.toml"))]);
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).starts_with("cocos-hal: error: cannot read spec"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        err.starts_with("cocos-hal: error: cannot read spec"),
+        "{err}"
+    );
+    // The cause once (issue #16: it was printed twice).
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+
+    // No arguments: the usage, not only the about text.
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Usage: cocos-hal <COMMAND>") && err.contains("build"),
+        "{err}"
     );
 }

@@ -1,6 +1,8 @@
-//! Clap's errors as one line, for the three binaries (`cocos-measure`, `cocos-hal`,
+//! Errors as one line, for the three binaries (`cocos-measure`, `cocos-hal`,
 //! `cocos-manager`): every refusal is one line on stderr with exit code 2, whatever
-//! clap would print over several (its usage block and "For more information" hint).
+//! clap would print over several (its usage block and "For more information" hint),
+//! and an error's chain of causes is printed with each cause once (an error whose
+//! message already ends with its cause's does not get it appended again).
 
 /// The message of a clap error on one line, without the "error: " prefix, the usage
 /// block or the hint; "invalid arguments" if nothing is left.
@@ -21,12 +23,38 @@ pub fn one_line(e: &clap::Error) -> String {
     }
 }
 
-/// Whether clap's "error" is `--help` or `--version`, which clap prints itself.
+/// Whether clap's "error" is `--help`, `--version`, or a command given without the
+/// subcommand it needs (clap then prints the usage itself, exit code 2).
 pub fn is_help(e: &clap::Error) -> bool {
     matches!(
         e.kind(),
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+        clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     )
+}
+
+/// An error and its causes on one line, `outer: cause: cause`, each cause once: a
+/// message that already contains its cause's text (thiserror's `{source}` in the
+/// message) does not get it again.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !s.is_empty() && !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cause = c.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// Prints `BIN: error: MESSAGE` ([`chain`]) on stderr: the one error line every binary
+/// of the project writes.
+pub fn report(bin: &str, e: &(dyn std::error::Error + 'static)) {
+    eprintln!("{bin}: error: {}", chain(e));
 }
 
 #[cfg(test)]
@@ -61,5 +89,24 @@ mod tests {
         let m = one_line(&Args::try_parse_from(["x"]).unwrap_err());
         assert!(m.contains("--n") && m.contains("--name"), "{m}");
         assert!(is_help(&Args::try_parse_from(["x", "--help"]).unwrap_err()));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read spec x: {0}")]
+    struct Doubled(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("building failed")]
+    struct Outer(#[source] Doubled);
+
+    /// Each cause once: the io error is already in Doubled's message.
+    #[test]
+    fn causes_are_not_repeated() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        let m = chain(&Outer(Doubled(io())));
+        assert_eq!(m, format!("building failed: cannot read spec x: {}", io()));
+        assert_eq!(m.matches(&io().to_string()).count(), 1, "{m}");
+        let e = anyhow::Error::new(io()).context("cannot read /x");
+        assert_eq!(chain(e.as_ref()), format!("cannot read /x: {}", io()));
     }
 }

@@ -499,7 +499,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("cocos-hal: error: {}", format!("{e:#}").replace('\n', " "));
+            cocos_measure::cli_error::report("cocos-hal", e.as_ref());
             ExitCode::from(2)
         }
     }

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         // Still one thread: nothing else reads the environment meanwhile.
         Ok(set) => set.into_iter().for_each(|(k, v)| std::env::set_var(k, v)),
         Err(e) => {
-            eprintln!("cocos-manager: {e}");
+            eprintln!("cocos-manager: error: {e}");
             return ExitCode::from(2);
         }
     }
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         Err(e) if cocos_measure::cli_error::is_help(&e) => e.exit(),
         Err(e) => {
             eprintln!(
-                "cocos-manager: {} (see --help)",
+                "cocos-manager: error: {} (see --help)",
                 cocos_measure::cli_error::one_line(&e)
             );
             return ExitCode::from(2);
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     ) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("cocos-manager: {e}");
+            eprintln!("cocos-manager: error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         cocos_manager::config::LogFormat::Json => logs.json().init(),
     }
     if let Err(e) = cfg.validate() {
-        eprintln!("cocos-manager: {e}");
+        eprintln!("cocos-manager: error: {e}");
         return ExitCode::from(2);
     }
     raise_fd_limit(cfg.max_vms);
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cocos-manager: {e}");
+            eprintln!("cocos-manager: error: {e}");
             return ExitCode::from(1);
         }
     };
@@ -103,14 +103,14 @@ fn main() -> ExitCode {
     let plan = match listen::Plan::from_config(&cfg) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("cocos-manager: {e}");
+            eprintln!("cocos-manager: error: {e}");
             return ExitCode::from(2);
         }
     };
     let tls = match upstream::tls_config(&cfg) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("cocos-manager: {e:#}");
+            cocos_measure::cli_error::report("cocos-manager", &e);
             return ExitCode::from(2);
         }
     };
@@ -118,14 +118,14 @@ fn main() -> ExitCode {
         let mgr = match Manager::start(cfg.clone()).await {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("cocos-manager: {e:#}");
+                cocos_measure::cli_error::report("cocos-manager", &e);
                 return ExitCode::from(2);
             }
         };
         match serve(mgr, cfg, plan, tls).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("cocos-manager: {e:#}");
+                cocos_measure::cli_error::report("cocos-manager", e.as_ref());
                 ExitCode::from(1)
             }
         }

@@ -25,8 +25,7 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("cocos-measure: error: {msg}");
+            cocos_measure::cli_error::report("cocos-measure", e.as_ref());
             ExitCode::from(2)
         }
     }
