@@ -4,7 +4,8 @@
 //!   alone: no gRPC code, so the static agent stays small;
 //! - proto/manager.proto (feature `grpc`) into the gRPC client and server; it imports
 //!   agent.proto, whose types it takes from the first step (`crate::messages`) rather
-//!   than generating them again.
+//!   than generating them again; its encoded descriptor set (with agent.proto) is kept
+//!   for gRPC server reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/agent.proto");
@@ -17,6 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "grpc")]
     {
         let fds = protox::compile(["proto/manager.proto"], ["proto"])?;
+        // The descriptors of manager.proto and of what it imports, for reflection: a
+        // client resolving the service needs agent.proto's messages too.
+        let mut compiler = protox::Compiler::new(["proto"])?;
+        compiler.include_imports(true);
+        compiler.open_file("proto/manager.proto")?;
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+        std::fs::write(
+            out.join("manager_descriptor.bin"),
+            prost::Message::encode_to_vec(&compiler.file_descriptor_set()),
+        )?;
         tonic_build::configure()
             .build_client(true)
             .build_server(true)

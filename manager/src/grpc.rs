@@ -121,3 +121,24 @@ impl ManagerService for Service {
         Ok(Response::new(Box::pin(s)))
     }
 }
+
+/// Keeps the standard health service in step with the manager: every service SERVING
+/// while the store commits, NOT_SERVING while it cannot (the `/health` 503 of HTTP).
+pub async fn report_health(m: Arc<Manager>, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let name = <ManagerServiceServer<Service> as tonic::server::NamedService>::NAME;
+    let mut last = None;
+    loop {
+        let status = if m.store().failure().is_some() {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        if last != Some(status) {
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(name, status).await;
+            last = Some(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}

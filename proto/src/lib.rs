@@ -24,4 +24,9 @@ pub mod release;
 pub mod grpc {
     pub use crate::messages::{AgentEvent, AgentLog};
     tonic::include_proto!("manager");
+
+    /// The encoded `FileDescriptorSet` of manager.proto and the files it imports, for
+    /// gRPC server reflection (so `grpcurl` needs no .proto).
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/manager_descriptor.bin"));
 }

@@ -165,7 +165,22 @@ async fn serve(
         if let Some(t) = &server_tls {
             builder = builder.tls_config(t.tonic.clone()).context("gRPC TLS")?;
         }
-        let router = builder.add_service(svc);
+        // The standard health service (SERVING while the store commits) and server
+        // reflection, so grpcurl and friends work without the .proto.
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<cocos_proto::grpc::manager_service_server::ManagerServiceServer<grpc::Service>>()
+            .await;
+        tokio::spawn(grpc::report_health(mgr.clone(), health));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cocos_proto::grpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("gRPC reflection")?;
+        let router = builder
+            .add_service(svc)
+            .add_service(health_svc)
+            .add_service(reflection);
         let conns = listen::incoming(
             l,
             cfg.max_connections,
