@@ -244,3 +244,18 @@ fn kernel_reports_and_links() {
         "{err}"
     );
 }
+
+/// Issue #16: completions and man pages.
+#[test]
+fn completions_and_man_pages() {
+    let o = run(&["completions", "bash"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cocos-hal"));
+    let o = run(&["man"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains(".TH cocos-hal 1"));
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&["man", "--dir", d.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(d.path().join("cocos-hal-build.1").exists());
+}

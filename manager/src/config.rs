@@ -266,6 +266,12 @@ pub struct Config {
     /// Log lines as text (colours only on a terminal) or JSON (one object per line)
     #[arg(long, env = "MANAGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell) and exit
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<cocos_measure::cli_error::Shell>,
+    /// Print the man page (roff) and exit
+    #[arg(long, exclusive = true)]
+    pub man: bool,
 }
 
 /// The environment variables the settings read (each flag's `env`).

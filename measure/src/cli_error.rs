@@ -51,6 +51,58 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out.replace('\n', " ")
 }
 
+/// The shells `completions` can write for.
+pub use clap_complete::Shell;
+
+/// Writes `cmd`'s shell completion script for `shell` (the three binaries'
+/// `completions`); a closed pipe (`| head`) is not an error.
+pub fn completions(
+    cmd: &mut clap::Command,
+    shell: Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let name = cmd.get_name().to_owned();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, cmd, name, &mut buf);
+    quiet_pipe(out.write_all(&buf))
+}
+
+/// Writes `cmd`'s man page (roff, section 1); a closed pipe is not an error.
+pub fn man_page(cmd: &clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    quiet_pipe(out.write_all(&buf))
+}
+
+fn quiet_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// Writes `NAME.1` and one `NAME-SUBCOMMAND.1` per subcommand into `dir`; returns the
+/// files written.
+pub fn man_pages(
+    cmd: &clap::Command,
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut pages = vec![(cmd.get_name().to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{}-{}", cmd.get_name(), sub.get_name());
+        pages.push((name, sub.clone()));
+    }
+    let mut written = Vec::new();
+    for (name, c) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut f = std::fs::File::create(&path)?;
+        clap_mangen::Man::new(c).title(name).render(&mut f)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Prints `BIN: error: MESSAGE` ([`chain`]) on stderr: the one error line every binary
 /// of the project writes.
 pub fn report(bin: &str, e: &(dyn std::error::Error + 'static)) {

@@ -1249,3 +1249,45 @@ fn append_value_that_looks_like_an_option_is_refused() {
         );
     }
 }
+
+/// Issue #16: completions for every shell clap knows, and man pages (one per
+/// subcommand with --dir).
+#[test]
+fn completions_and_man_pages() {
+    let bin = env!("CARGO_BIN_EXE_cocos-measure");
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = Command::new(bin)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("cocos-measure") && text.contains("reference-values"),
+            "{shell}"
+        );
+    }
+    let o = Command::new(bin).arg("man").output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains(".TH cocos-measure 1"));
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(bin)
+        .args(["man", "--dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    for page in [
+        "cocos-measure.1",
+        "cocos-measure-snp.1",
+        "cocos-measure-tdx.1",
+    ] {
+        assert!(d.path().join(page).exists(), "{page}");
+    }
+    let o = Command::new(bin)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with(PREFIX));
+}

@@ -79,3 +79,22 @@ fn settings_we_cannot_honour_stop_the_start() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("MANAGER_MAX_VMS"));
 }
+
+/// Issue #16: completions and the man page, without the settings a start needs.
+#[test]
+fn completions_and_man_page() {
+    let o = Command::new(manager_bin())
+        .args(["--completions", "zsh"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--max-vms"));
+    let o = Command::new(manager_bin()).arg("--man").output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains(".TH cocos-manager 1"));
+    let o = Command::new(manager_bin())
+        .arg("--completions")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

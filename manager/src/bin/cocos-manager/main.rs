@@ -36,7 +36,43 @@ fn raise_fd_limit(max_vms: usize) {
     }
 }
 
+/// `--completions SHELL` and `--man` print and exit, before the settings (which need
+/// `--release`) are read.
+fn docs_requested() -> Option<ExitCode> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = || <Config as clap::CommandFactory>::command();
+    let out = if argv.iter().any(|a| a == "--man") {
+        cocos_measure::cli_error::man_page(&cmd(), &mut std::io::stdout())
+    } else {
+        let at = argv
+            .iter()
+            .position(|a| a == "--completions" || a.starts_with("--completions="))?;
+        let value = match argv.get(at).and_then(|a| a.strip_prefix("--completions=")) {
+            Some(v) => Some(v.to_owned()),
+            None => argv.get(at + 1).cloned(),
+        };
+        let shell = value.as_deref().and_then(|v| {
+            <cocos_measure::cli_error::Shell as clap::ValueEnum>::from_str(v, true).ok()
+        });
+        let Some(shell) = shell else {
+            eprintln!("cocos-manager: error: --completions needs a shell: bash, zsh, fish, elvish or powershell");
+            return Some(ExitCode::from(2));
+        };
+        cocos_measure::cli_error::completions(&mut cmd(), shell, &mut std::io::stdout())
+    };
+    Some(match out {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cocos_measure::cli_error::report("cocos-manager", &e);
+            ExitCode::from(1)
+        }
+    })
+}
+
 fn main() -> ExitCode {
+    if let Some(code) = docs_requested() {
+        return code;
+    }
     // cocos' names where we have the setting, and no unknown MANAGER_* variable.
     let ours = cocos_manager::config::env_names();
     let vars: Vec<(String, String)> = std::env::vars_os()

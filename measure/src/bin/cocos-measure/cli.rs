@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
 use cocos_measure::cpu::VCPU_TYPES;
@@ -75,6 +75,17 @@ pub(crate) enum Cmd {
     ReferenceValues(Box<crate::commands::reference::ReferenceCmd>),
     /// A signed SEV-SNP ID block for one launch digest (QEMU's id-block/id-auth)
     IdBlock(crate::commands::reference::IdBlockCmd),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout
+    Completions {
+        /// The shell
+        shell: cocos_measure::cli_error::Shell,
+    },
+    /// The man page on stdout (roff), or every page (one per subcommand) into --dir
+    Man {
+        /// Write cocos-measure.1 and cocos-measure-SUBCOMMAND.1 here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -193,6 +204,21 @@ pub fn run() -> Result<u8> {
         Some(Cmd::Verify(_)) => Ok(()),
         Some(Cmd::ReferenceValues(c)) => crate::commands::reference::run_reference(*c),
         Some(Cmd::IdBlock(c)) => crate::commands::reference::run_id_block(c),
+        Some(Cmd::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            cocos_measure::cli_error::completions(&mut cmd, shell, &mut std::io::stdout())
+                .context("writing the completions")
+        }
+        Some(Cmd::Man { dir }) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(d) => cocos_measure::cli_error::man_pages(&cmd, &d)
+                    .map(drop)
+                    .with_context(|| format!("writing man pages into {}", d.display())),
+                None => cocos_measure::cli_error::man_page(&cmd, &mut std::io::stdout())
+                    .context("writing the man page"),
+            }
+        }
     };
     result.map(|()| 0).map_err(|e| name_flags(e, tdx))
 }
@@ -221,7 +247,6 @@ fn name_flags(e: anyhow::Error, tdx: bool) -> anyhow::Error {
 /// Reads an input file named by flag `what`: refuses a directory, and a file over `max`
 /// bytes (`why` says what such a file should be instead).
 pub(crate) fn read_bounded(path: &Path, what: &str, max: u64, why: &str) -> Result<Vec<u8>> {
-    use anyhow::Context as _;
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
     if meta.is_dir() {
