@@ -162,6 +162,10 @@ pub fn module_file(path: &str, data: Vec<u8>) -> std::io::Result<(String, Vec<u8
 
 /// Builds the image described by `spec` into `opts.out`.
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {
+    // An output that cannot be a directory fails now, not after minutes of building.
+    if std::fs::metadata(&opts.out).is_ok_and(|m| !m.is_dir()) {
+        return Err(BuildError::OutNotADirectory(opts.out.display().to_string()));
+    }
     let compression = spec.compression()?;
     let mtime = spec.mtime(opts.source_date_epoch.as_deref())?;
     progress("resolving the kernel");

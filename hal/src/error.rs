@@ -37,6 +37,9 @@ pub enum BuildError {
     /// A release key cannot be used.
     #[error("{0}")]
     Key(String),
+    /// The output directory cannot be one (checked before anything is built).
+    #[error("--out {0}: exists and is not a directory; give a directory (new or existing)")]
+    OutNotADirectory(String),
     /// release.json could not be serialised.
     #[error("release.json: {0}")]
     Json(#[from] serde_json::Error),

@@ -259,3 +259,22 @@ fn completions_and_man_pages() {
     assert!(o.status.success());
     assert!(d.path().join("cocos-hal-build.1").exists());
 }
+
+/// Issue #16: an --out that is a file fails at once, before the build.
+#[test]
+fn build_into_a_file_fails_before_building() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("a-file");
+    std::fs::write(&f, b"x").unwrap();
+    let t0 = std::time::Instant::now();
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/cocos.toml");
+    let o = run(&["build", "--spec", spec, "--out", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not a directory") && !err.contains("resolving the kernel"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(std::fs::read(&f).unwrap(), b"x");
+}
