@@ -118,13 +118,7 @@ fn record(out: &mut serde_json::Map<String, Value>, part: &str, v: Value) {
 
 fn run(m: &ManagerProc, id: &str) -> f64 {
     let t = Instant::now();
-    let (st, body) = http(
-        &m.http,
-        "POST",
-        "/run",
-        &format!(r#"{{"computation_id": "{id}"}}"#),
-    );
-    assert_eq!(st, 201, "{body}");
+    cocos_tests::launch(&m.http, id);
     t.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -207,14 +201,8 @@ fn main() {
         let (mut server, mut client) = (Vec::new(), Vec::new());
         for i in 0..launches {
             let t = Instant::now();
-            let (st, body) = http(
-                &m.http,
-                "POST",
-                "/run",
-                &format!(r#"{{"computation_id": "l{i}"}}"#),
-            );
+            let body = cocos_tests::launch(&m.http, &format!("l{i}"));
             client.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(st, 201, "{body}");
             let v: Value = serde_json::from_str(&body).unwrap();
             server.push(v["launch_ms"].as_f64().unwrap());
             let (st, body) = http(&m.http, "DELETE", &format!("/computations/l{i}"), "");
@@ -378,14 +366,8 @@ fn main() {
         let n = launches.min(100);
         for i in 0..n {
             let t = Instant::now();
-            let (st, body) = http(
-                &m.http,
-                "POST",
-                "/run",
-                &format!(r#"{{"computation_id": "f{i}"}}"#),
-            );
+            let body = cocos_tests::launch(&m.http, &format!("f{i}"));
             client.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(st, 201, "{body}");
             let v: Value = serde_json::from_str(&body).unwrap();
             server.push(v["launch_ms"].as_f64().unwrap());
         }

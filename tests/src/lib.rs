@@ -152,6 +152,18 @@ impl Drop for ManagerProc {
     }
 }
 
+/// Launches computation `id` (`POST /run`), asserting 201; returns the response body.
+pub fn launch(addr: &str, id: &str) -> String {
+    let (st, body) = http(
+        addr,
+        "POST",
+        "/run",
+        &format!(r#"{{"computation_id": "{id}"}}"#),
+    );
+    assert_eq!(st, 201, "launching {id}: {body}");
+    body
+}
+
 /// One HTTP/1.1 request; returns (status, body).
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();

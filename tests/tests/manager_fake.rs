@@ -208,13 +208,7 @@ fn stopping_a_vm_just_launched_powers_it_down() {
     let m = start(&state, &release, &fw, &[], &[]);
     for i in 0..3 {
         let id = format!("quick{i}");
-        let (st, body) = http(
-            &m.http,
-            "POST",
-            "/run",
-            &format!(r#"{{"computation_id": "{id}"}}"#),
-        );
-        assert_eq!(st, 201, "{body}");
+        cocos_tests::launch(&m.http, &id);
         let t0 = std::time::Instant::now();
         let (st, body) = http(&m.http, "DELETE", &format!("/computations/{id}"), "");
         assert_eq!(st, 200, "{body}");

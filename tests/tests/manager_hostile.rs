@@ -390,13 +390,7 @@ fn one_flooding_guest_does_not_starve_the_quiet_ones(confirmed: bool) {
     std::thread::sleep(Duration::from_millis(200));
     let t0 = std::time::Instant::now();
     for id in ["flood", "q1", "q2"] {
-        let (st, body) = http(
-            &m.http,
-            "POST",
-            "/run",
-            &format!(r#"{{"computation_id": "{id}"}}"#),
-        );
-        assert_eq!(st, 201, "{body}");
+        cocos_tests::launch(&m.http, id);
     }
     let seen = watch.join().unwrap();
     let elapsed = t0.elapsed().as_secs_f64();
