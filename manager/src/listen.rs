@@ -279,14 +279,68 @@ impl Listener {
         }
     }
 
-    async fn accept(&self) -> std::io::Result<Box<dyn Io>> {
+    async fn accept(&self) -> std::io::Result<Accepted> {
         match self {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok(Box::new(s))
+                Ok(Accepted::Tcp(s))
             }
-            Listener::Unix(l) => Ok(Box::new(l.accept().await?.0)),
+            Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+/// Waits until a Unix stream has a byte to read (or its peer closed), without taking it
+/// (tokio's UnixStream has no `peek`).
+async fn unix_data(s: &tokio::net::UnixStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        s.readable().await?;
+        let peeked = s.try_io(tokio::io::Interest::READABLE, || {
+            let mut b = [0u8; 1];
+            nix::sys::socket::recv(
+                s.as_raw_fd(),
+                &mut b,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match peeked {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A connection just accepted, before anything was read from it.
+#[derive(Debug)]
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Accepted {
+    /// The connection once its client has sent something (or closed it), within
+    /// `within`; None when it stayed silent, so that a connection that never speaks
+    /// (HTTP, TLS and HTTP/2 clients all speak first) does not hold a slot.
+    async fn first_byte(self, within: Duration) -> Option<Box<dyn Io>> {
+        // Readiness alone is not enough (a new socket may report it before any byte):
+        // peek at one byte, without taking it.
+        let ready = match &self {
+            Accepted::Tcp(s) => {
+                let mut b = [0u8; 1];
+                tokio::time::timeout(within, s.peek(&mut b))
+                    .await
+                    .map(|r| r.map(drop))
+            }
+            Accepted::Unix(s) => tokio::time::timeout(within, unix_data(s)).await,
+        };
+        match (ready, self) {
+            (Ok(Ok(())), Accepted::Tcp(s)) => Some(Box::new(s)),
+            (Ok(Ok(())), Accepted::Unix(s)) => Some(Box::new(s)),
+            _ => None,
         }
     }
 }
@@ -351,8 +405,9 @@ impl tonic::transport::server::Connected for Slotted {
 }
 
 /// The listener's connections, at most `max_connections` open at once: one more is
-/// closed as soon as it is accepted, and counted in `refused`. Accept errors (out of
-/// descriptors) are retried after 50 ms, never end the stream. Both servers (HTTP
+/// closed as soon as it is accepted, and counted in `refused`; one whose client sends
+/// nothing within [`CLIENT_TIMEOUT`] is closed and frees its slot. Accept errors (out
+/// of descriptors) are retried after 50 ms, never end the stream. Both servers (HTTP
 /// and gRPC) take their connections from here.
 pub fn incoming(
     l: Listener,
@@ -376,9 +431,12 @@ pub fn incoming(
                 drop(io);
                 continue;
             };
-            if tx.send(Ok(Slotted { io, _slot: slot })).await.is_err() {
-                return;
-            }
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(io) = io.first_byte(CLIENT_TIMEOUT).await {
+                    let _ = tx.send(Ok(Slotted { io, _slot: slot })).await;
+                }
+            });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -410,9 +468,12 @@ pub async fn serve_http(
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let mut b =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // One request per connection: an idle keep-alive connection would hold a
+            // slot with no timeout (hyper has none between requests).
             b.http1()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(CLIENT_TIMEOUT);
+                .header_read_timeout(CLIENT_TIMEOUT)
+                .keep_alive(false);
             if let Err(e) = b
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), svc)
                 .await
@@ -483,6 +544,46 @@ mod tests {
         assert!(check_exposure("HTTP", &any, true, false).is_ok());
         assert!(check_exposure("HTTP", &any, false, true).is_ok());
         assert!(check_exposure("HTTP", &Endpoint::Unix("/x".into()), false, false).is_ok());
+    }
+
+    /// A client that sends nothing loses its connection; one that speaks keeps it.
+    #[tokio::test]
+    async fn silent_connections_are_dropped() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        assert!(Accepted::Tcp(s)
+            .first_byte(Duration::from_millis(300))
+            .await
+            .is_none());
+        let d = tempfile::tempdir().unwrap();
+        let ul = tokio::net::UnixListener::bind(d.path().join("s")).unwrap();
+        let _silent_unix = tokio::net::UnixStream::connect(d.path().join("s"))
+            .await
+            .unwrap();
+        let (us, _) = ul.accept().await.unwrap();
+        assert!(Accepted::Unix(us)
+            .first_byte(Duration::from_millis(300))
+            .await
+            .is_none());
+        let mut unix_talker = tokio::net::UnixStream::connect(d.path().join("s"))
+            .await
+            .unwrap();
+        unix_talker.write_all(b"G").await.unwrap();
+        let (us, _) = ul.accept().await.unwrap();
+        assert!(Accepted::Unix(us)
+            .first_byte(Duration::from_millis(300))
+            .await
+            .is_some());
+        let mut talker = tokio::net::TcpStream::connect(addr).await.unwrap();
+        talker.write_all(b"G").await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        assert!(Accepted::Tcp(s)
+            .first_byte(Duration::from_millis(300))
+            .await
+            .is_some());
     }
 
     #[test]
