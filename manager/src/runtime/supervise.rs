@@ -547,8 +547,10 @@ mod tests {
         assert_eq!(a.take(50, t0), Duration::ZERO);
         let w = a.take(10, t0);
         assert!((w.as_secs_f64() - 0.1).abs() < 1e-9, "{w:?}");
-        // A second later the debt is paid and 90 more are saved.
-        assert_eq!(a.take(90, t0 + Duration::from_secs(1)), Duration::ZERO);
+        // A second later the debt (10) is paid and the rest saved, up to the burst (50).
+        assert_eq!(a.take(50, t0 + Duration::from_secs(1)), Duration::ZERO);
+        let w = a.take(1, t0 + Duration::from_secs(1));
+        assert!((w.as_secs_f64() - 0.01).abs() < 1e-9, "{w:?}");
         // Saving stops at the burst.
         assert_eq!(a.take(50, t0 + Duration::from_secs(100)), Duration::ZERO);
         assert!(!a.take(1, t0 + Duration::from_secs(100)).is_zero());
