@@ -79,6 +79,15 @@ impl Shared {
             .as_ref()
     }
 
+    /// The event as a `ClientStreamMessage` carrying its sequence number (what gRPC
+    /// watchers and the control plane receive); watchers forward only events that
+    /// decode, so the default is never sent.
+    pub fn stream_message(&self) -> ClientStreamMessage {
+        let mut m = self.message().cloned().unwrap_or_default();
+        m.seq = self.seq;
+        m
+    }
+
     /// The event as one JSON line, newline included ([`to_json`]).
     pub fn json_line(&self) -> Bytes {
         self.line

@@ -110,12 +110,9 @@ impl ManagerService for Service {
         let rx = crate::events::watch(&self.0, r.from_seq, filter, true);
         let s = ReceiverStream::new(rx).map(|w| {
             let ev = w.map_err(Status::internal)?;
-            // Watchers forward only events that decode.
-            let mut message = ev.message().cloned().unwrap_or_default();
-            message.seq = ev.seq;
             Ok(WatchEvent {
                 seq: ev.seq,
-                message: Some(message),
+                message: Some(ev.stream_message()),
             })
         });
         Ok(Response::new(Box::pin(s)))

@@ -106,15 +106,9 @@ pub struct Store {
 
 /// The VM (computation id) a stored event belongs to ("" if it names none).
 fn owner_of(payload: &[u8]) -> String {
-    use cocos_proto::grpc::{client_stream_message::Message as M, ClientStreamMessage};
-    match ClientStreamMessage::decode(payload)
-        .ok()
-        .and_then(|m| m.message)
-    {
-        Some(M::AgentEvent(e)) => e.computation_id,
-        Some(M::AgentLog(l)) => l.computation_id,
-        _ => String::new(),
-    }
+    cocos_proto::grpc::ClientStreamMessage::decode(payload)
+        .map(|m| crate::events::computation_of(&m).to_owned())
+        .unwrap_or_default()
 }
 
 impl Store {
@@ -321,7 +315,7 @@ impl Store {
             // Once a VM's frame is refused, its later frames in this batch are refused
             // the same way, so its stored frames stay a prefix.
             let mut refused_vm: Vec<(&str, Appended)> = Vec::new();
-            let mut touched: Vec<&str> = Vec::new();
+            let mut touched: std::collections::HashSet<&str> = std::collections::HashSet::new();
             for it in items {
                 let bytes = it.payload.len() as u64;
                 if let Some(fid) = it.frame_id {
@@ -352,16 +346,14 @@ impl Store {
                 }
                 events.insert(next, it.payload.as_slice()).map_err(e)?;
                 led.add(next, bytes, &it.vm);
-                if !touched.contains(&it.vm.as_str()) {
-                    touched.push(&it.vm);
-                }
+                touched.insert(&it.vm);
                 out.push(Appended::Stored(next));
                 next += 1;
             }
             meta.insert(NEXT_SEQ, next).map_err(e)?;
             match self.retention {
                 Retention::Ring => {
-                    for seq in led.trim_ring(&self.limits, &touched) {
+                    for seq in led.trim_ring(&self.limits, touched) {
                         events.remove(seq).map_err(e)?;
                     }
                 }

@@ -298,16 +298,14 @@ async fn send_events(mgr: Arc<Manager>, tx: mpsc::Sender<ClientStreamMessage>) {
     let mut confirmed = mgr.store().confirmed().unwrap_or(0);
     let mut rx = crate::events::watch(&mgr, confirmed, None, true);
     while let Some(w) = rx.recv().await {
-        let (s, mut m) = match w {
-            // Watchers forward only events that decode.
-            Ok(ev) => (ev.seq, ev.message().cloned().unwrap_or_default()),
+        let (s, m) = match w {
+            Ok(ev) => (ev.seq, ev.stream_message()),
             Err(why) => {
                 // The connection loop reconnects and resends from the last confirmation.
                 tracing::error!("upstream: stopped sending events: {why}");
                 return;
             }
         };
-        m.seq = s;
         if tx.send(m).await.is_err() {
             return;
         }

@@ -103,6 +103,49 @@ pub fn man_pages(
     Ok(written)
 }
 
+/// The `completions` and `man` subcommands, one definition for cocos-measure and
+/// cocos-hal (flattened into their subcommand enums; cocos-manager, which has no
+/// subcommands, takes `--completions` / `--man`).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum DocsCmd {
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout
+    Completions {
+        /// The shell
+        shell: Shell,
+    },
+    /// The man page on stdout (roff), or every page (one per subcommand) into --dir
+    Man {
+        /// Write NAME.1 and NAME-SUBCOMMAND.1 here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// Writing completions or man pages failed.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {what}: {source}")]
+pub struct DocsError {
+    what: String,
+    source: std::io::Error,
+}
+
+impl DocsCmd {
+    /// Writes what was asked for `cmd` (the whole command line interface).
+    pub fn run(&self, mut cmd: clap::Command) -> Result<(), DocsError> {
+        let failed = |what: String| move |source| DocsError { what, source };
+        match self {
+            DocsCmd::Completions { shell } => completions(&mut cmd, *shell, &mut std::io::stdout())
+                .map_err(failed("the completions".into())),
+            DocsCmd::Man { dir: Some(d) } => man_pages(&cmd, d)
+                .map(drop)
+                .map_err(failed(format!("man pages into {}", d.display()))),
+            DocsCmd::Man { dir: None } => {
+                man_page(&cmd, &mut std::io::stdout()).map_err(failed("the man page".into()))
+            }
+        }
+    }
+}
+
 /// Prints `BIN: error: MESSAGE` ([`chain`]) on stderr: the one error line every binary
 /// of the project writes.
 pub fn report(bin: &str, e: &(dyn std::error::Error + 'static)) {

@@ -66,6 +66,14 @@ impl Allowance {
     }
 }
 
+/// Waits `d`, or less if the VM stops meanwhile: true when it stopped.
+async fn stopped(done: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = done.changed() => true,
+    }
+}
+
 /// Why one agent connection ended; what follows depends on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ChannelEnd {
@@ -275,9 +283,8 @@ impl Manager {
                                     "reason": format!("over the guest event rate ({} frames/s, burst {})", self.cfg.guest_event_rate, self.cfg.guest_event_burst),
                                     "action": "the manager reads this guest's agent channel at the rate; its agent keeps the rest until acknowledged",
                                 })).await;
-                                tokio::select! {
-                                    _ = tokio::time::sleep(wait) => {}
-                                    _ = done.changed() => return,
+                                if stopped(&mut done, wait).await {
+                                    return;
                                 }
                             }
                         }
@@ -334,9 +341,8 @@ impl Manager {
                         "reason": format!("holds its share of the outbox awaiting the control plane ({events} of {} events, {bytes} of {} bytes)", limits.vm_events(), limits.vm_bytes()),
                         "action": "its agent frames stay unacknowledged in the agent until the control plane confirms this VM's events",
                     })).await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = done.changed() => return,
+                    if stopped(&mut done, Duration::from_secs(1)).await {
+                        return;
                     }
                 }
                 ChannelEnd::Closed if procs::is_same(vm.record.pid, vm.record.start_time) => {
@@ -373,9 +379,8 @@ impl Manager {
                     } else {
                         tracing::debug!(computation = %id, "agent channel: {why}; violation {violations}, retry in {wait:?}");
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = done.changed() => return,
+                    if stopped(&mut done, wait).await {
+                        return;
                     }
                 }
                 ChannelEnd::Store => {
@@ -446,9 +451,8 @@ impl Manager {
     pub(super) async fn attestation_timeouts(self: Arc<Self>, vm: Arc<Vm>) {
         let mut done = vm.done_tx.subscribe();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = done.changed() => return,
+            if stopped(&mut done, Duration::from_secs(1)).await {
+                return;
             }
             let now = Instant::now();
             let expired = match vm.pending_attestations.lock() {

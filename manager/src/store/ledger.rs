@@ -190,10 +190,14 @@ impl Ledger {
     /// oldest events; then, while the outbox is over its limits, the oldest held event
     /// goes. A flooding VM thus rotates within its share and cannot push other VMs'
     /// events out.
-    pub fn trim_ring(&mut self, limits: &Limits, touched: &[&str]) -> Vec<u64> {
+    pub fn trim_ring<'a>(
+        &mut self,
+        limits: &Limits,
+        touched: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<u64> {
         let mut gone = Vec::new();
         for vm in touched {
-            while self.vms.get(*vm).is_some_and(|u| {
+            while self.vms.get(vm).is_some_and(|u| {
                 u.q.len() as u64 > limits.vm_events() || u.bytes > limits.vm_bytes()
             }) {
                 match self.pop_oldest_of(vm) {
@@ -324,7 +328,7 @@ mod tests {
         let mut gone = Vec::new();
         for s in 2..=1000 {
             l.add(s, 10, "flood");
-            gone.extend(l.trim_ring(&limits, &["flood"]));
+            gone.extend(l.trim_ring(&limits, ["flood"]));
         }
         assert_eq!(l.vm_usage("quiet"), (1, 10));
         assert_eq!(l.vm_usage("flood"), (10, 100));
@@ -342,7 +346,7 @@ mod tests {
         for s in 1..=6 {
             let vm = if s % 2 == 0 { "a" } else { "b" };
             l.add(s, 1, vm);
-            gone.extend(l.trim_ring(&limits, &[vm]));
+            gone.extend(l.trim_ring(&limits, [vm]));
         }
         assert_eq!(gone, vec![1, 2]);
         assert_eq!(l.outbox(), (4, 4));

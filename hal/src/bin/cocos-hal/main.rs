@@ -111,17 +111,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout
-    Completions {
-        /// The shell
-        shell: cocos_measure::cli_error::Shell,
-    },
-    /// The man page on stdout (roff), or every page (one per subcommand) into --dir
-    Man {
-        /// Write cocos-hal.1 and cocos-hal-SUBCOMMAND.1 here
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    #[command(flatten)]
+    Docs(cocos_measure::cli_error::DocsCmd),
 }
 
 /// Keys and host facts for what is published beside release.json.
@@ -441,22 +432,8 @@ fn run_into(cli: Cli, out: &mut String) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            cocos_measure::cli_error::completions(&mut cmd, shell, &mut std::io::stdout())
-                .context("writing the completions")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Man { dir } => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            match dir {
-                Some(d) => {
-                    cocos_measure::cli_error::man_pages(&cmd, &d)
-                        .with_context(|| format!("writing man pages into {}", d.display()))?;
-                }
-                None => cocos_measure::cli_error::man_page(&cmd, &mut std::io::stdout())
-                    .context("writing the man page")?,
-            }
+        Cmd::Docs(d) => {
+            d.run(<Cli as clap::CommandFactory>::command())?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { image, other, json } => {

@@ -75,17 +75,8 @@ pub(crate) enum Cmd {
     ReferenceValues(Box<crate::commands::reference::ReferenceCmd>),
     /// A signed SEV-SNP ID block for one launch digest (QEMU's id-block/id-auth)
     IdBlock(crate::commands::reference::IdBlockCmd),
-    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout
-    Completions {
-        /// The shell
-        shell: cocos_measure::cli_error::Shell,
-    },
-    /// The man page on stdout (roff), or every page (one per subcommand) into --dir
-    Man {
-        /// Write cocos-measure.1 and cocos-measure-SUBCOMMAND.1 here
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-    },
+    #[command(flatten)]
+    Docs(cocos_measure::cli_error::DocsCmd),
 }
 
 #[derive(Args)]
@@ -204,21 +195,9 @@ pub fn run() -> Result<u8> {
         Some(Cmd::Verify(_)) => Ok(()),
         Some(Cmd::ReferenceValues(c)) => crate::commands::reference::run_reference(*c),
         Some(Cmd::IdBlock(c)) => crate::commands::reference::run_id_block(c),
-        Some(Cmd::Completions { shell }) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            cocos_measure::cli_error::completions(&mut cmd, shell, &mut std::io::stdout())
-                .context("writing the completions")
-        }
-        Some(Cmd::Man { dir }) => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            match dir {
-                Some(d) => cocos_measure::cli_error::man_pages(&cmd, &d)
-                    .map(drop)
-                    .with_context(|| format!("writing man pages into {}", d.display())),
-                None => cocos_measure::cli_error::man_page(&cmd, &mut std::io::stdout())
-                    .context("writing the man page"),
-            }
-        }
+        Some(Cmd::Docs(d)) => d
+            .run(<Cli as clap::CommandFactory>::command())
+            .map_err(Into::into),
     };
     result.map(|()| 0).map_err(|e| name_flags(e, tdx))
 }
